@@ -1,0 +1,52 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
+import { requestId } from "hono/request-id";
+import { AppError, handleError, problemResponse } from "../errors.js";
+import type { App, AppDeps, AppEnv } from "./context.js";
+import { registerDocs } from "./docs.js";
+import { registerHealth } from "./health.js";
+
+const MAX_BODY_BYTES = 64 * 1024;
+
+/** Turns a zod failure into one line naming each bad field. */
+function describeIssues(issues: { path: PropertyKey[]; message: string }[]): string {
+  return issues
+    .map((i) => `${i.path.length ? i.path.map(String).join(".") : "body"}: ${i.message}`)
+    .join("; ");
+}
+
+export function createApp(deps: AppDeps): App {
+  const full = { clock: () => new Date(), ...deps } as Required<AppDeps>;
+  const app: App = new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) {
+        throw new AppError("validation_failed", describeIssues(result.error.issues));
+      }
+    },
+  });
+
+  app.use(requestId({ headerName: "x-request-id" }));
+  app.use(async (c, next) => {
+    c.set("deps", full);
+    c.set("logger", full.logger.child({ requestId: c.var.requestId }));
+    await next();
+  });
+  app.use(
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) =>
+        problemResponse(c, "payload_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`),
+    }),
+  );
+
+  registerHealth(app);
+  registerDocs(app);
+
+  app.notFound((c) =>
+    problemResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`),
+  );
+  app.onError((err, c) => handleError(err, c, c.var.logger ?? full.logger));
+  return app;
+}
+
+export type { AppEnv };

@@ -1,0 +1,35 @@
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { Config } from "../config.js";
+import type { Logger } from "../logger.js";
+import type { Store } from "../store/db.js";
+
+export interface Readiness {
+  /** Each check's state; the service is ready when every one says "ok" or "standby". */
+  check(): Promise<Record<string, string>>;
+}
+
+export interface AppDeps {
+  store: Store;
+  config: Config;
+  logger: Logger;
+  readiness: Readiness;
+  clock?: () => Date;
+}
+
+export interface Principal {
+  accountId: number;
+  jid: string;
+  scope: "account" | "admin";
+  tokenId: string;
+}
+
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    logger: Logger;
+    deps: Required<AppDeps>;
+    principal: Principal;
+  };
+}
+
+export type App = OpenAPIHono<AppEnv>;

@@ -1,0 +1,118 @@
+import { z } from "zod";
+
+/** Thrown by loadConfig with one line per bad variable; main.ts prints it and exits. */
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`invalid configuration:\n${issues.map((i) => `  ${i}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "90", "90s", "15m", "4h", "30d" → milliseconds; a bare number means seconds. */
+export function parseDuration(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (!m) return null;
+  return Math.round(Number(m[1]) * (UNITS[m[2] ?? "s"] ?? 1000));
+}
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === null || ms <= 0) {
+        ctx.addIssue({
+          code: "custom",
+          message: `expected a duration like 90s, 15m, 4h or 30d, got "${v}"`,
+        });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const bareJid = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^[^@/\s]+@[^@/\s]+$/, "expected a bare JID like name@example.org");
+
+const jidList = z
+  .string()
+  .default("")
+  .transform((v) =>
+    v
+      .split(",")
+      .map((s) => s.trim().toLowerCase())
+      .filter(Boolean),
+  )
+  .pipe(z.array(bareJid));
+
+const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
+
+const schema = z
+  .object({
+    DATABASE_URL: z
+      .string()
+      .trim()
+      .optional()
+      .transform((v) => (v ? v : undefined))
+      .refine((v) => v === undefined || /^postgres(ql)?:\/\//.test(v), "expected postgres://…"),
+    DATA_DIR: z.string().default("./data"),
+    HOST: z.string().default("127.0.0.1"),
+    PORT: port(8080),
+    XMPP_SERVICE: z
+      .string()
+      .default("xmpp://127.0.0.1:5222")
+      .refine(
+        (v) => /^(xmpps?|wss?):\/\/[^/]+/.test(v),
+        "expected xmpp://host:port or xmpps://host:port",
+      ),
+    XMPP_DOMAIN: z.string().trim().toLowerCase().min(1).default("localhost"),
+    OBSERVER_JID: bareJid.optional(),
+    OBSERVER_PASSWORD: z.string().min(1).default("observer-dev-password"),
+    INGEST: z.enum(["on", "off"]).default("on"),
+    ADMIN_JIDS: jidList,
+    TOKEN_TTL: duration("30d"),
+    CALL_RING_TIMEOUT: duration("60s"),
+    CALL_MAX_DURATION: duration("24h"),
+    LOG_LEVEL: z
+      .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+      .default("info"),
+  })
+  .transform((c) => ({
+    databaseUrl: c.DATABASE_URL,
+    dataDir: c.DATA_DIR,
+    host: c.HOST,
+    port: c.PORT,
+    xmpp: {
+      service: c.XMPP_SERVICE,
+      domain: c.XMPP_DOMAIN,
+      observerJid: c.OBSERVER_JID ?? `observer@${c.XMPP_DOMAIN}`,
+      observerPassword: c.OBSERVER_PASSWORD,
+    },
+    ingestEnabled: c.INGEST === "on",
+    adminJids: c.ADMIN_JIDS,
+    tokenTtlMs: c.TOKEN_TTL,
+    callRingTimeoutMs: c.CALL_RING_TIMEOUT,
+    callMaxDurationMs: c.CALL_MAX_DURATION,
+    logLevel: c.LOG_LEVEL,
+  }));
+
+export type Config = Readonly<z.output<typeof schema>>;
+
+/** Reads only the variables it knows; every problem is reported, not just the first. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const present = Object.fromEntries(
+    Object.entries(env).filter(([, v]) => v !== undefined && v !== ""),
+  );
+  const result = schema.safeParse(present);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((i) => `${String(i.path[0] ?? "config")}: ${i.message}`),
+    );
+  }
+  return Object.freeze(result.data);
+}

@@ -1,0 +1,76 @@
+import { serve } from "@hono/node-server";
+import { createApp } from "./api/app.js";
+import { ConfigError, loadConfig } from "./config.js";
+import { createLogger } from "./logger.js";
+import { retryForever } from "./retry.js";
+import { openDb } from "./store/db.js";
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`syncside: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  const store = await openDb({ url: config.databaseUrl, dataDir: config.dataDir });
+  logger.info({ driver: store.driver }, "database configured");
+
+  let migrated = false;
+  const shutdown = new AbortController();
+
+  const app = createApp({
+    store,
+    config,
+    logger,
+    readiness: {
+      async check() {
+        const database = migrated
+          ? await store.ping().then(
+              () => "ok",
+              () => "unreachable",
+            )
+          : "starting";
+        return { database };
+      },
+    },
+  });
+
+  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) =>
+    logger.info({ host: config.host, port: info.port }, "listening"),
+  );
+
+  const migration = retryForever(
+    async () => {
+      await store.migrate();
+      migrated = true;
+      logger.info("database migrated");
+    },
+    {
+      signal: shutdown.signal,
+      onError: (err, delayMs) =>
+        logger.warn({ err, retryInMs: delayMs }, "database not ready, retrying"),
+    },
+  );
+
+  const stop = async (signal: string) => {
+    logger.info({ signal }, "shutting down");
+    shutdown.abort();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await migration.catch(() => {});
+    await store.close();
+    logger.info("stopped");
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  process.once("SIGINT", () => void stop("SIGINT"));
+}
+
+main().catch((err) => {
+  process.stderr.write(`syncside: fatal: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,125 @@
+import { mkdir } from "node:fs/promises";
+import { PGlite } from "@electric-sql/pglite";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
+import postgres from "postgres";
+import { migratePgliteInstance, migratePostgresUrl } from "./migrate.js";
+
+export type Db = PgDatabase<PgQueryResultHKT>;
+/** A transaction handle: the same query builder, bound to one transaction. */
+export type Tx = Parameters<Parameters<Db["transaction"]>[0]>[0];
+
+export interface Lock {
+  /** Resolves when the connection holding the lock is lost (the lock went with it). */
+  readonly lost: Promise<void>;
+  release(): Promise<void>;
+}
+
+export interface Store {
+  readonly db: Db;
+  readonly driver: "postgres" | "pglite";
+  ping(): Promise<void>;
+  /** Applies the committed migrations (see migrate.ts). */
+  migrate(): Promise<void>;
+  /** Subscribes to NOTIFY on a channel; returns the unsubscribe function. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /** Session-level advisory lock on a connection of its own, or null when another holds it. */
+  tryLock(key: number): Promise<Lock | null>;
+  close(): Promise<void>;
+}
+
+export interface OpenDbOptions {
+  /** postgres://… or undefined for embedded PGlite */
+  url: string | undefined;
+  /** PGlite data directory, or "memory://" */
+  dataDir: string;
+  maxConnections?: number;
+}
+
+export async function openDb(options: OpenDbOptions): Promise<Store> {
+  return options.url
+    ? openPostgres(options.url, options.maxConnections ?? 10)
+    : openPglite(options.dataDir);
+}
+
+function openPostgres(url: string, max: number): Store {
+  // Timestamps come back as Date and bigint columns as numbers (drizzle maps mode "number").
+  const sql = postgres(url, {
+    max,
+    onnotice: () => {},
+    connection: { application_name: "syncside" },
+  });
+  const db = drizzlePostgres(sql) as unknown as Db;
+  return {
+    db,
+    driver: "postgres",
+    async ping() {
+      await sql`select 1`;
+    },
+    migrate: () => migratePostgresUrl(url),
+    async listen(channel, onPayload) {
+      const sub = await sql.listen(channel, onPayload);
+      return () => sub.unlisten();
+    },
+    async tryLock(key) {
+      const conn = await sql.reserve();
+      const [row] = await conn<
+        { locked: boolean }[]
+      >`select pg_try_advisory_lock(${key}) as locked`;
+      if (!row?.locked) {
+        conn.release();
+        return null;
+      }
+      let released = false;
+      // postgres.js gives no event for a reserved connection's death; a cheap probe finds it.
+      const lost = new Promise<void>((resolve) => {
+        const probe = setInterval(() => {
+          if (released) return clearInterval(probe);
+          conn`select 1`.catch(() => {
+            clearInterval(probe);
+            resolve();
+          });
+        }, 2000);
+        probe.unref();
+      });
+      return {
+        lost,
+        async release() {
+          if (released) return;
+          released = true;
+          await conn`select pg_advisory_unlock(${key})`.catch(() => {});
+          conn.release();
+        },
+      };
+    },
+    async close() {
+      await sql.end({ timeout: 5 });
+    },
+  };
+}
+
+async function openPglite(dataDir: string): Promise<Store> {
+  if (!dataDir.startsWith("memory://")) await mkdir(dataDir, { recursive: true });
+  const pg = await PGlite.create(dataDir);
+  const db = drizzlePglite(pg) as unknown as Db;
+  return {
+    db,
+    driver: "pglite",
+    async ping() {
+      await pg.query("select 1");
+    },
+    migrate: () => migratePgliteInstance(pg),
+    async listen(channel, onPayload) {
+      const unsubscribe = await pg.listen(channel, onPayload);
+      return unsubscribe;
+    },
+    async tryLock() {
+      // An embedded database belongs to this one process: it is always the leader.
+      return { lost: new Promise<void>(() => {}), release: async () => {} };
+    },
+    async close() {
+      await pg.close();
+    },
+  };
+}

@@ -1,0 +1,31 @@
+import { bigint, index, jsonb, pgTable, text, timestamp, unique } from "drizzle-orm/pg-core";
+
+/** reacter bare JID → that reacter's current emoji set */
+export type Reactions = Record<string, string[]>;
+
+/** Current state of each message, so a client that missed five edits gets only the last text. */
+export const messages = pgTable(
+  "messages",
+  {
+    accountId: bigint("account_id", { mode: "number" }).notNull(),
+    conversationId: bigint("conversation_id", { mode: "number" }).notNull(),
+    direction: text("direction", { enum: ["in", "out"] }).notNull(),
+    messageId: text("message_id").notNull(),
+    originId: text("origin_id"),
+    stanzaId: text("stanza_id"),
+    body: text("body"),
+    sentAt: timestamp("sent_at", { withTimezone: true }).notNull(),
+    editedAt: timestamp("edited_at", { withTimezone: true }),
+    retractedAt: timestamp("retracted_at", { withTimezone: true }),
+    reactions: jsonb("reactions").$type<Reactions>().notNull().default({}),
+    createdSeq: bigint("created_seq", { mode: "number" }).notNull(),
+    seq: bigint("seq", { mode: "number" }).notNull(),
+  },
+  (t) => [
+    // A client picks its own ids, so the two sides of a chat may reuse one; direction separates them.
+    unique("messages_key").on(t.accountId, t.conversationId, t.direction, t.messageId),
+    index("messages_account_conversation_seq").on(t.accountId, t.conversationId, t.seq),
+    index("messages_account_conversation_created").on(t.accountId, t.conversationId, t.createdSeq),
+    index("messages_account_conversation_origin").on(t.accountId, t.conversationId, t.originId),
+  ],
+);
