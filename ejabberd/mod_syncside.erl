@@ -1,0 +1,277 @@
+%%%----------------------------------------------------------------------
+%%% mod_syncside: copies every one-to-one message routed by ejabberd to an
+%%% "observer" account, so that syncside can ingest conversation events
+%%% from that account's own MAM archive.
+%%%
+%%% Why a module at all: ejabberd's MAM only archives messages with a body
+%%% or a <store/> hint, an admin cannot read other users' archives over
+%%% XMPP, and mod_service_log drops stanzas while its component is away.
+%%% A copy with a <store/> hint, addressed to one ordinary account, lands
+%%% durably in that account's archive whether syncside is connected or not.
+%%%
+%%% Copy format (the syncside parser depends on it; change both together):
+%%%
+%%%   <message from="DOMAIN" to="OBSERVER" id="COPY-ID" type="normal">
+%%%     <forwarded xmlns="urn:xmpp:forward:0">
+%%%       <delay xmlns="urn:xmpp:delay" stamp="SERVER-TIME"/>
+%%%       <message xmlns="jabber:client" ...>original stanza</message>
+%%%     </forwarded>
+%%%     <tap xmlns="urn:syncside:tap:0" [sender-archive-id="ID"]/>
+%%%     <store xmlns="urn:xmpp:hints"/>
+%%%     <offline xmlns="http://jabber.org/protocol/offline"/>
+%%%   </message>
+%%%
+%%% Configuration:
+%%%
+%%%   modules:
+%%%     mod_syncside:
+%%%       observer: "observer@example.org"
+%%%----------------------------------------------------------------------
+-module(mod_syncside).
+
+-behaviour(gen_mod).
+
+-export([start/2, stop/1, reload/3, depends/2,
+         mod_opt_type/1, mod_options/1, mod_doc/0]).
+%% Hook callbacks.
+-export([filter_packet/1, user_send_packet/1]).
+
+-include("xmpp.hrl").
+-include("logger.hrl").
+
+-define(NS_TAP, <<"urn:syncside:tap:0">>).
+-define(NS_CARBONS, <<"urn:xmpp:carbons:2">>).
+-define(NS_MUC_USER_X, <<"http://jabber.org/protocol/muc#user">>).
+-define(MAM_NAMESPACES, [<<"urn:xmpp:mam:2">>, <<"urn:xmpp:mam:1">>,
+                         <<"urn:xmpp:mam:tmp">>]).
+
+%% Packet meta keys owned by this module.
+%% Set on the original once it has been copied: stream management re-routes
+%% unacknowledged stanzas (same record, same meta) when a session dies, and
+%% such a resend must not produce a second copy. The <delay reason="Resent">
+%% element cannot be trusted for this: a client may send one itself.
+-define(META_COPIED, syncside_copied).
+%% The sender-side MAM archive id, saved before mod_mam deletes its own meta.
+-define(META_SENDER_ARCHIVE_ID, syncside_sender_archive_id).
+
+%% mod_mam assigns the sender-side archive id (meta `stanza_id`) in
+%% user_send_packet at priority 88 and deletes it again at 500, before the
+%% packet is routed. Running in between is the only way to see it.
+-define(USER_SEND_PRIORITY, 100).
+%% Late, so that filters which drop a packet run before it is copied.
+-define(FILTER_PRIORITY, 100).
+
+%%%===================================================================
+%%% gen_mod callbacks
+%%%===================================================================
+start(Host, _Opts) ->
+    %% filter_packet is a global hook (it runs once per routed stanza,
+    %% whatever the host); adding the same callback twice is a no-op.
+    ejabberd_hooks:add(filter_packet, ?MODULE, filter_packet,
+                       ?FILTER_PRIORITY),
+    ejabberd_hooks:add(user_send_packet, Host, ?MODULE, user_send_packet,
+                       ?USER_SEND_PRIORITY),
+    Observer = observer(Host),
+    case lists:member(Observer#jid.lserver, ejabberd_option:hosts()) of
+        true -> ok;
+        false ->
+            ?WARNING_MSG("mod_syncside on ~ts: observer ~ts is not an "
+                         "account of a host served by this server; copies "
+                         "will not be archived here",
+                         [Host, jid:encode(Observer)])
+    end,
+    ok.
+
+stop(Host) ->
+    ejabberd_hooks:delete(user_send_packet, Host, ?MODULE, user_send_packet,
+                          ?USER_SEND_PRIORITY),
+    %% Keep the global hook while another host still uses the module.
+    case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
+        true -> ok;
+        false ->
+            ejabberd_hooks:delete(filter_packet, ?MODULE, filter_packet,
+                                  ?FILTER_PRIORITY)
+    end,
+    ok.
+
+reload(_Host, _NewOpts, _OldOpts) ->
+    %% The observer is read from the options on every packet.
+    ok.
+
+%% Without MAM the copies would not be durable (and the <offline/> element
+%% keeps them out of offline storage), so the module is pointless without it.
+depends(_Host, _Opts) ->
+    [{mod_mam, hard}].
+
+mod_opt_type(observer) ->
+    econf:jid().
+
+%% `observer` has no default: it is required.
+mod_options(_Host) ->
+    [observer].
+
+mod_doc() ->
+    #{desc =>
+          [<<"Copies every one-to-one message (type chat or normal) routed "
+             "by the server, where a local user is a party, to an observer "
+             "account, wrapped in an XEP-0297 <forwarded/> element with a "
+             "<store/> hint so that the observer's MAM archive keeps it.">>,
+           <<"Not copied: groupchat, error and headline messages, carbons, "
+             "MAM results, MUC private messages, messages flushed from "
+             "offline storage, stream management resends, and the "
+             "observer's own traffic. Requires mod_mam.">>],
+      opts =>
+          [{observer,
+            #{value => "JID",
+              desc =>
+                  <<"Bare JID of the account that receives the copies. "
+                    "Required.">>}}],
+      example =>
+          ["modules:",
+           "  mod_mam:",
+           "    default: always",
+           "  mod_syncside:",
+           "    observer: \"observer@example.org\""]}.
+
+%%%===================================================================
+%%% Hooks
+%%%===================================================================
+
+%% Runs after mod_mam stored the message in the sender's archive (88) and
+%% before it strips its meta (500): keep the archive id for the copy.
+-spec user_send_packet({stanza(), ejabberd_c2s:state()}) ->
+          {stanza(), ejabberd_c2s:state()}.
+user_send_packet({#message{meta = #{mam_archived := true,
+                                    stanza_id := ID}} = Msg,
+                  C2SState}) when is_integer(ID) ->
+    {xmpp:put_meta(Msg, ?META_SENDER_ARCHIVE_ID, integer_to_binary(ID)),
+     C2SState};
+user_send_packet(Acc) ->
+    Acc.
+
+-spec filter_packet(stanza() | drop) -> stanza() | drop.
+filter_packet(#message{type = Type} = Msg)
+  when Type == chat; Type == normal ->
+    %% Never let a bug here stop or alter message routing.
+    try maybe_copy(Msg)
+    catch Class:Reason:Stack ->
+            ?ERROR_MSG("mod_syncside failed to copy a message: ~p~n~p",
+                       [{Class, Reason}, Stack]),
+            Msg
+    end;
+filter_packet(Acc) ->
+    Acc.
+
+%%%===================================================================
+%%% Internal functions
+%%%===================================================================
+-spec maybe_copy(message()) -> message().
+maybe_copy(#message{meta = #{?META_COPIED := true}} = Msg) ->
+    Msg;
+maybe_copy(#message{meta = #{from_offline := true}} = Msg) ->
+    %% Already copied when it was first routed to the offline recipient.
+    Msg;
+maybe_copy(#message{from = #jid{} = From, to = #jid{} = To} = Msg) ->
+    BareFrom = jid:remove_resource(From),
+    BareTo = jid:remove_resource(To),
+    case jid:tolower(BareFrom) == jid:tolower(BareTo) of
+        true ->
+            %% Traffic within one account (MAM results, carbons, notes to
+            %% self) is not a conversation event.
+            Msg;
+        false ->
+            Observers = observers_for([From, To]),
+            case Observers /= []
+                andalso not is_observer(BareFrom, Observers)
+                andalso not is_observer(BareTo, Observers)
+                andalso (is_local_user(From) orelse is_local_user(To))
+                andalso not has_excluded_payload(Msg) of
+                true ->
+                    lists:foreach(fun(Observer) ->
+                                          ejabberd_router:route(
+                                            make_copy(Msg, Observer))
+                                  end, Observers),
+                    xmpp:put_meta(Msg, ?META_COPIED, true);
+                false ->
+                    Msg
+            end
+    end;
+maybe_copy(Msg) ->
+    Msg.
+
+%% Observers of the hosts (among the message's two parties) that run this
+%% module; one copy per distinct observer.
+-spec observers_for([jid()]) -> [jid()].
+observers_for(JIDs) ->
+    Hosts = lists:usort([S || #jid{lserver = S} <- JIDs]),
+    lists:usort([jid:remove_resource(observer(H))
+                 || H <- Hosts, gen_mod:is_loaded(H, ?MODULE)]).
+
+-spec is_observer(jid(), [jid()]) -> boolean().
+is_observer(BareJID, Observers) ->
+    LJID = jid:tolower(BareJID),
+    lists:any(fun(O) -> jid:tolower(O) == LJID end, Observers).
+
+%% A registered account of a host where this module is loaded. Messages to
+%% unknown local names are bounced by the server and are not events.
+-spec is_local_user(jid()) -> boolean().
+is_local_user(#jid{luser = <<>>}) ->
+    false;
+is_local_user(#jid{luser = LUser, lserver = LServer}) ->
+    gen_mod:is_loaded(LServer, ?MODULE)
+        andalso ejabberd_auth:user_exists(LUser, LServer).
+
+%% Carbons, MAM results and MUC private messages carry a top-level element
+%% that gives them away; all are copies or views of traffic that is (or is
+%% not meant to be) copied on its own.
+-spec has_excluded_payload(message()) -> boolean().
+has_excluded_payload(#message{sub_els = Els}) ->
+    lists:any(fun is_excluded_element/1, Els).
+
+is_excluded_element(El) ->
+    Name = xmpp:get_name(El),
+    NS = xmpp:get_ns(El),
+    case {Name, NS} of
+        {<<"sent">>, ?NS_CARBONS} -> true;
+        {<<"received">>, ?NS_CARBONS} -> true;
+        {<<"result">>, _} -> lists:member(NS, ?MAM_NAMESPACES);
+        {<<"x">>, ?NS_MUC_USER_X} -> true;
+        _ -> false
+    end.
+
+-spec make_copy(message(), jid()) -> message().
+make_copy(Msg, Observer) ->
+    Original = xmpp:set_meta(Msg, #{}),
+    #message{from = jid:make(Observer#jid.lserver),
+             to = Observer,
+             id = copy_id(),
+             type = normal,
+             sub_els = [#forwarded{delay = #delay{stamp = erlang:timestamp()},
+                                   sub_els = [Original]},
+                        tap_element(Msg),
+                        %% Makes MAM archive it although it has no body.
+                        #hint{type = store},
+                        %% Makes mod_offline skip it (MAM still archives it
+                        %% for an offline observer): the archive is the only
+                        %% copy syncside reads, a second one would come back
+                        %% as a duplicate at the observer's next login.
+                        #offline{}]}.
+
+tap_element(Msg) ->
+    Attrs = case xmpp:get_meta(Msg, ?META_SENDER_ARCHIVE_ID, undefined) of
+                undefined -> [];
+                ID -> [{<<"sender-archive-id">>, ID}]
+            end,
+    #xmlel{name = <<"tap">>, attrs = [{<<"xmlns">>, ?NS_TAP} | Attrs]}.
+
+%% Unique across restarts and cluster nodes without coordination: the time
+%% orders ids roughly, 80 random bits make collisions negligible.
+-spec copy_id() -> binary().
+copy_id() ->
+    Time = integer_to_binary(erlang:system_time(microsecond), 36),
+    Rand = binary:encode_hex(crypto:strong_rand_bytes(10)),
+    <<"tap-", Time/binary, "-", (string:lowercase(Rand))/binary>>.
+
+-spec observer(binary()) -> jid().
+observer(Host) ->
+    gen_mod:get_module_opt(Host, ?MODULE, observer).
