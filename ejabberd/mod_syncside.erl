@@ -53,6 +53,7 @@
 -define(META_COPIED, syncside_copied).
 %% The sender-side MAM archive id, saved before mod_mam deletes its own meta.
 -define(META_SENDER_ARCHIVE_ID, syncside_sender_archive_id).
+-define(PDICT_SENDER_ARCHIVE_ID, mod_syncside_sender_archive_id).
 
 %% mod_mam assigns the sender-side archive id (meta `stanza_id`) in
 %% user_send_packet at priority 88 and deletes it again at 500, before the
@@ -139,13 +140,21 @@ mod_doc() ->
 
 %% Runs after mod_mam stored the message in the sender's archive (88) and
 %% before it strips its meta (500): keep the archive id for the copy.
+%% Only messages mod_mam actually archived have one (bodyless markers,
+%% reactions and call signals without a <store/> hint do not).
+%%
+%% The id also goes to a one-slot process dictionary entry: the HTTP API
+%% commands (send_message, send_stanza) run this hook but then route the
+%% packet as it was before the hook, losing the meta. Hook and routing run
+%% in the same process, so filter_packet can pick the id up there.
 -spec user_send_packet({stanza(), ejabberd_c2s:state()}) ->
           {stanza(), ejabberd_c2s:state()}.
 user_send_packet({#message{meta = #{mam_archived := true,
                                     stanza_id := ID}} = Msg,
                   C2SState}) when is_integer(ID) ->
-    {xmpp:put_meta(Msg, ?META_SENDER_ARCHIVE_ID, integer_to_binary(ID)),
-     C2SState};
+    BinID = integer_to_binary(ID),
+    put(?PDICT_SENDER_ARCHIVE_ID, {pending_key(Msg), BinID}),
+    {xmpp:put_meta(Msg, ?META_SENDER_ARCHIVE_ID, BinID), C2SState};
 user_send_packet(Acc) ->
     Acc.
 
@@ -187,9 +196,11 @@ maybe_copy(#message{from = #jid{} = From, to = #jid{} = To} = Msg) ->
                 andalso (is_local_user(From) orelse is_local_user(To))
                 andalso not has_excluded_payload(Msg) of
                 true ->
+                    SenderArchiveID = sender_archive_id(Msg),
                     lists:foreach(fun(Observer) ->
                                           ejabberd_router:route(
-                                            make_copy(Msg, Observer))
+                                            make_copy(Msg, Observer,
+                                                      SenderArchiveID))
                                   end, Observers),
                     xmpp:put_meta(Msg, ?META_COPIED, true);
                 false ->
@@ -239,8 +250,8 @@ is_excluded_element(El) ->
         _ -> false
     end.
 
--spec make_copy(message(), jid()) -> message().
-make_copy(Msg, Observer) ->
+-spec make_copy(message(), jid(), binary() | undefined) -> message().
+make_copy(Msg, Observer, SenderArchiveID) ->
     Original = xmpp:set_meta(Msg, #{}),
     #message{from = jid:make(Observer#jid.lserver),
              to = Observer,
@@ -248,7 +259,7 @@ make_copy(Msg, Observer) ->
              type = normal,
              sub_els = [#forwarded{delay = #delay{stamp = erlang:timestamp()},
                                    sub_els = [Original]},
-                        tap_element(Msg),
+                        tap_element(SenderArchiveID),
                         %% Makes MAM archive it although it has no body.
                         #hint{type = store},
                         %% Makes mod_offline skip it (MAM still archives it
@@ -257,12 +268,33 @@ make_copy(Msg, Observer) ->
                         %% as a duplicate at the observer's next login.
                         #offline{}]}.
 
-tap_element(Msg) ->
-    Attrs = case xmpp:get_meta(Msg, ?META_SENDER_ARCHIVE_ID, undefined) of
+tap_element(SenderArchiveID) ->
+    Attrs = case SenderArchiveID of
                 undefined -> [];
                 ID -> [{<<"sender-archive-id">>, ID}]
             end,
     #xmlel{name = <<"tap">>, attrs = [{<<"xmlns">>, ?NS_TAP} | Attrs]}.
+
+-spec sender_archive_id(message()) -> binary() | undefined.
+sender_archive_id(Msg) ->
+    Pending = erase(?PDICT_SENDER_ARCHIVE_ID),
+    case xmpp:get_meta(Msg, ?META_SENDER_ARCHIVE_ID, undefined) of
+        undefined ->
+            Key = pending_key(Msg),
+            case Pending of
+                {Key, ID} -> ID;
+                _ -> undefined
+            end;
+        ID ->
+            ID
+    end.
+
+%% Identifies one message between user_send_packet and filter_packet.
+pending_key(#message{id = ID, from = From, to = To}) ->
+    {ID, lower(From), lower(To)}.
+
+lower(#jid{} = JID) -> jid:tolower(JID);
+lower(undefined) -> undefined.
 
 %% Unique across restarts and cluster nodes without coordination: the time
 %% orders ids roughly, 80 random bits make collisions negligible.
