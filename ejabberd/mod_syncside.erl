@@ -21,6 +21,10 @@
 %%%     <offline xmlns="http://jabber.org/protocol/offline"/>
 %%%   </message>
 %%%
+%%% On the wire the type attribute is absent: ejabberd's codec omits the
+%%% default type "normal". Element order inside <forwarded/> is not fixed
+%%% (the codec writes <delay/> after the message).
+%%%
 %%% Configuration:
 %%%
 %%%   modules:
