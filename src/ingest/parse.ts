@@ -1,0 +1,485 @@
+import { parse as parseJid } from "@xmpp/jid";
+import type { Element } from "@xmpp/xml";
+
+export const MAX_STANZA_BYTES = 64 * 1024;
+
+export type EventKind =
+  | "message"
+  | "edit"
+  | "retract"
+  | "reaction"
+  | "displayed"
+  | "received"
+  | "call";
+
+export type CallAction =
+  | "propose"
+  | "ringing"
+  | "proceed"
+  | "accept"
+  | "reject"
+  | "retract"
+  | "finish";
+
+export interface CallSignal {
+  action: CallAction;
+  callId: string;
+  media: string[];
+  reason: string | null;
+  migratedTo: string | null;
+}
+
+export interface ConversationEvent {
+  kind: EventKind;
+  from: string;
+  fromResource: string | null;
+  to: string;
+  messageId: string | null;
+  originId: string | null;
+  targetId: string | null;
+  body: string | null;
+  reactions: string[] | null;
+  marker: "received" | "displayed" | "acknowledged" | null;
+  call: CallSignal | null;
+  raw: string;
+}
+
+export interface ParsedCopy {
+  copyId: string;
+  /** The copy's sender, a bare server domain: the caller must check it is its own server. */
+  origin: string;
+  senderArchiveId: string | null;
+  sentAt: Date;
+  events: ConversationEvent[];
+  ignored: string | null;
+}
+
+export type RejectReason =
+  | "not_a_copy"
+  | "missing_id"
+  | "bad_jid"
+  | "bad_timestamp"
+  | "oversized"
+  | "malformed";
+
+export type ParseResult =
+  | { ok: true; copy: ParsedCopy }
+  | { ok: false; reason: RejectReason; detail: string };
+
+const NS = {
+  forward: "urn:xmpp:forward:0",
+  delay: "urn:xmpp:delay",
+  tap: "urn:syncside:tap:0",
+  carbons: "urn:xmpp:carbons:2",
+  sid: "urn:xmpp:sid:0",
+  correct: "urn:xmpp:message-correct:0",
+  fasten: "urn:xmpp:fasten:0",
+  reactions: "urn:xmpp:reactions:0",
+  markers: "urn:xmpp:chat-markers:0",
+  receipts: "urn:xmpp:receipts",
+  jingle: "urn:xmpp:jingle:1",
+  chatStates: "http://jabber.org/protocol/chatstates",
+} as const;
+
+// A forwarded stanza keeps its stream namespace (XEP-0297); s2s-originated ones may say jabber:server.
+const STANZA_NAMESPACES = new Set(["jabber:client", "jabber:server"]);
+const MAM_NAMESPACES = new Set(["urn:xmpp:mam:0", "urn:xmpp:mam:1", "urn:xmpp:mam:2"]);
+const RETRACT_NAMESPACES = new Set(["urn:xmpp:message-retract:0", "urn:xmpp:message-retract:1"]);
+// XEP-0353 0.4–0.5 used :1 before 0.6 went back to :0; clients built on either are in use.
+const CALL_NAMESPACES = new Set(["urn:xmpp:jingle-message:0", "urn:xmpp:jingle-message:1"]);
+const CALL_ACTIONS = new Set<string>([
+  "propose",
+  "ringing",
+  "proceed",
+  "accept",
+  "reject",
+  "retract",
+  "finish",
+]);
+const IGNORED_TYPES = new Set(["groupchat", "error", "headline"]);
+const CHAT_MARKERS = new Set<string>(["received", "displayed", "acknowledged"]);
+
+// RFC 7622 forbids these in a localpart; @xmpp/jid would silently XEP-0106-escape them instead.
+const FORBIDDEN_IN_LOCAL = /[\s"&'/:<>@]/u;
+const FORBIDDEN_IN_DOMAIN = /[\s"&'/<>@\\]/u;
+const MAX_JID_PART_BYTES = 1023;
+// XEP-0082 DateTime: the only timestamp form XEP-0203 allows.
+const DATETIME =
+  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:Z|([+-])(\d{2}):(\d{2}))$/u;
+
+class Rejection extends Error {
+  constructor(
+    readonly reason: RejectReason,
+    detail: string,
+  ) {
+    super(detail);
+  }
+}
+
+interface Address {
+  bare: string;
+  local: string;
+  resource: string | null;
+}
+
+type Envelope = Pick<
+  ConversationEvent,
+  "from" | "fromResource" | "to" | "messageId" | "originId" | "raw"
+>;
+
+/** Either the stanza's one meaningful event, or why an element that claimed one was unusable. */
+type Outcome = { event: ConversationEvent } | { ignored: string } | null;
+
+export function parseCopy(copy: Element): ParseResult {
+  try {
+    return { ok: true, copy: readCopy(copy) };
+  } catch (error) {
+    if (error instanceof Rejection) {
+      return { ok: false, reason: error.reason, detail: error.message };
+    }
+    // One odd stanza must never stop ingest, whatever it trips over.
+    const detail = error instanceof Error ? error.message : String(error);
+    return { ok: false, reason: "malformed", detail };
+  }
+}
+
+function readCopy(copy: Element): ParsedCopy {
+  if (copy.getName() !== "message") {
+    throw new Rejection("not_a_copy", `expected <message>, got <${copy.getName()}>`);
+  }
+  const forwarded = copy.getChild("forwarded", NS.forward);
+  const original = forwarded?.getChildElements().find(isStanzaMessage);
+  if (forwarded === undefined || original === undefined) {
+    throw new Rejection("not_a_copy", "no forwarded <message>");
+  }
+  const origin = readOrigin(copy);
+  const copyId = attr(copy, "id");
+  if (copyId === null) {
+    throw new Rejection("missing_id", "copy has no id");
+  }
+  const sentAt = readStamp(forwarded.getChild("delay", NS.delay));
+  const raw = original.toString();
+  const size = Buffer.byteLength(raw, "utf8");
+  if (size > MAX_STANZA_BYTES) {
+    throw new Rejection("oversized", `original is ${size} bytes, limit ${MAX_STANZA_BYTES}`);
+  }
+  const senderArchiveId = attr(copy.getChild("tap", NS.tap), "sender-archive-id");
+  return { copyId, origin, senderArchiveId, sentAt, ...readOriginal(original, raw) };
+}
+
+function isStanzaMessage(element: Element): boolean {
+  return element.getName() === "message" && STANZA_NAMESPACES.has(element.getNS() ?? "");
+}
+
+// Anyone can send the observer a stanza shaped like a copy; only a server can send from a bare domain.
+function readOrigin(copy: Element): string {
+  const from = attr(copy, "from");
+  const address = from === null ? null : tryAddress(from);
+  if (address === null || address.local !== "" || address.resource !== null) {
+    throw new Rejection("not_a_copy", `copy not sent by a server: ${from ?? "no from"}`);
+  }
+  return address.bare;
+}
+
+function readStamp(delay: Element | undefined): Date {
+  const stamp = attr(delay, "stamp");
+  if (stamp === null) {
+    throw new Rejection("bad_timestamp", "forwarded copy has no delay stamp");
+  }
+  const sentAt = parseDateTime(stamp);
+  if (sentAt === null) {
+    throw new Rejection("bad_timestamp", `not an XEP-0082 DateTime: ${stamp}`);
+  }
+  return sentAt;
+}
+
+function parseDateTime(stamp: string): Date | null {
+  const match = DATETIME.exec(stamp);
+  if (match === null) {
+    return null;
+  }
+  const field = (group: number): number => Number(match[group] ?? "0");
+  const millis = Number((match[7] ?? "").padEnd(3, "0").slice(0, 3));
+  const utc = Date.UTC(field(1), field(2) - 1, field(3), field(4), field(5), field(6), millis);
+  const date = new Date(utc);
+  // Date.UTC rolls 2026-02-30 over into March and maps years below 100 to 19xx: not real stamps.
+  const exact =
+    date.getUTCFullYear() === field(1) &&
+    date.getUTCMonth() === field(2) - 1 &&
+    date.getUTCDate() === field(3) &&
+    date.getUTCHours() === field(4) &&
+    date.getUTCMinutes() === field(5) &&
+    date.getUTCSeconds() === field(6);
+  if (!exact || field(9) > 23 || field(10) > 59) {
+    return null;
+  }
+  const offsetMinutes = (match[8] === "-" ? -1 : 1) * (field(9) * 60 + field(10));
+  return new Date(utc - offsetMinutes * 60_000);
+}
+
+function readOriginal(original: Element, raw: string): Pick<ParsedCopy, "events" | "ignored"> {
+  const from = readAddress(original, "from");
+  const to = readAddress(original, "to");
+  const type = attr(original, "type") ?? "normal";
+  if (IGNORED_TYPES.has(type)) {
+    return ignore(type);
+  }
+  if (isCarbon(original)) {
+    return ignore("carbon");
+  }
+  if (original.getChildElements().some((child) => isIn(child, "result", MAM_NAMESPACES))) {
+    return ignore("mam");
+  }
+  // A domain-only address is a server or component talking, not one side of a conversation.
+  if (from.local === "" || to.local === "") {
+    return ignore("server");
+  }
+  if (from.bare === to.bare) {
+    return ignore("self");
+  }
+  const envelope: Envelope = {
+    from: from.bare,
+    fromResource: from.resource,
+    to: to.bare,
+    messageId: attr(original, "id"),
+    originId: attr(original.getChild("origin-id", NS.sid), "id"),
+    raw,
+  };
+  // Order matters: with any of the specific payloads present, a <body> is only a fallback text.
+  const primary =
+    readCall(original, envelope) ??
+    readRetract(original, envelope) ??
+    readReactions(original, envelope) ??
+    readEdit(original, envelope) ??
+    readMessage(original, envelope);
+  const markers = readMarkers(original, envelope);
+  const events = primary !== null && "event" in primary ? [primary.event] : [];
+  events.push(...markers.events);
+  if (events.length > 0) {
+    return { events, ignored: null };
+  }
+  if (primary !== null && "ignored" in primary) {
+    return ignore(primary.ignored);
+  }
+  if (markers.ignored !== null) {
+    return ignore(markers.ignored);
+  }
+  const hasChatState = original.getChildElements().some((child) => child.getNS() === NS.chatStates);
+  return ignore(hasChatState ? "chat_state" : "no_content");
+}
+
+function ignore(reason: string): Pick<ParsedCopy, "events" | "ignored"> {
+  return { events: [], ignored: reason };
+}
+
+function isCarbon(original: Element): boolean {
+  return (
+    original.getChild("sent", NS.carbons) !== undefined ||
+    original.getChild("received", NS.carbons) !== undefined
+  );
+}
+
+function readCall(original: Element, envelope: Envelope): Outcome {
+  for (const signal of original.getChildElements()) {
+    const action = signal.getName();
+    if (CALL_NAMESPACES.has(signal.getNS() ?? "") && isCallAction(action)) {
+      return readCallSignal(signal, action, envelope);
+    }
+  }
+  return null;
+}
+
+function readCallSignal(signal: Element, action: CallAction, envelope: Envelope): Outcome {
+  const callId = attr(signal, "id");
+  if (callId === null) {
+    return { ignored: "bad_call" };
+  }
+  const namespace = signal.getNS();
+  const call: CallSignal = {
+    action,
+    callId,
+    // The media sit on application descriptions of any namespace (RTP today, others later).
+    media: unique(
+      signal
+        .getChildren("description")
+        .map((description) => attr(description, "media"))
+        .filter((media) => media !== null),
+    ),
+    reason: readCallReason(signal, namespace),
+    migratedTo: attr(signal.getChild("migrated", namespace), "to"),
+  };
+  return { event: makeEvent(envelope, { kind: "call", call }) };
+}
+
+// XEP-0353 sends a tie-break as <tie-break/> beside a generic <expired/> reason; it says more.
+function readCallReason(signal: Element, namespace: string | undefined): string | null {
+  if (signal.getChild("tie-break", namespace) !== undefined) {
+    return "tie-break";
+  }
+  const condition = signal
+    .getChild("reason", NS.jingle)
+    ?.getChildElements()
+    .find((child) => child.getNS() === NS.jingle && child.getName() !== "text");
+  return condition?.getName() ?? null;
+}
+
+function readRetract(original: Element, envelope: Envelope): Outcome {
+  const direct = original
+    .getChildElements()
+    .find((child) => isIn(child, "retract", RETRACT_NAMESPACES));
+  // Before XEP-0424 0.4 the retraction was fastened (XEP-0422) and the target id sat on <apply-to>.
+  const fastening = original
+    .getChildren("apply-to", NS.fasten)
+    .find((applyTo) =>
+      applyTo.getChildElements().some((child) => isIn(child, "retract", RETRACT_NAMESPACES)),
+    );
+  if (direct === undefined && fastening === undefined) {
+    return null;
+  }
+  const targetId = attr(direct, "id") ?? attr(fastening, "id");
+  if (targetId === null) {
+    return { ignored: "bad_retract" };
+  }
+  return { event: makeEvent(envelope, { kind: "retract", targetId }) };
+}
+
+function readReactions(original: Element, envelope: Envelope): Outcome {
+  const reactions = original.getChild("reactions", NS.reactions);
+  if (reactions === undefined) {
+    return null;
+  }
+  const targetId = attr(reactions, "id");
+  if (targetId === null) {
+    return { ignored: "bad_reaction" };
+  }
+  const emojis = unique(
+    reactions
+      .getChildren("reaction", NS.reactions)
+      .map((reaction) => reaction.getText().trim())
+      .filter((emoji) => emoji !== ""),
+  );
+  return { event: makeEvent(envelope, { kind: "reaction", targetId, reactions: emojis }) };
+}
+
+function readEdit(original: Element, envelope: Envelope): Outcome {
+  const replace = original.getChild("replace", NS.correct);
+  if (replace === undefined) {
+    return null;
+  }
+  const targetId = attr(replace, "id");
+  const body = readBody(original);
+  if (targetId === null || body === null) {
+    return { ignored: "bad_edit" };
+  }
+  return { event: makeEvent(envelope, { kind: "edit", targetId, body }) };
+}
+
+function readMessage(original: Element, envelope: Envelope): Outcome {
+  const body = readBody(original);
+  return body === null ? null : { event: makeEvent(envelope, { kind: "message", body }) };
+}
+
+// RFC 6121 allows one <body> per xml:lang; the one without xml:lang is the default text.
+function readBody(original: Element): string | null {
+  const bodies = original.getChildren("body", original.getNS());
+  const body = bodies.find((candidate) => attr(candidate, "xml:lang") === null) ?? bodies[0];
+  const text = body?.getText() ?? "";
+  return text === "" ? null : text;
+}
+
+function readMarkers(
+  original: Element,
+  envelope: Envelope,
+): { events: ConversationEvent[]; ignored: string | null } {
+  const events: ConversationEvent[] = [];
+  const seen = new Set<string>();
+  let ignored: string | null = null;
+  for (const child of original.getChildElements()) {
+    const name = child.getName();
+    const namespace = child.getNS();
+    const isChatMarker = namespace === NS.markers && CHAT_MARKERS.has(name);
+    const isReceipt = namespace === NS.receipts && name === "received";
+    if (!isChatMarker && !isReceipt) {
+      continue;
+    }
+    const targetId = attr(child, "id");
+    if (targetId === null) {
+      ignored = "bad_marker";
+      continue;
+    }
+    const marker = name as "received" | "displayed" | "acknowledged";
+    // Clients send a XEP-0184 receipt and a XEP-0333 <received/> together; they say the same thing.
+    const key = `${marker}\n${targetId}`;
+    if (seen.has(key)) {
+      continue;
+    }
+    seen.add(key);
+    const kind = marker === "received" ? "received" : "displayed";
+    events.push(makeEvent(envelope, { kind, targetId, marker }));
+  }
+  return { events, ignored };
+}
+
+function makeEvent(
+  envelope: Envelope,
+  fields: Pick<ConversationEvent, "kind"> & Partial<ConversationEvent>,
+): ConversationEvent {
+  return {
+    ...envelope,
+    targetId: null,
+    body: null,
+    reactions: null,
+    marker: null,
+    call: null,
+    ...fields,
+  };
+}
+
+function readAddress(stanza: Element, attribute: "from" | "to"): Address {
+  const value = attr(stanza, attribute);
+  const address = value === null ? null : tryAddress(value);
+  if (address === null) {
+    throw new Rejection("bad_jid", `invalid ${attribute}: ${value ?? "missing"}`);
+  }
+  return address;
+}
+
+function tryAddress(value: string): Address | null {
+  const slash = value.indexOf("/");
+  const resource = slash === -1 ? null : value.slice(slash + 1);
+  const bare = slash === -1 ? value : value.slice(0, slash);
+  const at = bare.indexOf("@");
+  const local = at === -1 ? null : bare.slice(0, at);
+  const domain = at === -1 ? bare : bare.slice(at + 1);
+  const parts = [local, domain, resource].filter((part) => part !== null);
+  if (
+    parts.some((part) => part === "" || Buffer.byteLength(part, "utf8") > MAX_JID_PART_BYTES) ||
+    FORBIDDEN_IN_LOCAL.test(local ?? "") ||
+    FORBIDDEN_IN_DOMAIN.test(domain)
+  ) {
+    return null;
+  }
+  try {
+    const jid = parseJid(value);
+    return { bare: jid.bare().toString(), local: jid.getLocal(), resource: resource };
+  } catch {
+    return null;
+  }
+}
+
+function isCallAction(name: string): name is CallAction {
+  return CALL_ACTIONS.has(name);
+}
+
+function isIn(element: Element, name: string, namespaces: ReadonlySet<string>): boolean {
+  return element.getName() === name && namespaces.has(element.getNS() ?? "");
+}
+
+function attr(element: Element | undefined, name: string): string | null {
+  const value: unknown = element?.attrs[name];
+  return typeof value === "string" && value !== "" ? value : null;
+}
+
+function unique(values: string[]): string[] {
+  return [...new Set(values)];
+}
