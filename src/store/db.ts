@@ -1,5 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import { PGlite } from "@electric-sql/pglite";
+import type { SQL } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
@@ -122,4 +123,14 @@ async function openPglite(dataDir: string): Promise<Store> {
       await pg.close();
     },
   };
+}
+
+/**
+ * Raw SQL rows from either driver: postgres.js returns the rows as an array, PGlite an object
+ * with `rows`. Only for what the query builder cannot say (locks, NOTIFY, aggregates over CTEs).
+ */
+export async function queryRows<T>(db: Db | Tx, query: SQL): Promise<T[]> {
+  const result = (await db.execute(query)) as unknown;
+  if (Array.isArray(result)) return result as T[];
+  return ((result as { rows?: T[] }).rows ?? []) as T[];
 }

@@ -976,3 +976,32 @@ describe("parseCopy: rejected copies", () => {
     });
   });
 });
+
+describe("parseCopy on a copy exactly as ejabberd 23.01 routes it", () => {
+  // Captured from mod_syncside on ejabberd 23.01 (via MAM): no type attribute on the copy,
+  // <delay/> after the original, xml:lang added to the original.
+  const wire = `<message to="observer@localhost" from="localhost" id="tap-HOIL05ASF3-bffc5f5bdc74735c2b7d" xmlns="jabber:client"><archived by="observer@localhost" id="1795682177426341" xmlns="urn:xmpp:mam:tmp"/><stanza-id by="observer@localhost" id="1795682177426341" xmlns="urn:xmpp:sid:0"/><forwarded xmlns="urn:xmpp:forward:0"><message xml:lang="en" to="bob@localhost" from="alice@localhost/663" type="chat" id="t1-on-body" xmlns="jabber:client"><body>hi</body></message><delay stamp="2026-11-26T08:36:17.426325Z" xmlns="urn:xmpp:delay"/></forwarded><tap xmlns="urn:syncside:tap:0" sender-archive-id="1795682177411283"/><store xmlns="urn:xmpp:hints"/><offline xmlns="http://jabber.org/protocol/offline"/></message>`;
+
+  it("reads the copy id, origin, sender archive id, server time and the message", () => {
+    const result = parseCopy(parseXml(wire));
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.copy).toMatchObject({
+      copyId: "tap-HOIL05ASF3-bffc5f5bdc74735c2b7d",
+      origin: "localhost",
+      senderArchiveId: "1795682177411283",
+      sentAt: new Date("2026-11-26T08:36:17.426Z"),
+      ignored: null,
+    });
+    expect(result.copy.events).toMatchObject([
+      {
+        kind: "message",
+        from: "alice@localhost",
+        fromResource: "663",
+        to: "bob@localhost",
+        messageId: "t1-on-body",
+        body: "hi",
+      },
+    ]);
+  });
+});

@@ -1,0 +1,196 @@
+import { and, eq, inArray, or, sql } from "drizzle-orm";
+import type { CallSignal } from "../ingest/parse.js";
+import type { Db, Tx } from "./db.js";
+import { type CallState, calls } from "./schema/calls.js";
+
+export type CallRow = typeof calls.$inferSelect;
+type CallInsert = typeof calls.$inferInsert;
+
+export interface CallUpdate {
+  accountId: number;
+  conversationId: number;
+  peer: string;
+  /** of the signal, for this account: `out` = sent by this account's own device */
+  direction: "in" | "out";
+  signal: CallSignal;
+  senderResource: string | null;
+  senderIsAccount: boolean;
+  /** server receive time of the signal: never the sender's clock */
+  at: Date;
+  seq: number;
+}
+
+export type EndReason = "retracted" | "rejected" | "missed" | "finished" | "migrated" | "expired";
+
+/** A call only moves forward: a late `propose` after a replayed `retract` cannot revive it. */
+const RANK: Record<CallState, number> = {
+  proposed: 0,
+  ringing: 1,
+  accepted: 2,
+  finished: 3,
+  rejected: 3,
+  retracted: 3,
+  missed: 3,
+};
+
+export function isTerminal(state: CallState): boolean {
+  return RANK[state] === 3;
+}
+
+/**
+ * Folds XEP-0353 signals into each account's call rows. Idempotent (a signal applied twice leaves
+ * the same row) and order-tolerant (only forward moves; missing facts are filled in late).
+ */
+export async function applyCallSignals(
+  tx: Tx,
+  updates: CallUpdate[],
+  ringTimeoutMs: number,
+  maxDurationMs = 24 * 3_600_000,
+): Promise<void> {
+  const keys = updates.map((u) =>
+    and(eq(calls.accountId, u.accountId), eq(calls.callId, u.signal.callId)),
+  );
+  const existing = await tx
+    .select()
+    .from(calls)
+    .where(or(...keys));
+  const rows = new Map<string, CallInsert>(existing.map((r) => [`${r.accountId} ${r.callId}`, r]));
+  const dirty = new Set<string>();
+
+  for (const update of updates) {
+    const key = `${update.accountId} ${update.signal.callId}`;
+    const row = rows.get(key) ?? newCall(update);
+    rows.set(key, row);
+    transition(row, update, ringTimeoutMs, maxDurationMs);
+    row.seq = Math.max(row.seq, update.seq);
+    dirty.add(key);
+  }
+
+  const changed = [...dirty].map((k) => rows.get(k)).filter((r): r is CallInsert => !!r);
+  if (changed.length === 0) return;
+  await tx
+    .insert(calls)
+    .values(changed)
+    .onConflictDoUpdate({
+      target: [calls.accountId, calls.callId],
+      set: {
+        media: sql`excluded.media`,
+        state: sql`excluded.state`,
+        proposedAt: sql`excluded.proposed_at`,
+        updatedAt: sql`excluded.updated_at`,
+        answeredAt: sql`excluded.answered_at`,
+        answeredBy: sql`excluded.answered_by`,
+        endedAt: sql`excluded.ended_at`,
+        endReason: sql`excluded.end_reason`,
+        expiresAt: sql`excluded.expires_at`,
+        migratedTo: sql`excluded.migrated_to`,
+        direction: sql`excluded.direction`,
+        seq: sql`excluded.seq`,
+      },
+    });
+}
+
+function newCall(update: CallUpdate): CallInsert {
+  return {
+    accountId: update.accountId,
+    callId: update.signal.callId,
+    conversationId: update.conversationId,
+    peerJid: update.peer,
+    // Until a propose says who called, the first signal's sender guess is refined below.
+    direction: callDirection(update),
+    media: [],
+    state: "proposed",
+    proposedAt: null,
+    updatedAt: update.at,
+    seq: update.seq,
+  };
+}
+
+/** Who placed the call, as this account sees it, judged from one signal. */
+function callDirection(update: CallUpdate): "in" | "out" {
+  const callerSends = ["propose", "retract"].includes(update.signal.action);
+  const calleeSends = ["ringing", "proceed", "accept", "reject"].includes(update.signal.action);
+  if (callerSends) return update.senderIsAccount ? "out" : "in";
+  if (calleeSends) return update.senderIsAccount ? "in" : "out";
+  return update.senderIsAccount ? "out" : "in";
+}
+
+function moveTo(row: CallInsert, state: CallState): boolean {
+  if (RANK[state] <= RANK[row.state]) return false;
+  row.state = state;
+  return true;
+}
+
+function end(row: CallInsert, state: CallState, reason: EndReason, at: Date): void {
+  if (isTerminal(row.state)) return;
+  row.state = state;
+  row.endedAt = at;
+  row.endReason = reason;
+}
+
+function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDurationMs: number) {
+  const { signal, at } = u;
+  if (at > (row.updatedAt ?? at)) row.updatedAt = at;
+  switch (signal.action) {
+    case "propose":
+      row.direction = callDirection(u);
+      row.proposedAt = row.proposedAt && row.proposedAt < at ? row.proposedAt : at;
+      if (signal.media.length > 0) row.media = signal.media;
+      if (row.state === "proposed" || row.state === "ringing") {
+        row.expiresAt = new Date(row.proposedAt.getTime() + ringTimeoutMs);
+      }
+      return;
+    case "ringing":
+      moveTo(row, "ringing");
+      return;
+    case "proceed":
+    case "accept":
+      if (moveTo(row, "accepted")) {
+        row.answeredAt = at;
+        row.answeredBy = u.senderResource;
+        row.expiresAt = new Date(at.getTime() + maxDurationMs);
+      }
+      return;
+    case "reject":
+      end(row, "rejected", "rejected", at);
+      return;
+    case "retract":
+      // A retract after the answer is a client bug; the call goes on until finish.
+      if (row.state !== "accepted") end(row, "retracted", "retracted", at);
+      return;
+    case "finish":
+      if (signal.migratedTo) row.migratedTo = signal.migratedTo;
+      end(row, "finished", signal.migratedTo ? "migrated" : "finished", at);
+      return;
+  }
+}
+
+/** The state a phone must see now: an unanswered call past its ring timeout is missed. */
+export function effectiveCall(row: CallRow, now: Date): CallRow {
+  if (!row.expiresAt || row.expiresAt > now || isTerminal(row.state)) return row;
+  if (row.state === "accepted") {
+    return { ...row, state: "finished", endedAt: row.expiresAt, endReason: "expired" };
+  }
+  return { ...row, state: "missed", endedAt: row.expiresAt, endReason: "missed" };
+}
+
+/**
+ * Calls a phone must act on: incoming calls still ringing, and accepted calls not yet finished.
+ * Expiry is judged here, at read time, so no timer is needed for correctness.
+ */
+export async function activeCalls(db: Db, accountId: number, now: Date): Promise<CallRow[]> {
+  const rows = await db
+    .select()
+    .from(calls)
+    .where(
+      and(
+        eq(calls.accountId, accountId),
+        inArray(calls.state, ["proposed", "ringing", "accepted"]),
+        sql`(${calls.expiresAt} is null or ${calls.expiresAt} > ${now})`,
+      ),
+    )
+    .orderBy(calls.proposedAt, calls.callId);
+  return rows.filter(
+    (r) => r.state === "accepted" || (r.direction === "in" && r.proposedAt !== null),
+  );
+}

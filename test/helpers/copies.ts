@@ -1,0 +1,70 @@
+import { randomUUID } from "node:crypto";
+import type { CallSignal, ConversationEvent, ParsedCopy } from "../../src/ingest/parse.js";
+
+let clock = Date.parse("2026-11-26T08:00:00Z");
+
+/** Strictly increasing server times, one second apart, so ordering in tests is explicit. */
+export function nextTime(): Date {
+  clock += 1000;
+  return new Date(clock);
+}
+
+type EventSpec = Partial<ConversationEvent> & Pick<ConversationEvent, "kind" | "from" | "to">;
+
+/** A parsed copy as parse.ts would produce it, for store tests that skip XML. */
+export function copyOf(spec: EventSpec, extra: Partial<ParsedCopy> = {}): ParsedCopy {
+  const event: ConversationEvent = {
+    fromResource: "phone",
+    messageId: null,
+    originId: null,
+    targetId: null,
+    body: null,
+    reactions: null,
+    marker: null,
+    call: null,
+    raw: "<message/>",
+    ...spec,
+  };
+  return {
+    copyId: randomUUID(),
+    origin: "example.org",
+    senderArchiveId: null,
+    sentAt: nextTime(),
+    events: [event],
+    ignored: null,
+    ...extra,
+  };
+}
+
+export const msg = (from: string, to: string, id: string, body: string) =>
+  copyOf({ kind: "message", from, to, messageId: id, body });
+
+export const edit = (from: string, to: string, target: string, body: string) =>
+  copyOf({ kind: "edit", from, to, messageId: randomUUID(), targetId: target, body });
+
+export const retract = (from: string, to: string, target: string) =>
+  copyOf({ kind: "retract", from, to, messageId: randomUUID(), targetId: target });
+
+export const react = (from: string, to: string, target: string, reactions: string[]) =>
+  copyOf({ kind: "reaction", from, to, messageId: randomUUID(), targetId: target, reactions });
+
+export const displayed = (from: string, to: string, target: string) =>
+  copyOf({ kind: "displayed", from, to, targetId: target, marker: "displayed" });
+
+export function callSignal(
+  from: string,
+  to: string,
+  signal: Partial<CallSignal> & Pick<CallSignal, "action" | "callId">,
+  options: { resource?: string; sentAt?: Date } = {},
+): ParsedCopy {
+  return copyOf(
+    {
+      kind: "call",
+      from,
+      to,
+      fromResource: options.resource ?? "phone",
+      call: { media: [], reason: null, migratedTo: null, ...signal },
+    },
+    options.sentAt ? { sentAt: options.sentAt } : {},
+  );
+}

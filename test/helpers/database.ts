@@ -1,0 +1,61 @@
+import { randomBytes } from "node:crypto";
+import postgres from "postgres";
+import { openDb, type Store } from "../../src/store/db.js";
+
+/** The test PostgreSQL server; the machine's own, trust auth on loopback. */
+export const TEST_PG_ADMIN_URL =
+  process.env.TEST_PG_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+export interface TestDatabase {
+  url: string;
+  name: string;
+  drop(): Promise<void>;
+}
+
+/** A fresh, empty database of its own; dropped (connections and all) by drop(). */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `syncside_test_${randomBytes(6).toString("hex")}`;
+  const admin = postgres(TEST_PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(TEST_PG_ADMIN_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    name,
+    async drop() {
+      const a = postgres(TEST_PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+      try {
+        await a.unsafe(`drop database if exists ${name} with (force)`);
+      } finally {
+        await a.end();
+      }
+    },
+  };
+}
+
+export interface TestStore {
+  store: Store;
+  database: TestDatabase | null;
+  close(): Promise<void>;
+}
+
+/** A migrated store on a fresh PostgreSQL database, or on in-memory PGlite. */
+export async function openTestStore(
+  driver: "postgres" | "pglite" = "postgres",
+): Promise<TestStore> {
+  const database = driver === "postgres" ? await createTestDatabase() : null;
+  const store = await openDb({ url: database?.url, dataDir: "memory://" });
+  await store.migrate();
+  return {
+    store,
+    database,
+    async close() {
+      await store.close();
+      await database?.drop();
+    },
+  };
+}

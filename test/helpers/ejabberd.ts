@@ -1,0 +1,105 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { type Client, client, xml } from "@xmpp/client";
+
+const run = promisify(execFile);
+
+/** Where the test ejabberd listens; chosen away from a developer's local instance. */
+export interface EjabberdInstance {
+  home: string;
+  domain: string;
+  service: string;
+  c2sPort: number;
+  httpPort: number;
+  componentPort: number;
+  distPort: number;
+  observerJid: string;
+  observerPassword: string;
+  pushSecret: string;
+}
+
+export function testInstance(root: string): EjabberdInstance {
+  const base = Number(process.env.TEST_EJABBERD_PORT_BASE ?? 25200);
+  const domain = "example.test";
+  return {
+    home: join(root, ".ejabberd", "test"),
+    domain,
+    service: `xmpp://127.0.0.1:${base + 22}`,
+    c2sPort: base + 22,
+    httpPort: base + 80,
+    componentPort: base + 47,
+    distPort: base + 71,
+    observerJid: `observer@${domain}`,
+    observerPassword: "observer-test-password",
+    pushSecret: "push-test-secret",
+  };
+}
+
+export function instanceEnv(i: EjabberdInstance): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    EJABBERD_HOME: i.home,
+    XMPP_DOMAIN: i.domain,
+    EJABBERD_C2S_PORT: String(i.c2sPort),
+    EJABBERD_HTTP_PORT: String(i.httpPort),
+    EJABBERD_COMPONENT_PORT: String(i.componentPort),
+    EJABBERD_DIST_PORT: String(i.distPort),
+    OBSERVER_JID: i.observerJid,
+    OBSERVER_PASSWORD: i.observerPassword,
+    PUSH_COMPONENT_SECRET: i.pushSecret,
+  };
+}
+
+export async function ejabberdScript(root: string, i: EjabberdInstance, ...args: string[]) {
+  return run("bash", [join(root, "scripts", "ejabberd.sh"), ...args], {
+    env: instanceEnv(i),
+    maxBuffer: 16 * 1024 * 1024,
+  });
+}
+
+/** Calls one mod_http_api command (open to loopback in the project's config). */
+export async function api(i: EjabberdInstance, command: string, args: Record<string, unknown>) {
+  const res = await fetch(`http://127.0.0.1:${i.httpPort}/api/${command}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(args),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`ejabberd api ${command} failed: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+export interface TestUser {
+  jid: string;
+  username: string;
+  password: string;
+}
+
+/** A fresh account with a unique name, so tests never share one. */
+export async function createUser(i: EjabberdInstance, prefix = "user"): Promise<TestUser> {
+  const username = `${prefix}-${randomBytes(4).toString("hex")}`;
+  const password = `pw-${randomBytes(8).toString("hex")}`;
+  await api(i, "register", { user: username, host: i.domain, password });
+  return { jid: `${username}@${i.domain}`, username, password };
+}
+
+/** A logged-in @xmpp/client session with initial presence sent. */
+export async function connectUser(
+  i: EjabberdInstance,
+  user: TestUser,
+  resource = "phone",
+): Promise<Client> {
+  const xmpp = client({
+    service: i.service,
+    domain: i.domain,
+    username: user.username,
+    password: user.password,
+    resource,
+  });
+  xmpp.on("error", () => {});
+  await xmpp.start();
+  await xmpp.send(xml("presence"));
+  return xmpp;
+}

@@ -1,0 +1,261 @@
+import { and, asc, eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { appendBatch, type WriteOptions } from "../../src/store/events.js";
+import { accounts } from "../../src/store/schema/accounts.js";
+import { checkpoints } from "../../src/store/schema/checkpoints.js";
+import { conversations } from "../../src/store/schema/conversations.js";
+import { events } from "../../src/store/schema/events.js";
+import { messages } from "../../src/store/schema/messages.js";
+import { copyOf, displayed, edit, msg, react, retract } from "../helpers/copies.js";
+import { openTestStore, type TestStore } from "../helpers/database.js";
+
+const options: WriteOptions = {
+  isLocal: (jid) => jid.endsWith("@example.org"),
+  callRingTimeoutMs: 60_000,
+};
+
+describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver) => {
+  let t: TestStore;
+  let n = 0;
+  beforeAll(async () => {
+    t = await openTestStore(driver);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  /** Fresh JIDs per test, so tests never see each other's rows. */
+  const pair = () => {
+    n++;
+    return [`alice${n}@example.org`, `bob${n}@example.org`] as const;
+  };
+
+  async function accountId(jid: string) {
+    const [row] = await t.store.db.select().from(accounts).where(eq(accounts.jid, jid));
+    if (!row) throw new Error(`no account ${jid}`);
+    return row;
+  }
+  async function conversation(jid: string, peer: string) {
+    const account = await accountId(jid);
+    const [row] = await t.store.db
+      .select()
+      .from(conversations)
+      .where(and(eq(conversations.accountId, account.id), eq(conversations.peerJid, peer)));
+    return row;
+  }
+  async function messageRows(jid: string) {
+    const account = await accountId(jid);
+    return t.store.db
+      .select()
+      .from(messages)
+      .where(eq(messages.accountId, account.id))
+      .orderBy(asc(messages.createdSeq));
+  }
+  async function eventRows(jid: string) {
+    const account = await accountId(jid);
+    return t.store.db
+      .select()
+      .from(events)
+      .where(eq(events.accountId, account.id))
+      .orderBy(asc(events.seq));
+  }
+
+  it("writes a message on both local sides with gap-free seqs and versions", async () => {
+    const [alice, bob] = pair();
+    const r = await appendBatch(
+      t.store.db,
+      {
+        copies: [
+          msg(alice, bob, "m1", "hi"),
+          msg(bob, alice, "m2", "hello"),
+          msg(alice, bob, "m3", "?"),
+        ],
+      },
+      options,
+    );
+    expect(r).toMatchObject({ written: 6, duplicates: 0, foreign: 0 });
+
+    const a = await eventRows(alice);
+    expect(a.map((e) => [e.seq, e.kind, e.direction, e.messageId])).toEqual([
+      [1, "message", "out", "m1"],
+      [2, "message", "in", "m2"],
+      [3, "message", "out", "m3"],
+    ]);
+    expect((await accountId(alice)).lastSeq).toBe(3);
+    expect(await conversation(alice, bob)).toMatchObject({ version: 3, unreadCount: 0 });
+    // bob received m1 and m3 unread; his own m2 in between reset the count after m1.
+    expect(await conversation(bob, alice)).toMatchObject({ version: 3, unreadCount: 1 });
+    expect((await messageRows(bob)).map((m) => [m.messageId, m.direction, m.body])).toEqual([
+      ["m1", "in", "hi"],
+      ["m2", "out", "hello"],
+      ["m3", "in", "?"],
+    ]);
+  });
+
+  it("changes nothing when the same copies are written again", async () => {
+    const [alice, bob] = pair();
+    const batch = { copies: [msg(alice, bob, "m1", "once"), react(bob, alice, "m1", ["👍"])] };
+    await appendBatch(t.store.db, batch, options);
+    const before = { events: await eventRows(bob), messages: await messageRows(bob) };
+    const again = await appendBatch(t.store.db, batch, options);
+    expect(again).toMatchObject({ written: 0, duplicates: 4 });
+    expect(await eventRows(bob)).toEqual(before.events);
+    expect(await messageRows(bob)).toEqual(before.messages);
+    expect((await accountId(bob)).lastSeq).toBe(2);
+  });
+
+  it("folds edits, reactions and a retraction into the message's current state", async () => {
+    const [alice, bob] = pair();
+    const m = msg(alice, bob, "m1", "helo");
+    const e1 = edit(alice, bob, "m1", "hello");
+    const e2 = edit(alice, bob, "m1", "hello!");
+    const r1 = react(bob, alice, "m1", ["👍", "🎉"]);
+    await appendBatch(t.store.db, { copies: [m, e1] }, options);
+    await appendBatch(t.store.db, { copies: [e2, r1] }, options);
+
+    const [aliceView] = await messageRows(alice);
+    expect(aliceView).toMatchObject({
+      messageId: "m1",
+      direction: "out",
+      body: "hello!",
+      editedAt: e2.sentAt,
+      retractedAt: null,
+      reactions: { [bob]: ["👍", "🎉"] },
+      createdSeq: 1,
+      seq: 4,
+    });
+    const [bobView] = await messageRows(bob);
+    expect(bobView).toMatchObject({
+      direction: "in",
+      body: "hello!",
+      reactions: { [bob]: ["👍", "🎉"] },
+    });
+
+    const x = retract(alice, bob, "m1");
+    const r2 = react(bob, alice, "m1", []);
+    await appendBatch(t.store.db, { copies: [x, r2] }, options);
+    expect((await messageRows(bob))[0]).toMatchObject({
+      body: null,
+      retractedAt: x.sentAt,
+      reactions: {},
+      seq: 6,
+    });
+    // The event log keeps every step.
+    expect((await eventRows(bob)).map((e) => e.kind)).toEqual([
+      "message",
+      "edit",
+      "edit",
+      "reaction",
+      "retract",
+      "reaction",
+    ]);
+  });
+
+  it("ends in the right state when an edit and a reaction arrive before their message", async () => {
+    const [alice, bob] = pair();
+    const m = msg(alice, bob, "late", "first draft");
+    const e = edit(alice, bob, "late", "final text");
+    const r = react(bob, alice, "late", ["❤️"]);
+    m.sentAt = new Date(e.sentAt.getTime() - 5000);
+    await appendBatch(t.store.db, { copies: [e] }, options);
+    await appendBatch(t.store.db, { copies: [r, m] }, options);
+    expect(await messageRows(alice)).toMatchObject([
+      {
+        messageId: "late",
+        body: "final text",
+        editedAt: e.sentAt,
+        reactions: { [bob]: ["❤️"] },
+        seq: 3,
+      },
+    ]);
+  });
+
+  it("keeps a peer that is not a local account on the local side only", async () => {
+    const [alice] = pair();
+    const remote = "carol@remote.example";
+    const r = await appendBatch(
+      t.store.db,
+      { copies: [msg(alice, remote, "x1", "hi"), msg(remote, alice, "x2", "yo")] },
+      options,
+    );
+    expect(r).toMatchObject({ written: 2, foreign: 0 });
+    expect(await t.store.db.select().from(accounts).where(eq(accounts.jid, remote))).toEqual([]);
+    expect(await conversation(alice, remote)).toMatchObject({ version: 2, unreadCount: 1 });
+
+    const none = await appendBatch(
+      t.store.db,
+      { copies: [msg(remote, "dave@remote.example", "x3", "?")] },
+      options,
+    );
+    expect(none).toMatchObject({ written: 0, foreign: 1 });
+  });
+
+  it("moves read markers and unread counts with displayed markers", async () => {
+    const [alice, bob] = pair();
+    await appendBatch(
+      t.store.db,
+      {
+        copies: [
+          msg(alice, bob, "a1", "1"),
+          msg(alice, bob, "a2", "2"),
+          displayed(bob, alice, "a2"),
+        ],
+      },
+      options,
+    );
+    expect(await conversation(bob, alice)).toMatchObject({
+      unreadCount: 0,
+      readUntil: "a2",
+      version: 3,
+    });
+    expect(await conversation(alice, bob)).toMatchObject({ peerReadUntil: "a2", version: 3 });
+  });
+
+  it("advances the checkpoint with the batch, never backwards", async () => {
+    const source = `observer-${driver}`;
+    await appendBatch(
+      t.store.db,
+      { copies: [], checkpoint: { source, position: "1732600000000200" } },
+      options,
+    );
+    await appendBatch(
+      t.store.db,
+      { copies: [], checkpoint: { source, position: "1732600000000100" } },
+      options,
+    );
+    const [row] = await t.store.db.select().from(checkpoints).where(eq(checkpoints.source, source));
+    expect(row?.position).toBe("1732600000000200");
+  });
+
+  it("rolls back the whole batch, checkpoint included, when any part fails", async () => {
+    const [alice, bob] = pair();
+    const source = `rollback-${driver}`;
+    const bad = copyOf({ kind: "message", from: alice, to: bob, messageId: "m", body: "\u0000" });
+    await expect(
+      appendBatch(
+        t.store.db,
+        { copies: [msg(alice, bob, "ok", "fine"), bad], checkpoint: { source, position: "5" } },
+        options,
+      ),
+    ).rejects.toThrow();
+    expect(await t.store.db.select().from(accounts).where(eq(accounts.jid, alice))).toEqual([]);
+    expect(
+      await t.store.db.select().from(checkpoints).where(eq(checkpoints.source, source)),
+    ).toEqual([]);
+  });
+
+  it("keeps seqs gap-free and unique under concurrent writers", async () => {
+    const [alice, bob] = pair();
+    const batches = Array.from({ length: 8 }, (_, i) =>
+      appendBatch(
+        t.store.db,
+        { copies: Array.from({ length: 25 }, (_, j) => msg(alice, bob, `c${i}-${j}`, "x")) },
+        options,
+      ),
+    );
+    await Promise.all(batches);
+    const seqs = (await eventRows(alice)).map((e) => e.seq);
+    expect(seqs).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    expect(await conversation(alice, bob)).toMatchObject({ version: 200 });
+  });
+});
