@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import type { Hono } from "hono";
+import type { App } from "./context.js";
 import { openapiYamlPath } from "./openapi.js";
 
 const require = createRequire(import.meta.url);
@@ -28,8 +28,21 @@ const ASSETS: Record<string, string> = {
   "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
 };
 
-// biome-ignore lint/suspicious/noExplicitAny: docs routes are plain hono routes on any env
-export function registerDocs(app: Hono<any>): void {
+export function registerDocs(app: App): void {
+  for (const [path, type, summary] of [
+    ["/openapi.yaml", "application/yaml", "This API contract"],
+    ["/docs", "text/html", "The API contract, rendered for reading"],
+  ] as const) {
+    app.openAPIRegistry.registerPath({
+      method: "get",
+      path,
+      tags: ["operations"],
+      summary,
+      responses: {
+        200: { description: summary, content: { [type]: { schema: { type: "string" } } } },
+      },
+    });
+  }
   const assetDir = dirname(require.resolve("swagger-ui-dist/package.json"));
   app.get("/openapi.yaml", async (c) => {
     const yaml = await readFile(openapiYamlPath(), "utf8");

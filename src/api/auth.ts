@@ -1,0 +1,110 @@
+import { createHash, randomBytes } from "node:crypto";
+import { and, eq, gt, isNull, sql } from "drizzle-orm";
+import type { MiddlewareHandler } from "hono";
+import { AppError } from "../errors.js";
+import type { Db } from "../store/db.js";
+import { accounts } from "../store/schema/accounts.js";
+import { tokens } from "../store/schema/tokens.js";
+import type { AppEnv, Principal } from "./context.js";
+
+export type Scope = "account" | "admin";
+
+/** Only this digest is stored: a database leak does not leak usable tokens. */
+export function hashToken(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+export interface IssuedToken {
+  id: string;
+  token: string;
+  expiresAt: Date;
+}
+
+/** Creates a token with 256 random bits; the secret is returned here and never again. */
+export async function issueToken(
+  db: Db,
+  input: { accountId: number; scope: Scope; label: string; ttlMs: number; now: Date },
+): Promise<IssuedToken> {
+  const id = `tok_${randomBytes(9).toString("base64url")}`;
+  const token = `sst_${randomBytes(32).toString("base64url")}`;
+  const expiresAt = new Date(input.now.getTime() + input.ttlMs);
+  await db.insert(tokens).values({
+    id,
+    accountId: input.accountId,
+    scope: input.scope,
+    hash: hashToken(token),
+    label: input.label,
+    createdAt: input.now,
+    expiresAt,
+  });
+  return { id, token, expiresAt };
+}
+
+/** Returns the account's id, creating its row when it has never had an event yet. */
+export async function ensureAccount(db: Db, jid: string): Promise<number> {
+  await db.insert(accounts).values({ jid }).onConflictDoNothing();
+  const [row] = await db.select({ id: accounts.id }).from(accounts).where(eq(accounts.jid, jid));
+  if (!row) throw new Error(`account ${jid} could not be created`);
+  return row.id;
+}
+
+/** Sliding expiry is refreshed at most this often per token, not on every request. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+
+/** Resolves the bearer token to its principal; any failure is one indistinct 401. */
+export const authenticate: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const { store, config, clock } = c.var.deps;
+  const match = BEARER.exec(c.req.header("authorization") ?? "");
+  if (!match?.[1]) {
+    throw new AppError("unauthorized", "a bearer token is required", {
+      headers: { "www-authenticate": 'Bearer realm="syncside"' },
+    });
+  }
+  const now = clock();
+  const [row] = await store.db
+    .select({
+      tokenId: tokens.id,
+      accountId: tokens.accountId,
+      scope: tokens.scope,
+      lastUsedAt: tokens.lastUsedAt,
+      jid: accounts.jid,
+    })
+    .from(tokens)
+    .innerJoin(accounts, eq(accounts.id, tokens.accountId))
+    .where(
+      and(
+        eq(tokens.hash, hashToken(match[1])),
+        isNull(tokens.revokedAt),
+        gt(tokens.expiresAt, now),
+      ),
+    );
+  if (!row) {
+    throw new AppError("unauthorized", "the token is unknown, expired or revoked", {
+      headers: { "www-authenticate": 'Bearer realm="syncside", error="invalid_token"' },
+    });
+  }
+  if (!row.lastUsedAt || now.getTime() - row.lastUsedAt.getTime() > TOUCH_INTERVAL_MS) {
+    await store.db
+      .update(tokens)
+      .set({ lastUsedAt: now, expiresAt: sql`${new Date(now.getTime() + config.tokenTtlMs)}` })
+      .where(eq(tokens.id, row.tokenId));
+  }
+  const principal: Principal = {
+    accountId: row.accountId,
+    jid: row.jid,
+    scope: row.scope,
+    tokenId: row.tokenId,
+  };
+  c.set("principal", principal);
+  await next();
+};
+
+/** Admin routes: a valid account token is not enough. */
+export const requireAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
+  if (c.var.principal?.scope !== "admin") {
+    throw new AppError("forbidden", "this route needs an admin token");
+  }
+  await next();
+};

@@ -1,0 +1,43 @@
+import { z } from "@hono/zod-openapi";
+import { ERROR_CODES, type ErrorCode, statusOf } from "../errors.js";
+
+export const ProblemSchema = z
+  .object({
+    type: z.string().openapi({ example: "urn:syncside:problem:not_found" }),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    code: z.enum(ERROR_CODES),
+    request_id: z.string(),
+  })
+  .openapi("Problem", { description: "RFC 9457 problem details with a stable `code`" });
+
+const problemContent = { "application/problem+json": { schema: ProblemSchema } };
+
+/** The error responses a route can give, grouped by status, for its OpenAPI definition. */
+export function errorResponses(...codes: ErrorCode[]) {
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const code of [...codes, "internal_error" as const]) {
+    const status = statusOf(code);
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  return Object.fromEntries(
+    [...byStatus].map(([status, list]) => [
+      status,
+      { description: `problem: ${[...new Set(list)].join(", ")}`, content: problemContent },
+    ]),
+  );
+}
+
+/** RFC 3339 UTC timestamps, as every time in the API is written. */
+export const Timestamp = z
+  .string()
+  .openapi({ format: "date-time", example: "2026-11-26T08:00:00.000Z" });
+
+export const BareJid = z
+  .string()
+  .openapi({ example: "bob@example.org", description: "a bare JID (local@domain)" });
+
+export function iso(date: Date | null | undefined): string | null {
+  return date ? date.toISOString() : null;
+}
