@@ -1,6 +1,8 @@
 import { serve } from "@hono/node-server";
 import { createApp } from "./api/app.js";
 import { ConfigError, loadConfig } from "./config.js";
+import { runIngest } from "./ingest/leader.js";
+import { IngestStats } from "./ingest/stats.js";
 import { createLogger } from "./logger.js";
 import { retryForever } from "./retry.js";
 import { openDb } from "./store/db.js";
@@ -22,6 +24,8 @@ async function main(): Promise<void> {
 
   let migrated = false;
   const shutdown = new AbortController();
+  const ingestStats = new IngestStats();
+  if (!config.ingestEnabled) ingestStats.role = "disabled";
 
   const app = createApp({
     store,
@@ -35,7 +39,7 @@ async function main(): Promise<void> {
               () => "unreachable",
             )
           : "starting";
-        return { database };
+        return { database, ingest: ingestStats.readiness() };
       },
     },
   });
@@ -57,11 +61,17 @@ async function main(): Promise<void> {
     },
   );
 
+  const ingest = migration.then(() =>
+    config.ingestEnabled
+      ? runIngest({ store, config, logger, stats: ingestStats, signal: shutdown.signal })
+      : undefined,
+  );
+
   const stop = async (signal: string) => {
     logger.info({ signal }, "shutting down");
     shutdown.abort();
     await new Promise<void>((resolve) => server.close(() => resolve()));
-    await migration.catch(() => {});
+    await ingest.catch(() => {});
     await store.close();
     logger.info("stopped");
     process.exit(0);

@@ -1,0 +1,109 @@
+import { type Client, xml } from "@xmpp/client";
+import type { Element } from "@xmpp/xml";
+import type { Logger } from "../logger.js";
+import type { IngestItem } from "./pipeline.js";
+
+export const NS_MAM = "urn:xmpp:mam:2";
+const NS_RSM = "http://jabber.org/protocol/rsm";
+const NS_FORWARD = "urn:xmpp:forward:0";
+
+/** ejabberd caps a MAM page at 250 results whatever the client asks for. */
+export const MAM_PAGE = 250;
+
+export interface CatchUpOptions {
+  xmpp: Client;
+  logger: Logger;
+  /** archive id to read after (exclusive), or null for the whole archive */
+  after: string | null;
+  /** commits a page; the next page is only requested once this resolves */
+  commit: (items: IngestItem[]) => Promise<void>;
+  pageTimeoutMs?: number;
+  progressEveryMs?: number;
+}
+
+export interface CatchUpResult {
+  pages: number;
+  copies: number;
+  last: string | null;
+  ms: number;
+}
+
+/** `id - 1` for decimal archive ids beyond 2^53. */
+export function predecessor(id: string): string {
+  const n = BigInt(id);
+  return (n > 0n ? n - 1n : 0n).toString();
+}
+
+/** The archive id `micros` before `id`: archive ids are µs timestamps in ejabberd. */
+export function lookBack(id: string, micros: number): string {
+  const n = BigInt(id) - BigInt(Math.max(0, Math.round(micros)));
+  return (n > 0n ? n : 0n).toString();
+}
+
+let queryCounter = 0;
+
+/**
+ * Reads the observer's own archive from `after` to its end with XEP-0313, page by page, each
+ * page committed before the next is asked for. Pages overlap by one id (`after` = last − 1):
+ * archive ids are µs timestamps from concurrent sessions and can collide, and ejabberd accepts
+ * an `after` that is not itself an id. The overlap is harmless because writes are idempotent.
+ */
+export async function catchUp(o: CatchUpOptions): Promise<CatchUpResult> {
+  const started = performance.now();
+  const result: CatchUpResult = { pages: 0, copies: 0, last: null, ms: 0 };
+  let after = o.after;
+  let lastProgress = started;
+  for (;;) {
+    const page = await queryPage(o.xmpp, after, o.pageTimeoutMs ?? 60_000);
+    result.pages++;
+    result.copies += page.items.length;
+    await o.commit(page.items);
+    if (page.last) result.last = page.last;
+    const now = performance.now();
+    if (now - lastProgress > (o.progressEveryMs ?? 5000)) {
+      lastProgress = now;
+      o.logger.info(
+        { pages: result.pages, copies: result.copies, at: result.last },
+        "catching up from the archive",
+      );
+    }
+    if (page.complete || !page.last) break;
+    const next = predecessor(page.last);
+    // A page whose items all share one id cannot move forward by overlapping; step past it.
+    after = after === next ? page.last : next;
+  }
+  result.ms = Math.round(performance.now() - started);
+  return result;
+}
+
+interface Page {
+  items: IngestItem[];
+  complete: boolean;
+  last: string | null;
+}
+
+async function queryPage(xmpp: Client, after: string | null, timeoutMs: number): Promise<Page> {
+  const queryid = `syncside-${Date.now().toString(36)}-${++queryCounter}`;
+  const items: IngestItem[] = [];
+  const onStanza = (stanza: Element) => {
+    if (!stanza.is("message")) return;
+    const res = stanza.getChild("result", NS_MAM);
+    if (!res || res.attrs.queryid !== queryid) return;
+    const copy = res.getChild("forwarded", NS_FORWARD)?.getChild("message");
+    if (copy) items.push({ copy, archiveId: String(res.attrs.id ?? "") || null });
+  };
+  xmpp.on("stanza", onStanza);
+  try {
+    const set = xml("set", { xmlns: NS_RSM }, xml("max", {}, String(MAM_PAGE)));
+    if (after) set.append(xml("after", {}, after));
+    const fin = await xmpp.iqCaller.set(
+      xml("query", { xmlns: NS_MAM, queryid }, set),
+      undefined,
+      timeoutMs,
+    );
+    const last = fin?.getChild("set", NS_RSM)?.getChildText("last") ?? null;
+    return { items, complete: fin?.attrs.complete === "true", last };
+  } finally {
+    xmpp.removeListener("stanza", onStanza);
+  }
+}

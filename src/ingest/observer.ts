@@ -1,0 +1,186 @@
+import { type Client, client, xml } from "@xmpp/client";
+import type { Element } from "@xmpp/xml";
+import { eq } from "drizzle-orm";
+import type { Logger } from "../logger.js";
+import { retryForever, sleep } from "../retry.js";
+import type { Store } from "../store/db.js";
+import { checkpoints } from "../store/schema/checkpoints.js";
+import { catchUp, lookBack, NS_MAM } from "./catch-up.js";
+import type { IngestItem, Pipeline } from "./pipeline.js";
+import type { IngestStats } from "./stats.js";
+
+const NS_SM = "urn:xmpp:sm:3";
+const NS_SID = "urn:xmpp:sid:0";
+const NS_FORWARD = "urn:xmpp:forward:0";
+const NS_TAP = "urn:syncside:tap:0";
+const NS_PING = "urn:xmpp:ping";
+
+export interface ObserverOptions {
+  service: string;
+  domain: string;
+  jid: string;
+  password: string;
+  resource: string;
+  store: Store;
+  pipeline: Pipeline;
+  stats: IngestStats;
+  logger: Logger;
+  checkpointSource: string;
+  /** how far behind the checkpoint each catch-up starts, in ms */
+  lookBackMs: number;
+  pingIntervalMs?: number;
+}
+
+/**
+ * The observer account's session. On every (re)connect: catch up from the checkpoint without
+ * presence (so no live copies interleave), send presence, catch up once more for what arrived
+ * meanwhile, then take live copies. Live copies only move the checkpoint once no catch-up is
+ * running, so a crash mid-catch-up can never make the next start skip unread archive pages.
+ */
+export class Observer {
+  private xmpp: Client | null = null;
+  private live = false;
+  private generation = 0;
+  private pingTimer: NodeJS.Timeout | null = null;
+  private readonly stopping = new AbortController();
+
+  constructor(private readonly o: ObserverOptions) {}
+
+  /** Logs in, retrying until it succeeds or stop() is called; reconnects by itself after that. */
+  async start(): Promise<void> {
+    const [local] = this.o.jid.split("@");
+    const xmpp = client({
+      service: this.o.service,
+      domain: this.o.domain,
+      username: local,
+      password: this.o.password,
+      // A fixed resource: a restarted sidecar replaces its own stale session at once.
+      resource: this.o.resource,
+    });
+    this.xmpp = xmpp;
+
+    // No stream management: catch-up makes resumption unnecessary, and without it ejabberd
+    // never re-routes unacknowledged archive results into the observer's offline storage.
+    xmpp.prependListener("element", (element: Element) => {
+      if (element.is("features", "http://etherx.jabber.org/streams")) {
+        element.children = element.children.filter(
+          (c) => typeof c === "string" || !(c as Element).is("sm", NS_SM),
+        );
+      }
+    });
+    xmpp.on("error", (err: Error) =>
+      this.o.logger.warn({ err: err.message }, "observer connection error"),
+    );
+    xmpp.on("stanza", (stanza: Element) => this.onStanza(stanza));
+    xmpp.on("offline", () => this.onDown());
+    xmpp.on("disconnect", () => this.onDown());
+    xmpp.on("online", () => {
+      const generation = ++this.generation;
+      void this.onOnline(generation).catch((err) => {
+        this.o.logger.warn({ err }, "catch-up interrupted; it restarts at the next connection");
+        if (generation === this.generation) void xmpp.disconnect().catch(() => {});
+      });
+    });
+
+    await retryForever(() => xmpp.start(), {
+      signal: this.stopping.signal,
+      onError: (err, delayMs) =>
+        this.o.logger.warn(
+          { err: String(err), retryInMs: delayMs },
+          "observer login failed, retrying",
+        ),
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    this.generation++;
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    const xmpp = this.xmpp;
+    this.xmpp = null;
+    this.onDown();
+    if (!xmpp) return;
+    xmpp.reconnect.stop();
+    await Promise.race([xmpp.stop().catch(() => {}), sleep(3000)]);
+  }
+
+  private onDown(): void {
+    this.live = false;
+    this.o.stats.connected = false;
+    this.o.stats.catchingUp = false;
+  }
+
+  private async onOnline(generation: number): Promise<void> {
+    const xmpp = this.xmpp;
+    if (!xmpp) return;
+    // Without it, about every other request/answer pair waits ~40 ms on Nagle + delayed ACK.
+    (xmpp.socket as unknown as { setNoDelay?: (on: boolean) => void } | null)?.setNoDelay?.(true);
+    this.o.stats.connected = true;
+    this.o.stats.catchingUp = true;
+    this.o.logger.info({ jid: this.o.jid }, "observer online, catching up");
+
+    // The observer must archive every copy, whatever the server's default policy is.
+    await xmpp.iqCaller.set(xml("prefs", { xmlns: NS_MAM, default: "always" }));
+
+    const first = await this.catchUpOnce(generation);
+    await xmpp.send(xml("presence", {}, xml("priority", {}, "0")));
+    const second = await this.catchUpOnce(generation);
+    if (generation !== this.generation) return;
+    this.live = true;
+    this.o.stats.catchingUp = false;
+    this.o.logger.info(
+      {
+        copies: first.copies + second.copies,
+        pages: first.pages + second.pages,
+        ms: first.ms + second.ms,
+      },
+      "caught up; following live copies",
+    );
+    this.startPing(generation);
+  }
+
+  private async catchUpOnce(generation: number) {
+    const xmpp = this.xmpp;
+    if (!xmpp || generation !== this.generation) throw new Error("observer session replaced");
+    const [row] = await this.o.store.db
+      .select({ position: checkpoints.position })
+      .from(checkpoints)
+      .where(eq(checkpoints.source, this.o.checkpointSource));
+    const after = row ? lookBack(row.position, this.o.lookBackMs * 1000) : null;
+    return catchUp({
+      xmpp,
+      logger: this.o.logger,
+      after,
+      commit: (items) => this.o.pipeline.push(items),
+    });
+  }
+
+  private onStanza(stanza: Element): void {
+    if (!stanza.is("message") || stanza.getChild("result", NS_MAM)) return;
+    if (!stanza.getChild("forwarded", NS_FORWARD) && !stanza.getChild("tap", NS_TAP)) return;
+    const bare = this.o.jid;
+    const sid = stanza.getChildren("stanza-id", NS_SID).find((s) => s.attrs.by === bare);
+    const item: IngestItem = {
+      copy: stanza,
+      archiveId: this.live ? ((sid?.attrs.id as string | undefined) ?? null) : null,
+    };
+    this.o.pipeline.push([item]).catch((err) => {
+      this.o.logger.warn({ err }, "live copy not written; the next catch-up reads it again");
+    });
+  }
+
+  private startPing(generation: number): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    const interval = this.o.pingIntervalMs ?? 30_000;
+    // XEP-0199: a silently dead TCP connection is otherwise not noticed until the OS gives up.
+    this.pingTimer = setInterval(() => {
+      const xmpp = this.xmpp;
+      if (!xmpp || generation !== this.generation || !this.live) return;
+      xmpp.iqCaller.get(xml("ping", { xmlns: NS_PING }), undefined, 10_000).catch(() => {
+        this.o.logger.warn("observer ping unanswered; reconnecting");
+        void xmpp.disconnect().catch(() => {});
+      });
+    }, interval);
+    this.pingTimer.unref();
+  }
+}

@@ -1,0 +1,204 @@
+import type { Element } from "@xmpp/xml";
+import type { Logger } from "../logger.js";
+import { sleep } from "../retry.js";
+import type { Store } from "../store/db.js";
+import {
+  appendBatch,
+  type BatchResult,
+  compareArchiveIds,
+  type WriteOptions,
+} from "../store/events.js";
+import { type ParsedCopy, parseCopy } from "./parse.js";
+import type { IngestStats } from "./stats.js";
+
+/** One copy as it reached the observer: live, or as a result of an archive query. */
+export interface IngestItem {
+  copy: Element;
+  /** the observer's own archive id of this copy, when known */
+  archiveId: string | null;
+}
+
+export interface PipelineOptions {
+  store: Store;
+  logger: Logger;
+  stats: IngestStats;
+  write: WriteOptions;
+  /** the server domains whose copies are trusted: anyone can send the observer a lookalike */
+  trustedOrigins: ReadonlySet<string>;
+  checkpointSource: string;
+  maxBatch?: number;
+  /** how long a live copy may wait for company before its batch is written */
+  lingerMs?: number;
+}
+
+interface Pending {
+  items: IngestItem[];
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Parses copies and writes them in batches, one transaction each, in arrival order. A batch that
+ * fails with the database up is split until the one bad copy is found and skipped, so bad input
+ * never stops ingest; with the database down the batch waits and is retried, so nothing is lost.
+ */
+export class Pipeline {
+  private queue: Pending[] = [];
+  private queued = 0;
+  private writing = false;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private readonly maxBatch: number;
+  private readonly lingerMs: number;
+
+  constructor(private readonly o: PipelineOptions) {
+    this.maxBatch = o.maxBatch ?? 500;
+    this.lingerMs = o.lingerMs ?? 5;
+  }
+
+  /** Queues items; the promise settles once they are committed (or rejected as bad input). */
+  push(items: IngestItem[]): Promise<void> {
+    if (this.closed) return Promise.reject(new Error("ingest pipeline is closed"));
+    if (items.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ items, resolve, reject });
+      this.queued += items.length;
+      if (this.queued >= this.maxBatch) this.kick();
+      else this.timer ??= setTimeout(() => this.kick(), this.lingerMs);
+    });
+  }
+
+  /** Waits for everything queued so far. */
+  async drain(): Promise<void> {
+    while (this.queue.length > 0 || this.writing) {
+      this.kick();
+      await sleep(2);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const p of this.queue) p.reject(new Error("ingest pipeline closed"));
+    this.queue = [];
+    this.queued = 0;
+  }
+
+  private kick(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.writing) return;
+    this.writing = true;
+    void this.loop().finally(() => {
+      this.writing = false;
+      if (this.queue.length > 0 && !this.closed) this.kick();
+    });
+  }
+
+  private async loop(): Promise<void> {
+    while (this.queue.length > 0 && !this.closed) {
+      const taken: Pending[] = [];
+      let count = 0;
+      while (
+        this.queue.length > 0 &&
+        (count === 0 || count + (this.queue[0]?.items.length ?? 0) <= this.maxBatch)
+      ) {
+        const next = this.queue.shift() as Pending;
+        taken.push(next);
+        count += next.items.length;
+      }
+      this.queued -= count;
+      try {
+        await this.writeWithRetry(taken.flatMap((p) => p.items));
+        for (const p of taken) p.resolve();
+      } catch (err) {
+        for (const p of taken) p.reject(err);
+      }
+    }
+  }
+
+  private async writeWithRetry(items: IngestItem[]): Promise<void> {
+    let delay = 100;
+    for (;;) {
+      if (this.closed) throw new Error("ingest pipeline closed");
+      try {
+        await this.writeIsolating(items);
+        return;
+      } catch (err) {
+        this.o.stats.writeFailures++;
+        this.o.logger.warn(
+          { err, retryInMs: delay, items: items.length },
+          "batch not written, retrying",
+        );
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  /** Writes items; when the database is up but refuses them, finds and skips the culprit. */
+  private async writeIsolating(items: IngestItem[]): Promise<void> {
+    try {
+      await this.write(items);
+    } catch (err) {
+      const databaseUp = await this.o.store.ping().then(
+        () => true,
+        () => false,
+      );
+      if (!databaseUp) throw err;
+      if (items.length === 1) {
+        const [item] = items as [IngestItem];
+        this.o.stats.reject("store_rejected");
+        this.o.logger.error(
+          { err, copyId: item.copy.attrs.id, archiveId: item.archiveId },
+          "copy refused by the database, skipped",
+        );
+        await this.write([], item.archiveId);
+        return;
+      }
+      const half = Math.ceil(items.length / 2);
+      await this.writeIsolating(items.slice(0, half));
+      await this.writeIsolating(items.slice(half));
+    }
+  }
+
+  private async write(items: IngestItem[], extraArchiveId: string | null = null): Promise<void> {
+    const copies: ParsedCopy[] = [];
+    let last = extraArchiveId;
+    for (const item of items) {
+      if (item.archiveId && (!last || compareArchiveIds(item.archiveId, last) > 0))
+        last = item.archiveId;
+      const parsed = parseCopy(item.copy);
+      if (!parsed.ok) {
+        this.o.stats.reject(parsed.reason);
+        this.o.logger.warn(
+          { reason: parsed.reason, detail: parsed.detail, copyId: item.copy.attrs.id },
+          "copy rejected",
+        );
+        continue;
+      }
+      if (!this.o.trustedOrigins.has(parsed.copy.origin)) {
+        this.o.stats.reject("foreign_origin");
+        this.o.logger.warn(
+          { origin: parsed.copy.origin },
+          "copy from an untrusted origin rejected",
+        );
+        continue;
+      }
+      if (parsed.copy.ignored) this.o.stats.ignore(parsed.copy.ignored);
+      copies.push(parsed.copy);
+    }
+    const checkpoint = last ? { source: this.o.checkpointSource, position: last } : undefined;
+    if (copies.length === 0 && !checkpoint) return;
+    const started = performance.now();
+    const result: BatchResult = await appendBatch(
+      this.o.store.db,
+      { copies, checkpoint },
+      this.o.write,
+    );
+    this.o.stats.recordBatch(result, copies, performance.now() - started);
+    if (checkpoint) this.o.stats.checkpoint = checkpoint.position;
+  }
+}

@@ -1,0 +1,67 @@
+import type { BatchResult } from "../store/events.js";
+import type { ParsedCopy } from "./parse.js";
+
+export type IngestRole = "disabled" | "starting" | "standby" | "leader";
+
+/** What ingest reports about itself: read by /readyz, the admin view and metrics. */
+export class IngestStats {
+  role: IngestRole = "starting";
+  connected = false;
+  catchingUp = false;
+  checkpoint: string | null = null;
+  eventsWritten = 0;
+  duplicates = 0;
+  writeFailures = 0;
+  lastBatchAt: Date | null = null;
+  /** ms from the server receiving the newest copy of the last batch to its commit */
+  lastLagMs: number | null = null;
+  readonly rejects = new Map<string, number>();
+  readonly ignored = new Map<string, number>();
+  readonly eventsByKind = new Map<string, number>();
+  /** commit times of recent events, for a per-minute rate */
+  private readonly recent: { at: number; n: number }[] = [];
+
+  constructor(private readonly clock: () => number = Date.now) {}
+
+  reject(reason: string): void {
+    this.rejects.set(reason, (this.rejects.get(reason) ?? 0) + 1);
+  }
+
+  ignore(reason: string): void {
+    this.ignored.set(reason, (this.ignored.get(reason) ?? 0) + 1);
+  }
+
+  recordBatch(result: BatchResult, copies: ParsedCopy[], _writeMs: number): void {
+    const now = this.clock();
+    this.eventsWritten += result.written;
+    this.duplicates += result.duplicates;
+    for (const [kind, n] of Object.entries(result.byKind)) {
+      this.eventsByKind.set(kind, (this.eventsByKind.get(kind) ?? 0) + (n ?? 0));
+    }
+    this.lastBatchAt = new Date(now);
+    let newest = 0;
+    for (const c of copies) newest = Math.max(newest, c.sentAt.getTime());
+    if (newest > 0) this.lastLagMs = Math.max(0, now - newest);
+    if (result.written > 0) this.recent.push({ at: now, n: result.written });
+    this.prune(now);
+  }
+
+  /** events committed per second over the last minute */
+  eventsPerSecond(): number {
+    const now = this.clock();
+    this.prune(now);
+    const total = this.recent.reduce((sum, r) => sum + r.n, 0);
+    return Math.round((total / 60) * 10) / 10;
+  }
+
+  private prune(now: number): void {
+    while (this.recent.length > 0 && (this.recent[0]?.at ?? now) < now - 60_000)
+      this.recent.shift();
+  }
+
+  /** The readiness word for /readyz. */
+  readiness(): string {
+    if (this.role === "leader") return this.connected ? "connected" : "connecting";
+    return this.role;
+  }
+}

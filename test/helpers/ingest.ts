@@ -1,0 +1,56 @@
+import { randomBytes } from "node:crypto";
+import { loadConfig } from "../../src/config.js";
+import { runIngest } from "../../src/ingest/leader.js";
+import { IngestStats } from "../../src/ingest/stats.js";
+import { createLogger } from "../../src/logger.js";
+import type { Store } from "../../src/store/db.js";
+import type { EjabberdInstance } from "./ejabberd.js";
+import { waitFor } from "./wait.js";
+
+export interface RunningIngest {
+  stats: IngestStats;
+  stop(): Promise<void>;
+}
+
+/** The environment that points syncside at the test ejabberd. */
+export function ingestEnv(i: EjabberdInstance): Record<string, string> {
+  return {
+    XMPP_SERVICE: i.service,
+    XMPP_DOMAIN: i.domain,
+    OBSERVER_JID: i.observerJid,
+    OBSERVER_PASSWORD: i.observerPassword,
+    // Test files ingest side by side, each into its own database: one session each.
+    OBSERVER_RESOURCE: `test-${randomBytes(4).toString("hex")}`,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
+  };
+}
+
+/** Runs the real ingest (leader lock, observer session, pipeline) until stop(), once caught up. */
+export async function startIngest(
+  store: Store,
+  i: EjabberdInstance,
+  env: Record<string, string> = {},
+): Promise<RunningIngest> {
+  const config = loadConfig({ ...ingestEnv(i), ...env });
+  const stats = new IngestStats();
+  const controller = new AbortController();
+  const done = runIngest({
+    store,
+    config,
+    logger: createLogger(config.logLevel),
+    stats,
+    signal: controller.signal,
+    standbyPollMs: 200,
+  });
+  await waitFor(() => stats.connected && !stats.catchingUp, {
+    timeoutMs: 30_000,
+    what: "ingest caught up",
+  });
+  return {
+    stats,
+    async stop() {
+      controller.abort();
+      await done;
+    },
+  };
+}
