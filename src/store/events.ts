@@ -279,7 +279,7 @@ async function writeSides(tx: Tx, allSides: Side[], options: WriteOptions, resul
     touchedConvs.add(conv);
     conv.version = seq;
     conv.lastEventSeq = seq;
-    conv.updatedAt = copy.sentAt > conv.updatedAt ? copy.sentAt : conv.updatedAt;
+    conv.updatedAt = maxDate(conv.updatedAt, copy.sentAt);
 
     switch (event.kind) {
       case "message":
