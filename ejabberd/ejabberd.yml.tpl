@@ -99,6 +99,7 @@ api_permissions:
       - unregister
       - registered_users
       - check_account
+      - change_password
       - send_message
       - send_stanza
       - status

@@ -14,6 +14,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** One real ejabberd for the whole integration run, on its own ports, home and domain. */
 export default async function setup(project: TestProject) {
   const instance = testInstance(root);
+  // Installs Debian's ejabberd on a fresh machine; a no-op where it is present.
+  await ejabberdScript(root, instance, "install");
   // A previous run killed midway may have left its instance running; start from a clean one.
   await ejabberdScript(root, instance, "stop").catch(() => {});
   await ejabberdScript(root, instance, "start");
