@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { and, eq, gt, isNull, sql } from "drizzle-orm";
+import { and, eq, gt, isNull } from "drizzle-orm";
 import type { MiddlewareHandler } from "hono";
 import { AppError } from "../errors.js";
 import type { Db } from "../store/db.js";
@@ -88,7 +88,7 @@ export const authenticate: MiddlewareHandler<AppEnv> = async (c, next) => {
   if (!row.lastUsedAt || now.getTime() - row.lastUsedAt.getTime() > TOUCH_INTERVAL_MS) {
     await store.db
       .update(tokens)
-      .set({ lastUsedAt: now, expiresAt: sql`${new Date(now.getTime() + config.tokenTtlMs)}` })
+      .set({ lastUsedAt: now, expiresAt: new Date(now.getTime() + config.tokenTtlMs) })
       .where(eq(tokens.id, row.tokenId));
   }
   const principal: Principal = {
