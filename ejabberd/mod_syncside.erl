@@ -16,7 +16,8 @@
 %%%       <delay xmlns="urn:xmpp:delay" stamp="SERVER-TIME"/>
 %%%       <message xmlns="jabber:client" ...>original stanza</message>
 %%%     </forwarded>
-%%%     <tap xmlns="urn:syncside:tap:0" [sender-archive-id="ID"]/>
+%%%     <tap xmlns="urn:syncside:tap:0" from-local="true|false"
+%%%          to-local="true|false" [sender-archive-id="ID"]/>
 %%%     <store xmlns="urn:xmpp:hints"/>
 %%%     <offline xmlns="http://jabber.org/protocol/offline"/>
 %%%   </message>
@@ -194,17 +195,19 @@ maybe_copy(#message{from = #jid{} = From, to = #jid{} = To} = Msg) ->
             Msg;
         false ->
             Observers = observers_for([From, To]),
+            Parties = {is_local_user(From), is_local_user(To)},
             case Observers /= []
                 andalso not is_observer(BareFrom, Observers)
                 andalso not is_observer(BareTo, Observers)
-                andalso (is_local_user(From) orelse is_local_user(To))
+                andalso Parties /= {false, false}
                 andalso not has_excluded_payload(Msg) of
                 true ->
                     SenderArchiveID = sender_archive_id(Msg),
                     lists:foreach(fun(Observer) ->
                                           ejabberd_router:route(
                                             make_copy(Msg, Observer,
-                                                      SenderArchiveID))
+                                                      SenderArchiveID,
+                                                      Parties))
                                   end, Observers),
                     xmpp:put_meta(Msg, ?META_COPIED, true);
                 false ->
@@ -254,8 +257,9 @@ is_excluded_element(El) ->
         _ -> false
     end.
 
--spec make_copy(message(), jid(), binary() | undefined) -> message().
-make_copy(Msg, Observer, SenderArchiveID) ->
+-spec make_copy(message(), jid(), binary() | undefined,
+                {boolean(), boolean()}) -> message().
+make_copy(Msg, Observer, SenderArchiveID, Parties) ->
     Original = xmpp:set_meta(Msg, #{}),
     #message{from = jid:make(Observer#jid.lserver),
              to = Observer,
@@ -263,7 +267,7 @@ make_copy(Msg, Observer, SenderArchiveID) ->
              type = normal,
              sub_els = [#forwarded{delay = #delay{stamp = erlang:timestamp()},
                                    sub_els = [Original]},
-                        tap_element(SenderArchiveID),
+                        tap_element(SenderArchiveID, Parties),
                         %% Makes MAM archive it although it has no body.
                         #hint{type = store},
                         %% Makes mod_offline skip it (MAM still archives it
@@ -272,12 +276,18 @@ make_copy(Msg, Observer, SenderArchiveID) ->
                         %% as a duplicate at the observer's next login.
                         #offline{}]}.
 
-tap_element(SenderArchiveID) ->
+%% from-local / to-local say which parties are registered accounts here:
+%% only the server knows, and a message to an unknown local name or to a
+%% component of this domain must not become someone's conversation.
+tap_element(SenderArchiveID, {FromLocal, ToLocal}) ->
     Attrs = case SenderArchiveID of
                 undefined -> [];
                 ID -> [{<<"sender-archive-id">>, ID}]
             end,
-    #xmlel{name = <<"tap">>, attrs = [{<<"xmlns">>, ?NS_TAP} | Attrs]}.
+    #xmlel{name = <<"tap">>,
+           attrs = [{<<"xmlns">>, ?NS_TAP},
+                    {<<"from-local">>, atom_to_binary(FromLocal)},
+                    {<<"to-local">>, atom_to_binary(ToLocal)} | Attrs]}.
 
 -spec sender_archive_id(message()) -> binary() | undefined.
 sender_archive_id(Msg) ->

@@ -49,6 +49,10 @@ export interface ParsedCopy {
   /** The copy's sender, a bare server domain: the caller must check it is its own server. */
   origin: string;
   senderArchiveId: string | null;
+  /** Whether the server knows the sender/recipient as its own registered account; null when the
+   * tap did not say (then the domain decides). */
+  fromLocal: boolean | null;
+  toLocal: boolean | null;
   sentAt: Date;
   events: ConversationEvent[];
   ignored: string | null;
@@ -163,8 +167,16 @@ function readCopy(copy: Element): ParsedCopy {
   if (size > MAX_STANZA_BYTES) {
     throw new Rejection("oversized", `original is ${size} bytes, limit ${MAX_STANZA_BYTES}`);
   }
-  const senderArchiveId = attr(copy.getChild("tap", NS.tap), "sender-archive-id");
-  return { copyId, origin, senderArchiveId, sentAt, ...readOriginal(original, raw) };
+  const tap = copy.getChild("tap", NS.tap);
+  return {
+    copyId,
+    origin,
+    senderArchiveId: attr(tap, "sender-archive-id"),
+    fromLocal: flag(tap, "from-local"),
+    toLocal: flag(tap, "to-local"),
+    sentAt,
+    ...readOriginal(original, raw),
+  };
 }
 
 function isStanzaMessage(element: Element): boolean {
@@ -478,6 +490,11 @@ function isIn(element: Element, name: string, namespaces: ReadonlySet<string>): 
 function attr(element: Element | undefined, name: string): string | null {
   const value: unknown = element?.attrs[name];
   return typeof value === "string" && value !== "" ? value : null;
+}
+
+function flag(element: Element | undefined, name: string): boolean | null {
+  const value = attr(element, name);
+  return value === "true" ? true : value === "false" ? false : null;
 }
 
 function unique(values: string[]): string[] {

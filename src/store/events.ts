@@ -53,10 +53,11 @@ function sidesOf(copy: ParsedCopy, isLocal: (jid: string) => boolean): Side[] {
   const sides: Side[] = [];
   copy.events.forEach((event, index) => {
     const dedupeKey = `copy:${copy.copyId}:${index}`;
-    if (isLocal(event.from)) {
+    // The server's word (registered account or not) beats a guess from the domain.
+    if (copy.fromLocal ?? isLocal(event.from)) {
       sides.push({ account: event.from, peer: event.to, direction: "out", event, copy, dedupeKey });
     }
-    if (isLocal(event.to)) {
+    if (copy.toLocal ?? isLocal(event.to)) {
       sides.push({ account: event.to, peer: event.from, direction: "in", event, copy, dedupeKey });
     }
   });

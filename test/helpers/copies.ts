@@ -29,6 +29,8 @@ export function copyOf(spec: EventSpec, extra: Partial<ParsedCopy> = {}): Parsed
     copyId: randomUUID(),
     origin: "example.org",
     senderArchiveId: null,
+    fromLocal: null,
+    toLocal: null,
     sentAt: nextTime(),
     events: [event],
     ignored: null,

@@ -16,11 +16,15 @@ export default async function setup(project: TestProject) {
   const instance = testInstance(root);
   // Installs Debian's ejabberd on a fresh machine; a no-op where it is present.
   await ejabberdScript(root, instance, "install");
-  // A previous run killed midway may have left its instance running; start from a clean one.
-  await ejabberdScript(root, instance, "stop").catch(() => {});
-  await ejabberdScript(root, instance, "start");
+  // Another test run on this machine may be using the instance: reuse it, and leave stopping it
+  // to the run that started it. (After changing the ejabberd module, stop it to rebuild.)
+  const running = await ejabberdScript(root, instance, "status").then(
+    () => true,
+    () => false,
+  );
+  if (!running) await ejabberdScript(root, instance, "start");
   project.provide("ejabberd", instance);
   return async () => {
-    await ejabberdScript(root, instance, "stop");
+    if (!running) await ejabberdScript(root, instance, "stop");
   };
 }

@@ -102,6 +102,8 @@ function accepted(events: ConversationEvent[], ignored: string | null = null): P
       copyId: COPY_ID,
       origin: "example.org",
       senderArchiveId: SENDER_ARCHIVE_ID,
+      fromLocal: null,
+      toLocal: null,
       sentAt: SENT_AT,
       events,
       ignored,
@@ -349,6 +351,8 @@ describe("parseCopy: messages", () => {
         copyId: "other-copy",
         origin: "example.org",
         senderArchiveId: null,
+        fromLocal: null,
+        toLocal: null,
         sentAt: SENT_AT,
         events: [
           event({
@@ -1003,5 +1007,18 @@ describe("parseCopy on a copy exactly as ejabberd 23.01 routes it", () => {
         body: "hi",
       },
     ]);
+  });
+});
+
+describe("parseCopy on the tap's word about who is a local account", () => {
+  it("reads from-local and to-local, and leaves them null when absent", () => {
+    const withFlags = (from: string, to: string) =>
+      parseXml(
+        `<message from="localhost" to="observer@localhost" id="c1"><forwarded xmlns="urn:xmpp:forward:0"><message xmlns="jabber:client" from="alice@localhost/a" to="nobody@localhost" type="chat" id="m"><body>x</body></message><delay xmlns="urn:xmpp:delay" stamp="2026-11-26T08:00:00Z"/></forwarded><tap xmlns="urn:syncside:tap:0" from-local="${from}" to-local="${to}"/></message>`,
+      );
+    const r = parseCopy(withFlags("true", "false"));
+    expect(r.ok && [r.copy.fromLocal, r.copy.toLocal]).toEqual([true, false]);
+    const odd = parseCopy(withFlags("yes", ""));
+    expect(odd.ok && [odd.copy.fromLocal, odd.copy.toLocal]).toEqual([null, null]);
   });
 });
