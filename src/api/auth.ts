@@ -108,3 +108,27 @@ export const requireAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
   }
   await next();
 };
+
+const BEARER_SECURITY = () => [{ bearer: [] as string[] }];
+
+/**
+ * How a route requires a token: spread into its createRoute definition. Authentication runs per
+ * route (before the route's validators) instead of on `/v1/*`, because POST /v1/tokens is where
+ * a token comes from; the same object declares the bearer scheme, so spec and code cannot drift.
+ * Add `errorResponses("unauthorized", …)` to the route's responses.
+ */
+export const accountRoute = {
+  middleware: [authenticate],
+  // A fresh array per route, so openapi.yaml spells it out instead of using YAML aliases.
+  get security() {
+    return BEARER_SECURITY();
+  },
+};
+
+/** As accountRoute, and the token must have admin scope (add "forbidden" to its responses). */
+export const adminRoute = {
+  middleware: [authenticate, requireAdmin],
+  get security() {
+    return BEARER_SECURITY();
+  },
+};
