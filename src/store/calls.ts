@@ -1,4 +1,4 @@
-import { and, eq, inArray, or, sql } from "drizzle-orm";
+import { and, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
 import type { CallSignal } from "../ingest/parse.js";
 import type { Db, Tx } from "./db.js";
 import { type CallState, calls } from "./schema/calls.js";
@@ -186,7 +186,8 @@ export async function activeCalls(db: Db, accountId: number, now: Date): Promise
       and(
         eq(calls.accountId, accountId),
         inArray(calls.state, ["proposed", "ringing", "accepted"]),
-        sql`(${calls.expiresAt} is null or ${calls.expiresAt} > ${now})`,
+        // gt() encodes the Date through the column; a bare Date in sql`` breaks postgres.js.
+        or(isNull(calls.expiresAt), gt(calls.expiresAt, now)),
       ),
     )
     .orderBy(calls.proposedAt, calls.callId);
