@@ -5,6 +5,7 @@ import { AppError, handleError, problemResponse } from "../errors.js";
 import type { App, AppDeps, AppEnv } from "./context.js";
 import { registerDocs } from "./docs.js";
 import { registerHealth } from "./health.js";
+import { registerSync } from "./v1/sync.js";
 import { registerTokens } from "./v1/tokens.js";
 
 const MAX_BODY_BYTES = 64 * 1024;
@@ -43,6 +44,7 @@ export function createApp(deps: AppDeps): App {
   registerHealth(app);
   registerDocs(app);
   registerTokens(app);
+  registerSync(app);
 
   app.notFound((c) =>
     problemResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`),

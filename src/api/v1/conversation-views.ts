@@ -1,0 +1,144 @@
+import { z } from "@hono/zod-openapi";
+import type { CallRow } from "../../store/calls.js";
+import { effectiveCall } from "../../store/calls.js";
+import type { ConversationView, MessageRow, SyncedConversation } from "../../store/sync.js";
+import { BareJid, iso, Timestamp } from "../schemas.js";
+
+/** The JSON shapes of messages, conversations and calls, shared by /v1/sync and /v1/conversations. */
+
+export const MessageSchema = z
+  .object({
+    id: z.string().openapi({ description: "the message's stanza id (or origin-id)" }),
+    stanza_id: z
+      .string()
+      .nullable()
+      .openapi({ description: "server archive id (XEP-0359), when known" }),
+    direction: z.enum(["in", "out"]),
+    body: z.string().nullable().openapi({ description: "current text; null once retracted" }),
+    sent_at: Timestamp,
+    edited_at: Timestamp.nullable(),
+    retracted: z.boolean(),
+    reactions: z.record(z.string(), z.array(z.string())).openapi({
+      description: "reacter bare JID → emojis",
+      example: { "alice@example.org": ["👍"] },
+    }),
+    version: z.number().int().openapi({ description: "seq of the message's last change" }),
+  })
+  .openapi("Message", {
+    description: "A message in its current state: apply as an upsert by `id` and `direction`.",
+  });
+
+export const ConversationSchema = z
+  .object({
+    peer: BareJid,
+    version: z.number().int().openapi({ description: "seq of the conversation's latest event" }),
+    unread_count: z.number().int(),
+    read_until: z
+      .string()
+      .nullable()
+      .openapi({ description: "id of the last message this account displayed" }),
+    peer_read_until: z
+      .string()
+      .nullable()
+      .openapi({ description: "id of the last message the peer displayed" }),
+    pinned: z.boolean(),
+    muted_until: Timestamp.nullable(),
+    archived: z.boolean(),
+    last_message: MessageSchema.nullable(),
+  })
+  .openapi("Conversation");
+
+export const SyncConversationSchema = ConversationSchema.extend({
+  messages: z.array(MessageSchema).openapi({
+    description:
+      "The compacted delta: every message created or changed since `since`, once, in its current state, ordered by when it was sent (on a first sync: the newest messages).",
+  }),
+  messages_truncated: z.boolean().openapi({
+    description:
+      "More messages changed than `messages` allowed; these are the newest. Page the rest with /v1/conversations/{peer}/messages.",
+  }),
+}).openapi("SyncConversation");
+
+export const CallSchema = z
+  .object({
+    id: z.string().openapi({ description: "the XEP-0353 session id" }),
+    peer: BareJid,
+    direction: z.enum(["in", "out"]),
+    media: z.array(z.string()).openapi({ example: ["audio"] }),
+    state: z.enum([
+      "proposed",
+      "ringing",
+      "accepted",
+      "finished",
+      "rejected",
+      "retracted",
+      "missed",
+    ]),
+    proposed_at: Timestamp.nullable(),
+    expires_at: Timestamp.nullable(),
+    answered_by: z.string().nullable().openapi({ description: "resource of the answering device" }),
+    answered_at: Timestamp.nullable(),
+    ended_at: Timestamp.nullable(),
+    end_reason: z.string().nullable(),
+  })
+  .openapi("Call");
+
+export type MessageJson = z.infer<typeof MessageSchema>;
+export type ConversationJson = z.infer<typeof ConversationSchema>;
+export type SyncConversationJson = z.infer<typeof SyncConversationSchema>;
+export type CallJson = z.infer<typeof CallSchema>;
+
+export function toMessage(row: MessageRow): MessageJson {
+  return {
+    id: row.messageId,
+    stanza_id: row.stanzaId,
+    direction: row.direction,
+    body: row.retractedAt ? null : row.body,
+    sent_at: row.sentAt.toISOString(),
+    edited_at: iso(row.editedAt),
+    retracted: row.retractedAt !== null,
+    reactions: row.reactions,
+    version: row.seq,
+  };
+}
+
+export function toConversation(view: ConversationView): ConversationJson {
+  const c = view.conversation;
+  return {
+    peer: c.peerJid,
+    version: c.version,
+    unread_count: c.unreadCount,
+    read_until: c.readUntil,
+    peer_read_until: c.peerReadUntil,
+    pinned: c.pinned,
+    muted_until: iso(c.mutedUntil),
+    archived: c.archived,
+    last_message: view.lastMessage ? toMessage(view.lastMessage) : null,
+  };
+}
+
+export function toSyncConversation(synced: SyncedConversation): SyncConversationJson {
+  return {
+    ...toConversation(synced),
+    messages: synced.messages.map(toMessage),
+    messages_truncated: synced.truncated,
+  };
+}
+
+/** A call as a phone must see it now: past its ring timeout an unanswered call is missed. */
+export function toCall(row: CallRow, now: Date): CallJson {
+  const call = effectiveCall(row, now);
+  return {
+    id: call.callId,
+    peer: call.peerJid,
+    direction: call.direction,
+    media: call.media,
+    state: call.state,
+    proposed_at: iso(call.proposedAt),
+    expires_at: iso(call.expiresAt),
+    answered_by: call.answeredBy,
+    answered_at: iso(call.answeredAt),
+    ended_at: iso(call.endedAt),
+    end_reason: call.endReason,
+  };
+}

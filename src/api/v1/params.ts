@@ -1,0 +1,92 @@
+import { z } from "@hono/zod-openapi";
+import { AppError } from "../../errors.js";
+import type { Db } from "../../store/db.js";
+import { type ConversationRow, findConversation } from "../../store/sync.js";
+
+/** A page size with its documented default and maximum; 0, negatives and non-numbers are 400s. */
+export function limitQuery(fallback: number, max: number, what: string) {
+  return z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(max)
+    .default(fallback)
+    .openapi({
+      param: { name: "limit", in: "query" },
+      description: `${what} per page (default ${fallback}, at most ${max})`,
+      example: fallback,
+    });
+}
+
+/** A non-negative seq or version number in a query string. */
+export function seqQuery(name: string, description: string) {
+  return z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(Number.MAX_SAFE_INTEGER)
+    .optional()
+    .openapi({ param: { name, in: "query" }, description });
+}
+
+export const cursorQuery = z
+  .string()
+  .min(1)
+  .max(512)
+  .optional()
+  .openapi({
+    param: { name: "cursor", in: "query" },
+    description: "`next_cursor` from the previous page, as given",
+  });
+
+const BARE_JID = /^[^@/\s"&'<>:]+@[^@/\s"&'<>:]+$/;
+
+export const PeerParams = z.object({
+  peer: z
+    .string()
+    .max(3071)
+    .regex(BARE_JID, "expected a bare JID like bob@example.org")
+    .openapi({
+      param: { name: "peer", in: "path" },
+      description: "the peer's bare JID, URL-encoded",
+      example: "bob@example.org",
+    }),
+});
+
+/** Cursors are opaque to clients; inside they are base64url JSON of a sort key. */
+export function encodeCursor(key: unknown): string {
+  return Buffer.from(JSON.stringify(key), "utf8").toString("base64url");
+}
+
+export function decodeCursor<T>(text: string, schema: z.ZodType<T>): T {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(text, "base64url").toString("utf8"));
+  } catch {
+    parsed = undefined;
+  }
+  const result = schema.safeParse(parsed);
+  if (!result.success) {
+    throw new AppError("validation_failed", "cursor: not a cursor this API issued");
+  }
+  return result.data;
+}
+
+/** JIDs compare case-insensitively; ingest stores them lower-cased. */
+export function normalizePeer(peer: string): string {
+  return peer.toLowerCase();
+}
+
+/**
+ * The account's own conversation with this peer. Another account's conversation with the same
+ * peer is never looked at, so a 404 says nothing about anyone else.
+ */
+export async function ownConversation(
+  db: Db,
+  accountId: number,
+  peer: string,
+): Promise<ConversationRow> {
+  const conversation = await findConversation(db, accountId, normalizePeer(peer));
+  if (!conversation) throw new AppError("not_found", `no conversation with ${peer}`);
+  return conversation;
+}

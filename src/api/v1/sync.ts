@@ -1,0 +1,195 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { AppError } from "../../errors.js";
+import type { CallRow } from "../../store/calls.js";
+import { loadStoreMeta } from "../../store/meta.js";
+import { readSync, type SyncSnapshot } from "../../store/sync.js";
+import { accountRoute } from "../auth.js";
+import { changeFeedFor } from "../change-feed.js";
+import type { App } from "../context.js";
+import { decodePosition, encodePosition } from "../position.js";
+import { errorResponses } from "../schemas.js";
+import {
+  CallSchema,
+  SyncConversationSchema,
+  toCall,
+  toSyncConversation,
+} from "./conversation-views.js";
+import { limitQuery } from "./params.js";
+
+const MAX_WAIT_SECONDS = 30;
+
+const SyncQuery = z.object({
+  since: z
+    .string()
+    .min(1)
+    .max(200)
+    .optional()
+    .openapi({
+      param: { name: "since", in: "query" },
+      description: "`position` from the previous sync response; omit for a first sync",
+    }),
+  limit: limitQuery(50, 500, "conversations"),
+  messages: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(200)
+    .default(20)
+    .openapi({
+      param: { name: "messages", in: "query" },
+      description: "messages per conversation (default 20, at most 200); the newest are kept",
+      example: 20,
+    }),
+  wait: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_WAIT_SECONDS)
+    .default(0)
+    .openapi({
+      param: { name: "wait", in: "query" },
+      // A default of 0 makes the generator widen the type to integer-or-null.
+      type: "integer",
+      minimum: 0,
+      maximum: MAX_WAIT_SECONDS,
+      default: 0,
+      description: `seconds to hold the request open when nothing changed since \`since\` (default 0, at most ${MAX_WAIT_SECONDS}); answered as soon as something changes`,
+      example: 25,
+    }),
+});
+
+const SyncResponse = z
+  .object({
+    position: z
+      .string()
+      .openapi({ description: "opaque; send it as `since` once this response is applied" }),
+    caught_up: z.boolean().openapi({ description: "`!has_more`: nothing is left to fetch" }),
+    has_more: z.boolean().openapi({
+      description: "more conversations changed than `limit`; call again with `position`",
+    }),
+    unread_total: z.number().int().openapi({
+      description: "badge count: unread messages over all conversations that are not archived",
+    }),
+    calls: z.array(CallSchema).openapi({
+      description:
+        "active calls (ringing for this account, or accepted and not finished); never paged",
+    }),
+    conversations: z.array(SyncConversationSchema).openapi({
+      description:
+        "with `since`: conversations changed since, by version ascending. Without: the `limit` most recently active conversations (list the rest with /v1/conversations)",
+    }),
+  })
+  .openapi("Sync");
+
+const route = createRoute({
+  ...accountRoute,
+  method: "get",
+  path: "/v1/sync",
+  tags: ["sync"],
+  summary: "Everything that changed since the last sync, and every active call, in one request",
+  description:
+    "Paged syncs continue exactly where the previous page stopped: no change is skipped or repeated, even while new events arrive; a conversation that changed again between pages comes again with its newer state.",
+  request: { query: SyncQuery },
+  responses: {
+    200: {
+      description: "the changes",
+      content: { "application/json": { schema: SyncResponse } },
+    },
+    ...errorResponses("validation_failed", "invalid_position", "unauthorized", "position_expired"),
+  },
+});
+
+/** Calls leave the active list at expiry without any event; a long-poll compares this key. */
+function callsKey(calls: CallRow[]): string {
+  return calls.map((c) => `${c.callId}:${c.state}`).join(",");
+}
+
+/** Milliseconds until the first active call expires, so a long-poll answers when it does. */
+function untilFirstExpiry(calls: CallRow[], now: Date): number {
+  const times = calls.flatMap((c) => (c.expiresAt ? [c.expiresAt.getTime() - now.getTime()] : []));
+  return Math.max(0, Math.min(Number.POSITIVE_INFINITY, ...times));
+}
+
+export function registerSync(app: App): void {
+  app.openapi(route, async (c) => {
+    const { store, clock } = c.var.deps;
+    const { accountId } = c.var.principal;
+    const query = c.req.valid("query");
+    const meta = await loadStoreMeta(store);
+
+    let since: { seq: number; base: number } | null = null;
+    if (query.since !== undefined) {
+      const decoded = decodePosition(meta.epoch, meta.positionKey, query.since);
+      if (!decoded.ok && decoded.reason === "garbled") {
+        throw new AppError("invalid_position", "since: not a position this server issued");
+      }
+      if (!decoded.ok) throw expired();
+      since = decoded.position;
+    }
+
+    // Subscribed before the first read, so a change committed between read and wait still wakes us.
+    const subscription =
+      since && query.wait > 0
+        ? await changeFeedFor(store, c.var.logger).subscribe(accountId)
+        : null;
+    const deadline = Date.now() + query.wait * 1000;
+    const signal = c.req.raw.signal;
+    try {
+      let snapshot = await read();
+      const initialCalls = callsKey(snapshot.calls);
+      while (
+        subscription &&
+        snapshot.conversations.length === 0 &&
+        callsKey(snapshot.calls) === initialCalls &&
+        Date.now() < deadline &&
+        !signal.aborted
+      ) {
+        const ms = Math.min(deadline - Date.now(), untilFirstExpiry(snapshot.calls, clock()) + 1);
+        await subscription.wait(ms, signal);
+        if (signal.aborted) break;
+        snapshot = await read();
+      }
+      c.var.logger.debug(
+        { accountId, conversations: snapshot.conversations.length, hasMore: snapshot.hasMore },
+        "sync answered",
+      );
+      const now = clock();
+      return c.json(
+        {
+          position: encodePosition(meta.epoch, meta.positionKey, {
+            seq: snapshot.seq,
+            base: snapshot.base,
+          }),
+          caught_up: !snapshot.hasMore,
+          has_more: snapshot.hasMore,
+          unread_total: snapshot.unreadTotal,
+          calls: snapshot.calls.map((call) => toCall(call, now)),
+          conversations: snapshot.conversations.map(toSyncConversation),
+        },
+        200,
+      );
+    } finally {
+      subscription?.close();
+    }
+
+    async function read(): Promise<Extract<SyncSnapshot, { ok: true }>> {
+      const snapshot = await readSync(store.db, {
+        accountId,
+        since,
+        limit: query.limit,
+        messages: query.messages,
+        now: clock(),
+      });
+      // A seq this account never reached: the position comes from a restored or other database.
+      if (!snapshot.ok) throw expired();
+      return snapshot;
+    }
+  });
+}
+
+function expired(): AppError {
+  return new AppError(
+    "position_expired",
+    "since: this position is from another store or no longer valid; sync again without since",
+  );
+}

@@ -1,0 +1,411 @@
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { changeFeedFor } from "../../src/api/change-feed.js";
+import { decodePosition, encodePosition } from "../../src/api/position.js";
+import type { ParsedCopy } from "../../src/ingest/parse.js";
+import { createLogger } from "../../src/logger.js";
+import { appendBatch, type WriteOptions } from "../../src/store/events.js";
+import { loadStoreMeta } from "../../src/store/meta.js";
+import { expectContract } from "../helpers/contract.js";
+import { callSignal, displayed, edit, msg, react, retract } from "../helpers/copies.js";
+import { createHarness, type Harness } from "../helpers/harness.js";
+
+interface SyncBody {
+  position: string;
+  caught_up: boolean;
+  has_more: boolean;
+  unread_total: number;
+  calls: unknown[];
+  conversations: {
+    peer: string;
+    version: number;
+    messages: { id: string; body: string | null; version: number }[];
+    messages_truncated: boolean;
+  }[];
+}
+
+const at = (copy: ParsedCopy) => copy.sentAt.toISOString();
+
+/** A message as the API shows it, straight after it was sent. */
+function sent(copy: ParsedCopy, direction: "in" | "out", version: number) {
+  const event = copy.events[0];
+  return {
+    id: event?.messageId,
+    stanza_id: null,
+    direction,
+    body: event?.body,
+    sent_at: at(copy),
+    edited_at: null,
+    retracted: false,
+    reactions: {},
+    version,
+  };
+}
+
+describe("GET /v1/sync", () => {
+  let h: Harness;
+  let options: WriteOptions;
+  let n = 0;
+  beforeAll(async () => {
+    h = await createHarness();
+    options = {
+      isLocal: (jid) => jid.endsWith("@example.org"),
+      callRingTimeoutMs: h.config.callRingTimeoutMs,
+    };
+  });
+  afterAll(() => h.close());
+
+  /** Fresh accounts per test, so tests never see each other's rows. */
+  function people() {
+    n++;
+    return {
+      alice: `alice${n}@example.org`,
+      bob: `bob${n}@example.org`,
+      carol: `carol${n}@example.org`,
+    };
+  }
+  const write = (...copies: ParsedCopy[]) => appendBatch(h.store.db, { copies }, options);
+
+  async function sync(token: string, query = ""): Promise<SyncBody> {
+    const path = `/v1/sync${query ? `?${query}` : ""}`;
+    const res = await h.get(path, token);
+    expect(res.status, await res.clone().text()).toBe(200);
+    return expectContract<SyncBody>(res, "GET", path);
+  }
+
+  async function seqOf(position: string): Promise<number> {
+    const meta = await loadStoreMeta(h.store);
+    const decoded = decodePosition(meta.epoch, meta.positionKey, position);
+    if (!decoded.ok) throw new Error(`not a position: ${position}`);
+    return decoded.position.seq;
+  }
+
+  it("answers a first sync with the most recently active conversations and their newest messages", async () => {
+    const { alice, bob, carol } = people();
+    const b1 = msg(alice, bob, "b1", "hi bob");
+    const b2 = msg(bob, alice, "b2", "hi alice");
+    const c1 = msg(carol, alice, "c1", "yo");
+    await write(b1, b2, c1, react(alice, carol, "c1", ["👍"]));
+    const token = await h.token(alice);
+
+    const body = await sync(token);
+    expect(body).toEqual({
+      position: expect.any(String),
+      caught_up: true,
+      has_more: false,
+      unread_total: 2,
+      calls: [],
+      conversations: [
+        {
+          peer: carol,
+          version: 4,
+          unread_count: 1,
+          read_until: null,
+          peer_read_until: null,
+          pinned: false,
+          muted_until: null,
+          archived: false,
+          last_message: { ...sent(c1, "in", 4), reactions: { [alice]: ["👍"] } },
+          messages: [{ ...sent(c1, "in", 4), reactions: { [alice]: ["👍"] } }],
+          messages_truncated: false,
+        },
+        {
+          peer: bob,
+          version: 2,
+          unread_count: 1,
+          read_until: null,
+          peer_read_until: null,
+          pinned: false,
+          muted_until: null,
+          archived: false,
+          last_message: sent(b2, "in", 2),
+          messages: [sent(b1, "out", 1), sent(b2, "in", 2)],
+          messages_truncated: false,
+        },
+      ],
+    });
+    expect(await seqOf(body.position)).toBe(4);
+  });
+
+  it("returns only what changed since, each message once in its current state", async () => {
+    const { alice, bob, carol } = people();
+    const old = msg(bob, alice, "old", "before");
+    await write(old, msg(carol, alice, "c1", "quiet"));
+    const token = await h.token(alice);
+    const first = await sync(token);
+
+    const m = msg(bob, alice, "m1", "draft");
+    await write(m, edit(bob, alice, "m1", "draft 2"), edit(bob, alice, "m1", "draft 3"));
+    const x = retract(bob, alice, "m1");
+    await write(edit(bob, alice, "m1", "draft 4"), x);
+    const d = displayed(alice, bob, "old");
+    await write(d);
+
+    const body = await sync(token, `since=${first.position}`);
+    expect(body).toEqual({
+      position: expect.any(String),
+      caught_up: true,
+      has_more: false,
+      unread_total: 1,
+      calls: [],
+      conversations: [
+        {
+          peer: bob,
+          version: 8,
+          unread_count: 0,
+          read_until: "old",
+          peer_read_until: null,
+          pinned: false,
+          muted_until: null,
+          archived: false,
+          last_message: {
+            ...sent(m, "in", 7),
+            body: null,
+            edited_at: expect.any(String),
+            retracted: true,
+          },
+          messages: [
+            { ...sent(m, "in", 7), body: null, edited_at: expect.any(String), retracted: true },
+          ],
+          messages_truncated: false,
+        },
+      ],
+    });
+    expect(await seqOf(body.position)).toBe(8);
+
+    const again = await sync(token, `since=${body.position}`);
+    expect(again).toEqual({ ...body, position: body.position, conversations: [] });
+  });
+
+  it("includes the newest message as last_message even when only a marker changed", async () => {
+    const { alice, bob } = people();
+    const m = msg(bob, alice, "m1", "read me");
+    await write(m);
+    const token = await h.token(alice);
+    const first = await sync(token);
+    await write(displayed(alice, bob, "m1"));
+    const body = await sync(token, `since=${first.position}`);
+    expect(body.conversations).toEqual([
+      expect.objectContaining({
+        peer: bob,
+        version: 2,
+        unread_count: 0,
+        last_message: sent(m, "in", 1),
+        messages: [],
+      }),
+    ]);
+  });
+
+  it("pages with has_more and never skips or repeats a change while ingest writes between pages", async () => {
+    const { alice } = people();
+    const peers = Array.from({ length: 5 }, (_, i) => `p${i}-${alice.split("@")[0]}@example.org`);
+    const token = await h.token(alice);
+    const start = await sync(token);
+
+    // p0..p4 get messages 1..5, then p0 again (6): versions p1=2 … p4=5, p0=6.
+    await write(...peers.map((p, i) => msg(p, alice, `m${i}`, `hello ${i}`)));
+    await write(msg(peers[0] as string, alice, "m0b", "again"));
+
+    const page1 = await sync(token, `since=${start.position}&limit=2`);
+    expect(page1).toMatchObject({ has_more: true, caught_up: false });
+    expect(page1.conversations.map((c) => [c.peer, c.version])).toEqual([
+      [peers[1], 2],
+      [peers[2], 3],
+    ]);
+    expect(await seqOf(page1.position)).toBe(3);
+
+    // Between pages: p1 (already delivered) changes, p4 (not yet delivered) changes.
+    await write(msg(peers[1] as string, alice, "m1b", "moved on"));
+    await write(edit(peers[4] as string, alice, "m4", "hello 4, edited"));
+
+    const page2 = await sync(token, `since=${page1.position}&limit=2`);
+    expect(page2.conversations.map((c) => [c.peer, c.version])).toEqual([
+      [peers[3], 4],
+      [peers[0], 6],
+    ]);
+    // p0 was never delivered: its delta still reaches back to the first page's `since`.
+    expect(page2.conversations[1]?.messages.map((m) => m.id)).toEqual(["m0", "m0b"]);
+    expect(page2.has_more).toBe(true);
+
+    const page3 = await sync(token, `since=${page2.position}&limit=2`);
+    expect(page3).toMatchObject({ has_more: false, caught_up: true });
+    expect(page3.conversations.map((c) => [c.peer, c.version])).toEqual([
+      [peers[1], 7],
+      [peers[4], 8],
+    ]);
+    expect(page3.conversations[1]?.messages).toEqual([
+      expect.objectContaining({ id: "m4", body: "hello 4, edited", version: 8 }),
+    ]);
+    expect(await seqOf(page3.position)).toBe(8);
+
+    // Applied in order, the pages leave the client with exactly what a fresh full sync shows.
+    const applied = new Map<string, Map<string, unknown>>();
+    for (const page of [page1, page2, page3]) {
+      for (const c of page.conversations) {
+        const known = applied.get(c.peer) ?? new Map();
+        for (const m of c.messages) known.set(m.id, m);
+        applied.set(c.peer, known);
+      }
+    }
+    const fresh = await sync(token, "messages=200");
+    expect(fresh.conversations).toHaveLength(5);
+    for (const c of fresh.conversations) {
+      expect([...(applied.get(c.peer)?.values() ?? [])]).toEqual(c.messages);
+    }
+    expect((await sync(token, `since=${page3.position}`)).conversations).toEqual([]);
+  });
+
+  it("keeps the newest messages and says so when the delta exceeds `messages`", async () => {
+    const { alice, bob } = people();
+    const token = await h.token(alice);
+    const start = await sync(token);
+    await write(...Array.from({ length: 5 }, (_, i) => msg(bob, alice, `m${i}`, `${i}`)));
+    const body = await sync(token, `since=${start.position}&messages=2`);
+    expect(body.conversations[0]?.messages.map((m) => m.id)).toEqual(["m3", "m4"]);
+    expect(body.conversations[0]?.messages_truncated).toBe(true);
+    const all = await sync(token, `since=${start.position}&messages=5`);
+    expect(all.conversations[0]?.messages_truncated).toBe(false);
+  });
+
+  it("puts active calls first, whatever the conversation paging", async () => {
+    const { alice, bob } = people();
+    const token = await h.token(alice);
+    const start = await sync(token);
+    const sentAt = new Date();
+    await write(
+      callSignal(bob, alice, { action: "propose", callId: "call-1", media: ["audio"] }, { sentAt }),
+    );
+    const body = await sync(token, `since=${start.position}&limit=1`);
+    expect(body.calls).toEqual([
+      {
+        id: "call-1",
+        peer: bob,
+        direction: "in",
+        media: ["audio"],
+        state: "proposed",
+        proposed_at: sentAt.toISOString(),
+        expires_at: new Date(sentAt.getTime() + h.config.callRingTimeoutMs).toISOString(),
+        answered_by: null,
+        answered_at: null,
+        ended_at: null,
+        end_reason: null,
+      },
+    ]);
+    const later = await sync(token, `since=${body.position}`);
+    expect(later.conversations).toEqual([]);
+    expect(later.calls).toHaveLength(1);
+  });
+
+  describe("long-poll", () => {
+    it("answers at once with wait=0 when nothing changed", async () => {
+      const { alice } = people();
+      const token = await h.token(alice);
+      const start = await sync(token);
+      const body = await sync(token, `since=${start.position}&wait=0`);
+      expect(body).toMatchObject({ conversations: [], caught_up: true });
+    });
+
+    it("wakes for a change of its own account, not for another account's", async () => {
+      const { alice, bob, carol } = people();
+      const token = await h.token(alice);
+      const start = await sync(token);
+      let settled = false;
+      const polling = sync(token, `since=${start.position}&wait=30`).finally(() => {
+        settled = true;
+      });
+
+      // Watch the same feed: once it has delivered carol's change, alice's poll has seen it too.
+      const feed = changeFeedFor(h.store, createLogger("silent"));
+      const carolId = (await write(msg(bob, carol, "x", "not for alice"))).accountIds;
+      const watchers = await Promise.all(carolId.map((id) => feed.subscribe(id)));
+      await write(msg(bob, carol, "y", "still not for alice"));
+      const controller = new AbortController();
+      expect(await watchers[0]?.wait(10_000, controller.signal)).toBe(true);
+      for (const w of watchers) w.close();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(settled).toBe(false);
+
+      const m = msg(bob, alice, "m1", "wake up");
+      await write(m);
+      const body = await polling;
+      expect(body.conversations).toEqual([
+        expect.objectContaining({ peer: bob, messages: [sent(m, "in", 1)] }),
+      ]);
+    });
+
+    it("stops waiting when the client goes away", async () => {
+      const { alice } = people();
+      const token = await h.token(alice);
+      const start = await sync(token);
+      const controller = new AbortController();
+      const path = `/v1/sync?since=${start.position}&wait=30`;
+      const polling = h.get(path, token, { signal: controller.signal });
+      controller.abort();
+      const res = await polling;
+      expect(res.status).toBe(200);
+      expect((await expectContract<SyncBody>(res, "GET", path)).conversations).toEqual([]);
+    });
+  });
+
+  describe("errors", () => {
+    it("answers 410 position_expired for a position from another store epoch", async () => {
+      const { alice } = people();
+      const token = await h.token(alice);
+      const foreign = encodePosition("another-epoch", randomBytes(32), { seq: 1, base: 1 });
+      const path = `/v1/sync?since=${foreign}`;
+      const res = await h.get(path, token);
+      expect(res.status).toBe(410);
+      expect(await expectContract(res, "GET", path)).toMatchObject({ code: "position_expired" });
+    });
+
+    it("answers 410 for a position beyond the account's last seq (a restored database)", async () => {
+      const { alice } = people();
+      const token = await h.token(alice);
+      const meta = await loadStoreMeta(h.store);
+      const ahead = encodePosition(meta.epoch, meta.positionKey, { seq: 99, base: 99 });
+      const path = `/v1/sync?since=${ahead}`;
+      const res = await h.get(path, token);
+      expect(res.status).toBe(410);
+      expect(await expectContract(res, "GET", path)).toMatchObject({ code: "position_expired" });
+    });
+
+    it.each([
+      ["since=garbage", "invalid_position"],
+      [`since=${"A".repeat(60)}`, "invalid_position"],
+      ["since=", "validation_failed"],
+      ["limit=0", "validation_failed"],
+      ["limit=abc", "validation_failed"],
+      ["limit=501", "validation_failed"],
+      ["limit=1.5", "validation_failed"],
+      ["messages=0", "validation_failed"],
+      ["messages=201", "validation_failed"],
+      ["wait=31", "validation_failed"],
+      ["wait=-1", "validation_failed"],
+    ])("answers 400 for %s", async (query, code) => {
+      const { alice } = people();
+      const token = await h.token(alice);
+      const path = `/v1/sync?${query}`;
+      const res = await h.get(path, token);
+      expect(res.status).toBe(400);
+      expect(await expectContract(res, "GET", path)).toMatchObject({ code });
+    });
+
+    it("answers 401 without a token or with an unknown one", async () => {
+      const none = await h.app.request("/v1/sync");
+      expect(none.status).toBe(401);
+      expect(await expectContract(none, "GET", "/v1/sync")).toMatchObject({ code: "unauthorized" });
+      const bad = await h.get("/v1/sync", "sst_not-a-token");
+      expect(bad.status).toBe(401);
+      expect(await expectContract(bad, "GET", "/v1/sync")).toMatchObject({ code: "unauthorized" });
+    });
+
+    it("shows an account only its own conversations", async () => {
+      const { alice, bob, carol } = people();
+      await write(msg(alice, carol, "secret", "for carol only"));
+      const token = await h.token(bob);
+      const body = await sync(token);
+      expect(body.conversations).toEqual([]);
+      expect(body.unread_total).toBe(0);
+    });
+  });
+});
