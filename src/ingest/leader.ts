@@ -51,7 +51,11 @@ export async function runIngest(o: IngestOptions): Promise<void> {
       store: o.store,
       logger: log,
       stats: o.stats,
-      write: { isLocal: localTo(domains), callRingTimeoutMs: o.config.callRingTimeoutMs },
+      write: {
+        isLocal: localTo(domains),
+        callRingTimeoutMs: o.config.callRingTimeoutMs,
+        callMaxDurationMs: o.config.callMaxDurationMs,
+      },
       trustedOrigins: domains,
       checkpointSource,
     });

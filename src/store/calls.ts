@@ -44,24 +44,46 @@ export function isTerminal(state: CallState): boolean {
 export async function applyCallSignals(
   tx: Tx,
   updates: CallUpdate[],
-  ringTimeoutMs: number,
-  maxDurationMs = 24 * 3_600_000,
+  timing: { ringTimeoutMs: number; maxDurationMs: number },
 ): Promise<void> {
   const keys = updates.map((u) =>
-    and(eq(calls.accountId, u.accountId), eq(calls.callId, u.signal.callId)),
+    and(
+      eq(calls.accountId, u.accountId),
+      or(eq(calls.callId, u.signal.callId), eq(calls.migratedTo, u.signal.callId)),
+    ),
   );
   const existing = await tx
     .select()
     .from(calls)
     .where(or(...keys));
-  const rows = new Map<string, CallInsert>(existing.map((r) => [`${r.accountId} ${r.callId}`, r]));
+  const rows = new Map<string, CallInsert>();
+  /** `${accountId} ${newId}` → the call that migrated to newId */
+  const migratedFrom = new Map<string, CallInsert>();
+  for (const r of existing) {
+    rows.set(`${r.accountId} ${r.callId}`, r);
+    if (r.migratedTo) migratedFrom.set(`${r.accountId} ${r.migratedTo}`, r);
+  }
   const dirty = new Set<string>();
 
   for (const update of updates) {
     const key = `${update.accountId} ${update.signal.callId}`;
-    const row = rows.get(key) ?? newCall(update);
-    rows.set(key, row);
-    transition(row, update, ringTimeoutMs, maxDurationMs);
+    let row = rows.get(key);
+    if (!row) {
+      row = newCall(update);
+      rows.set(key, row);
+    }
+    transition(row, update, timing.ringTimeoutMs, timing.maxDurationMs);
+    if (update.signal.action === "finish" && update.signal.migratedTo) {
+      migratedFrom.set(`${update.accountId} ${update.signal.migratedTo}`, row);
+    }
+    // XEP-0353 migration: the new session continues an answered call; it must not ring again.
+    const previous = migratedFrom.get(key);
+    if (previous?.answeredAt && !isTerminal(row.state)) {
+      row.state = "accepted";
+      row.answeredAt ??= previous.answeredAt;
+      row.answeredBy ??= previous.answeredBy ?? null;
+      row.expiresAt = new Date(row.answeredAt.getTime() + timing.maxDurationMs);
+    }
     row.seq = Math.max(row.seq, update.seq);
     dirty.add(key);
   }
@@ -191,7 +213,21 @@ export async function activeCalls(db: Db, accountId: number, now: Date): Promise
       ),
     )
     .orderBy(calls.proposedAt, calls.callId);
-  return rows.filter(
+  return withoutTieBreakLosers(rows).filter(
     (r) => r.state === "accepted" || (r.direction === "in" && r.proposedAt !== null),
   );
+}
+
+/**
+ * XEP-0353 tie-break: when both parties propose at once, the session with the lower id wins and
+ * the other is retracted by the clients. Until that retraction arrives, only the winner rings.
+ */
+export function withoutTieBreakLosers(rows: CallRow[]): CallRow[] {
+  const winner = new Map<string, string>();
+  for (const r of rows) {
+    if (r.state === "accepted") continue;
+    const best = winner.get(r.peerJid);
+    if (best === undefined || r.callId < best) winner.set(r.peerJid, r.callId);
+  }
+  return rows.filter((r) => r.state === "accepted" || winner.get(r.peerJid) === r.callId);
 }

@@ -37,6 +37,8 @@ export interface WriteOptions {
   /** Whether a bare JID is an account of this server (its domain is one of ours). */
   isLocal: (bareJid: string) => boolean;
   callRingTimeoutMs: number;
+  /** an accepted call without `finish` ends after this (XEP-0353 gives no upper bound) */
+  callMaxDurationMs?: number;
 }
 
 /** One event as one account sees it: alice's `out` and bob's `in` are two sides of one stanza. */
@@ -326,7 +328,12 @@ async function writeSides(tx: Tx, allSides: Side[], options: WriteOptions, resul
     await tx.insert(events).values(rows.slice(i, i + INSERT_CHUNK));
   }
   await folder.save();
-  if (callUpdates.length > 0) await applyCallSignals(tx, callUpdates, options.callRingTimeoutMs);
+  if (callUpdates.length > 0) {
+    await applyCallSignals(tx, callUpdates, {
+      ringTimeoutMs: options.callRingTimeoutMs,
+      maxDurationMs: options.callMaxDurationMs ?? 24 * 3_600_000,
+    });
+  }
   await saveConversations(tx, touchedConvs);
   await saveAccountSeqs(tx, touchedAccounts);
   result.accountIds = [...touchedAccounts].map((a) => a.id);

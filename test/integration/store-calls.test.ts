@@ -1,0 +1,221 @@
+import { and, eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { activeCalls, effectiveCall } from "../../src/store/calls.js";
+import { appendBatch, type WriteOptions } from "../../src/store/events.js";
+import { accounts } from "../../src/store/schema/accounts.js";
+import { calls } from "../../src/store/schema/calls.js";
+import { callSignal, msg, nextTime } from "../helpers/copies.js";
+import { openTestStore, type TestStore } from "../helpers/database.js";
+
+const RING = 60_000;
+const options: WriteOptions = {
+  isLocal: (jid) => jid.endsWith("@example.org"),
+  callRingTimeoutMs: RING,
+  callMaxDurationMs: 4 * 3_600_000,
+};
+
+describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
+  let t: TestStore;
+  let n = 0;
+  beforeAll(async () => {
+    t = await openTestStore(driver);
+  });
+  afterAll(() => t?.close());
+
+  const pair = () => {
+    n++;
+    return [`caller${n}@example.org`, `callee${n}@example.org`] as const;
+  };
+  const write = (...copies: Parameters<typeof appendBatch>[1]["copies"]) =>
+    appendBatch(t.store.db, { copies }, options);
+  async function idOf(jid: string) {
+    const [row] = await t.store.db.select().from(accounts).where(eq(accounts.jid, jid));
+    if (!row) throw new Error(`no account ${jid}`);
+    return row.id;
+  }
+  async function callOf(jid: string, callId: string) {
+    const [row] = await t.store.db
+      .select()
+      .from(calls)
+      .where(and(eq(calls.accountId, await idOf(jid)), eq(calls.callId, callId)));
+    return row;
+  }
+  const active = async (jid: string, now: Date) =>
+    (await activeCalls(t.store.db, await idOf(jid), now)).map((c) => [
+      c.callId,
+      c.direction,
+      c.state,
+    ]);
+
+  it("rings the callee until a device answers, then is accepted on both sides until finish", async () => {
+    const [caller, callee] = pair();
+    const propose = callSignal(caller, callee, {
+      action: "propose",
+      callId: "c1",
+      media: ["audio", "video"],
+    });
+    await write(propose);
+    // Twenty messages after the offer do not bury it.
+    await write(
+      ...Array.from({ length: 20 }, (_, i) => msg(caller, callee, `after-${i}`, "are you there?")),
+    );
+    const now = new Date(propose.sentAt.getTime() + 5000);
+    expect(await active(callee, now)).toEqual([["c1", "in", "proposed"]]);
+    expect(await active(caller, now)).toEqual([]);
+    expect(await callOf(callee, "c1")).toMatchObject({
+      media: ["audio", "video"],
+      proposedAt: propose.sentAt,
+      expiresAt: new Date(propose.sentAt.getTime() + RING),
+    });
+
+    await write(
+      callSignal(callee, caller, { action: "ringing", callId: "c1" }, { resource: "tablet" }),
+    );
+    expect(await active(callee, now)).toEqual([["c1", "in", "ringing"]]);
+
+    const proceed = callSignal(
+      callee,
+      caller,
+      { action: "proceed", callId: "c1" },
+      { resource: "tablet" },
+    );
+    await write(proceed);
+    for (const jid of [caller, callee]) {
+      expect(await callOf(jid, "c1")).toMatchObject({
+        state: "accepted",
+        answeredBy: "tablet",
+        answeredAt: proceed.sentAt,
+      });
+    }
+    expect(await active(caller, now)).toEqual([["c1", "out", "accepted"]]);
+
+    const finish = callSignal(caller, callee, {
+      action: "finish",
+      callId: "c1",
+      reason: "success",
+    });
+    await write(finish);
+    expect(await callOf(callee, "c1")).toMatchObject({
+      state: "finished",
+      endReason: "finished",
+      endedAt: finish.sentAt,
+    });
+    expect(await active(callee, finish.sentAt)).toEqual([]);
+  });
+
+  it("ends as retracted (a missed call) or rejected before an answer", async () => {
+    const [caller, callee] = pair();
+    await write(callSignal(caller, callee, { action: "propose", callId: "r1", media: ["audio"] }));
+    const retract = callSignal(caller, callee, {
+      action: "retract",
+      callId: "r1",
+      reason: "cancel",
+    });
+    await write(retract);
+    expect(await callOf(callee, "r1")).toMatchObject({
+      state: "retracted",
+      endReason: "retracted",
+      endedAt: retract.sentAt,
+    });
+
+    await write(callSignal(caller, callee, { action: "propose", callId: "r2", media: ["audio"] }));
+    await write(callSignal(callee, caller, { action: "reject", callId: "r2", reason: "busy" }));
+    expect(await callOf(caller, "r2")).toMatchObject({
+      state: "rejected",
+      endReason: "rejected",
+      direction: "out",
+    });
+    expect(await active(callee, nextTime())).toEqual([]);
+  });
+
+  it("is missed once the ring timeout passes without an answer, judged at read time", async () => {
+    const [caller, callee] = pair();
+    const propose = callSignal(caller, callee, {
+      action: "propose",
+      callId: "t1",
+      media: ["audio"],
+    });
+    await write(propose);
+    const later = new Date(propose.sentAt.getTime() + RING + 1);
+    expect(await active(callee, later)).toEqual([]);
+    const row = await callOf(callee, "t1");
+    expect(row && effectiveCall(row, later)).toMatchObject({
+      state: "missed",
+      endReason: "missed",
+      endedAt: row?.expiresAt,
+    });
+  });
+
+  it("never revives a call when its retract is stored before its propose", async () => {
+    const [caller, callee] = pair();
+    const at = nextTime();
+    await write(
+      callSignal(
+        caller,
+        callee,
+        { action: "retract", callId: "o1" },
+        { sentAt: new Date(at.getTime() + 1000) },
+      ),
+    );
+    await write(
+      callSignal(
+        caller,
+        callee,
+        { action: "propose", callId: "o1", media: ["video"] },
+        { sentAt: at },
+      ),
+    );
+    expect(await callOf(callee, "o1")).toMatchObject({
+      state: "retracted",
+      direction: "in",
+      media: ["video"],
+      proposedAt: at,
+    });
+    expect(await active(callee, at)).toEqual([]);
+  });
+
+  it("rings only the lower session id when both sides propose at once (tie-break)", async () => {
+    const [alice, bob] = pair();
+    await write(
+      callSignal(alice, bob, { action: "propose", callId: "b-session", media: ["audio"] }),
+      callSignal(bob, alice, { action: "propose", callId: "a-session", media: ["audio"] }),
+    );
+    const now = nextTime();
+    expect(await active(alice, now)).toEqual([["a-session", "in", "proposed"]]);
+    expect(await active(bob, now)).toEqual([]);
+  });
+
+  it("keeps a migrated call answered: the new session does not ring again", async () => {
+    const [caller, callee] = pair();
+    await write(
+      callSignal(caller, callee, { action: "propose", callId: "m1", media: ["audio"] }),
+      callSignal(callee, caller, { action: "proceed", callId: "m1" }, { resource: "phone" }),
+    );
+    await write(
+      callSignal(caller, callee, { action: "finish", callId: "m1", migratedTo: "m2" }),
+      callSignal(caller, callee, { action: "propose", callId: "m2", media: ["audio"] }),
+    );
+    expect(await callOf(callee, "m1")).toMatchObject({
+      state: "finished",
+      endReason: "migrated",
+      migratedTo: "m2",
+    });
+    expect(await callOf(callee, "m2")).toMatchObject({ state: "accepted", answeredBy: "phone" });
+    expect(await active(callee, nextTime())).toEqual([["m2", "in", "accepted"]]);
+  });
+
+  it("ends an accepted call without finish after the maximum duration", async () => {
+    const [caller, callee] = pair();
+    await write(
+      callSignal(caller, callee, { action: "propose", callId: "long", media: ["audio"] }),
+      callSignal(callee, caller, { action: "accept", callId: "long" }, { resource: "desk" }),
+    );
+    const row = await callOf(callee, "long");
+    const after = new Date((row?.answeredAt?.getTime() ?? 0) + 4 * 3_600_000 + 1);
+    expect(row && effectiveCall(row, after)).toMatchObject({
+      state: "finished",
+      endReason: "expired",
+    });
+    expect(await active(callee, after)).toEqual([]);
+  });
+});
