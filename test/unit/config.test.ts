@@ -1,0 +1,99 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, parseDuration } from "../../src/config.js";
+
+describe("loadConfig", () => {
+  it("works with nothing set: embedded database, local ejabberd, sane defaults", () => {
+    const c = loadConfig({});
+    expect(c).toEqual({
+      databaseUrl: undefined,
+      dataDir: "./data",
+      host: "127.0.0.1",
+      port: 8080,
+      xmpp: {
+        service: "xmpp://127.0.0.1:5222",
+        domain: "localhost",
+        observerJid: "observer@localhost",
+        observerPassword: "observer-dev-password",
+        observerResource: "syncside",
+      },
+      ingestEnabled: true,
+      ingestLookBackMs: 30_000,
+      adminJids: [],
+      tokenTtlMs: 30 * 86_400_000,
+      callRingTimeoutMs: 60_000,
+      callMaxDurationMs: 24 * 3_600_000,
+      logLevel: "info",
+    });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it("reads every variable it knows", () => {
+    const c = loadConfig({
+      DATABASE_URL: "postgres://u@db:5432/syncside",
+      PORT: "9000",
+      XMPP_DOMAIN: "Example.ORG",
+      ADMIN_JIDS: " Root@example.org , ops@example.org ",
+      TOKEN_TTL: "12h",
+      CALL_RING_TIMEOUT: "45",
+      INGEST: "off",
+      UNRELATED: "ignored",
+    });
+    expect(c).toMatchObject({
+      databaseUrl: "postgres://u@db:5432/syncside",
+      port: 9000,
+      xmpp: { domain: "example.org", observerJid: "observer@example.org" },
+      adminJids: ["root@example.org", "ops@example.org"],
+      tokenTtlMs: 12 * 3_600_000,
+      callRingTimeoutMs: 45_000,
+      ingestEnabled: false,
+    });
+  });
+
+  it("treats an empty variable as unset", () => {
+    expect(loadConfig({ DATABASE_URL: "", PORT: "" })).toMatchObject({
+      databaseUrl: undefined,
+      port: 8080,
+    });
+  });
+
+  it("names every bad variable, one line each", () => {
+    let error: unknown;
+    try {
+      loadConfig({
+        PORT: "http",
+        DATABASE_URL: "mysql://x",
+        ADMIN_JIDS: "not-a-jid",
+        TOKEN_TTL: "forever",
+        LOG_LEVEL: "loud",
+      });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const issues = (error as ConfigError).issues;
+    expect(issues.map((i) => i.split(":")[0])).toEqual(
+      expect.arrayContaining(["PORT", "DATABASE_URL", "ADMIN_JIDS", "TOKEN_TTL", "LOG_LEVEL"]),
+    );
+    expect(issues).toHaveLength(5);
+    expect(issues.find((i) => i.startsWith("TOKEN_TTL"))).toBe(
+      'TOKEN_TTL: expected a duration like 90s, 15m, 4h or 30d, got "forever"',
+    );
+  });
+});
+
+describe("parseDuration", () => {
+  it.each([
+    ["90", 90_000],
+    ["90s", 90_000],
+    ["250ms", 250],
+    ["15m", 900_000],
+    ["1.5h", 5_400_000],
+    ["30d", 2_592_000_000],
+  ])("%s → %d ms", (text, ms) => {
+    expect(parseDuration(text)).toBe(ms);
+  });
+
+  it.each(["", "s", "-5s", "5 weeks", "1e3"])("rejects %j", (text) => {
+    expect(parseDuration(text)).toBeNull();
+  });
+});
