@@ -5,6 +5,11 @@ import { AppError, handleError, problemResponse } from "../errors.js";
 import type { App, AppDeps, AppEnv } from "./context.js";
 import { registerDocs } from "./docs.js";
 import { registerHealth } from "./health.js";
+import { registerConversationsEvents } from "./v1/conversations.events.js";
+import { registerConversationsGet } from "./v1/conversations.get.js";
+import { registerConversationsList } from "./v1/conversations.list.js";
+import { registerConversationsMessages } from "./v1/conversations.messages.js";
+import { registerConversationsPatch } from "./v1/conversations.patch.js";
 import { registerSync } from "./v1/sync.js";
 import { registerTokens } from "./v1/tokens.js";
 
@@ -45,6 +50,11 @@ export function createApp(deps: AppDeps): App {
   registerDocs(app);
   registerTokens(app);
   registerSync(app);
+  registerConversationsList(app);
+  registerConversationsGet(app);
+  registerConversationsMessages(app);
+  registerConversationsEvents(app);
+  registerConversationsPatch(app);
 
   app.notFound((c) =>
     problemResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`),

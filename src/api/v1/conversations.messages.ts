@@ -1,0 +1,105 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { AppError } from "../../errors.js";
+import { findMessage, messagesBefore, messagesChangedAfter } from "../../store/sync.js";
+import { accountRoute } from "../auth.js";
+import type { App } from "../context.js";
+import { errorResponses } from "../schemas.js";
+import { MessageSchema, toMessage } from "./conversation-views.js";
+import {
+  cursorQuery,
+  decodeCursor,
+  encodeCursor,
+  limitQuery,
+  ownConversation,
+  PeerParams,
+  seqQuery,
+} from "./params.js";
+
+/** ["changed", last seq] continues a delta; ["history", last created_seq] goes further back. */
+const MessagesCursor = z.tuple([z.enum(["changed", "history"]), z.number().int().min(0)]);
+
+const route = createRoute({
+  ...accountRoute,
+  method: "get",
+  path: "/v1/conversations/{peer}/messages",
+  tags: ["conversations"],
+  summary: "One conversation's messages: its compacted delta, or its history backwards",
+  description:
+    "With `changed_since`: every message created or changed after that version, once, in its current state, by version ascending. With `before`: the messages sent before that one, newest first. With neither: the newest messages, newest first. `cursor` continues whichever listing returned it.",
+  request: {
+    params: PeerParams,
+    query: z.object({
+      changed_since: seqQuery(
+        "changed_since",
+        "a conversation or message `version`: list what changed after it",
+      ),
+      before: z
+        .string()
+        .min(1)
+        .max(1024)
+        .optional()
+        .openapi({
+          param: { name: "before", in: "query" },
+          description: "a message `id`: list the history before it",
+        }),
+      cursor: cursorQuery,
+      limit: limitQuery(50, 200, "messages"),
+    }),
+  },
+  responses: {
+    200: {
+      description: "one page of messages",
+      content: {
+        "application/json": {
+          schema: z
+            .object({
+              messages: z.array(MessageSchema),
+              next_cursor: z
+                .string()
+                .nullable()
+                .openapi({ description: "pass as `cursor` for the next page; null at the end" }),
+            })
+            .openapi("MessagePage"),
+        },
+      },
+    },
+    ...errorResponses("validation_failed", "unauthorized", "not_found"),
+  },
+});
+
+export function registerConversationsMessages(app: App): void {
+  app.openapi(route, async (c) => {
+    const { db } = c.var.deps.store;
+    const { accountId } = c.var.principal;
+    const query = c.req.valid("query");
+    const conversation = await ownConversation(db, accountId, c.req.valid("param").peer);
+
+    let listing: z.infer<typeof MessagesCursor>;
+    if (query.cursor) {
+      listing = decodeCursor(query.cursor, MessagesCursor);
+    } else if (query.changed_since !== undefined && query.before !== undefined) {
+      throw new AppError("validation_failed", "changed_since and before cannot be combined");
+    } else if (query.changed_since !== undefined) {
+      listing = ["changed", query.changed_since];
+    } else if (query.before !== undefined) {
+      const anchor = await findMessage(db, conversation, query.before);
+      if (!anchor) throw new AppError("not_found", `before: no message ${query.before}`);
+      listing = ["history", anchor.createdSeq];
+    } else {
+      listing = ["history", Number.MAX_SAFE_INTEGER];
+    }
+
+    const [mode, from] = listing;
+    const rows =
+      mode === "changed"
+        ? await messagesChangedAfter(db, conversation, from, query.limit + 1)
+        : await messagesBefore(db, conversation, from, query.limit + 1);
+    const page = rows.slice(0, query.limit);
+    const last = page.at(-1);
+    const next =
+      rows.length > query.limit && last
+        ? encodeCursor([mode, mode === "changed" ? last.seq : last.createdSeq])
+        : null;
+    return c.json({ messages: page.map(toMessage), next_cursor: next }, 200);
+  });
+}

@@ -1,0 +1,80 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { AppError } from "../../errors.js";
+import { appendSettings, type SettingsChange } from "../../store/settings.js";
+import { withLastMessages } from "../../store/sync.js";
+import { accountRoute } from "../auth.js";
+import type { App } from "../context.js";
+import { errorResponses } from "../schemas.js";
+import { ConversationSchema, toConversation } from "./conversation-views.js";
+import { normalizePeer, PeerParams } from "./params.js";
+
+const SettingsBody = z
+  .strictObject({
+    pinned: z.boolean().optional(),
+    muted_until: z.iso.datetime({ offset: true }).nullable().optional().openapi({
+      description: "RFC 3339 time until which notifications stay silent; null unmutes",
+    }),
+    archived: z.boolean().optional(),
+    read_until: z.string().min(1).max(1024).optional().openapi({
+      description:
+        "id of the last message the user has seen: marks the conversation read (unread_count 0)",
+    }),
+  })
+  .refine((body) => Object.keys(body).length > 0, {
+    message: "give at least one of pinned, muted_until, archived, read_until",
+  })
+  .openapi("ConversationSettings");
+
+const route = createRoute({
+  ...accountRoute,
+  method: "patch",
+  path: "/v1/conversations/{peer}",
+  tags: ["conversations"],
+  summary:
+    "Change a conversation's settings; the account's other devices see it at their next sync",
+  description:
+    "Each change is a `settings` event with the account's next seq: it bumps the conversation's version. A peer without a conversation yet gets one (a contact may be pinned or muted before the first message).",
+  request: {
+    params: PeerParams,
+    body: { required: true, content: { "application/json": { schema: SettingsBody } } },
+  },
+  responses: {
+    200: {
+      description: "the conversation after the change",
+      content: { "application/json": { schema: ConversationSchema } },
+    },
+    ...errorResponses("bad_request", "validation_failed", "unauthorized", "payload_too_large"),
+  },
+});
+
+export function registerConversationsPatch(app: App): void {
+  app.openapi(route, async (c) => {
+    const { store, clock } = c.var.deps;
+    const { accountId, jid } = c.var.principal;
+    const peer = normalizePeer(c.req.valid("param").peer);
+    if (peer === jid) {
+      throw new AppError("validation_failed", "peer: a conversation needs another party");
+    }
+    const body = c.req.valid("json");
+    const change: SettingsChange = {
+      pinned: body.pinned,
+      mutedUntil:
+        typeof body.muted_until === "string" ? new Date(body.muted_until) : body.muted_until,
+      archived: body.archived,
+      readUntil: body.read_until,
+    };
+    const conversation = await appendSettings(store.db, {
+      accountJid: jid,
+      peer,
+      change,
+      now: clock(),
+    });
+    c.var.logger.info(
+      { accountId, version: conversation.version },
+      "conversation settings changed",
+    );
+    const [view] = await withLastMessages(store.db, accountId, [conversation]);
+    if (!view) throw new Error("withLastMessages dropped the conversation");
+    return c.json(toConversation(view), 200);
+  });
+}

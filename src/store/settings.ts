@@ -1,0 +1,81 @@
+import { randomUUID } from "node:crypto";
+import type { Db } from "./db.js";
+import {
+  loadConversations,
+  lockAccounts,
+  notifyAccounts,
+  saveAccountSeqs,
+  saveConversations,
+} from "./events.js";
+import { events } from "./schema/events.js";
+import type { ConversationRow } from "./sync.js";
+
+/** What a user may change about a conversation; absent fields stay as they are. */
+export interface SettingsChange {
+  pinned?: boolean;
+  mutedUntil?: Date | null;
+  archived?: boolean;
+  /** id of the last message the user has seen: marks everything up to it read */
+  readUntil?: string;
+}
+
+/**
+ * Writes a settings change as a `settings` event with the account's next seq, under the same
+ * account row lock ingest takes, so the seq stays gap-free and the new version reaches the
+ * account's other devices through sync and NOTIFY. Creates the conversation when it has none yet:
+ * a user may pin or mute a contact before the first message.
+ */
+export async function appendSettings(
+  db: Db,
+  input: { accountJid: string; peer: string; change: SettingsChange; now: Date },
+): Promise<ConversationRow> {
+  return db.transaction(async (tx) => {
+    const locked = await lockAccounts(tx, [input.accountJid]);
+    const account = locked.get(input.accountJid);
+    if (!account) throw new Error(`account ${input.accountJid} was not locked`);
+    const convs = await loadConversations(tx, [{ accountId: account.id, peer: input.peer }]);
+    const conv = convs.get(`${account.id} ${input.peer}`);
+    if (!conv) throw new Error(`conversation ${account.id} ${input.peer} was not loaded`);
+
+    const { change } = input;
+    if (change.pinned !== undefined) conv.pinned = change.pinned;
+    if (change.mutedUntil !== undefined) conv.mutedUntil = change.mutedUntil;
+    if (change.archived !== undefined) conv.archived = change.archived;
+    if (change.readUntil !== undefined) {
+      // Same rule as a displayed marker from one of the account's own devices.
+      conv.readUntil = change.readUntil;
+      conv.unreadCount = 0;
+    }
+
+    const seq = ++account.lastSeq;
+    await tx.insert(events).values({
+      accountId: account.id,
+      seq,
+      conversationId: conv.id,
+      kind: "settings",
+      direction: "out",
+      payload: { changes: payloadOf(change) },
+      sentAt: input.now,
+      // Each request is its own change; nothing replays it, so a random key is enough.
+      dedupeKey: `settings:${randomUUID()}`,
+    });
+    conv.version = seq;
+    conv.lastEventSeq = seq;
+    conv.updatedAt = input.now;
+    await saveConversations(tx, [conv]);
+    await saveAccountSeqs(tx, [account]);
+    await notifyAccounts(tx, [account.id]);
+    return conv;
+  });
+}
+
+/** The change as the API spelled it, for the event log. */
+function payloadOf(change: SettingsChange): Record<string, unknown> {
+  const payload: Record<string, unknown> = {};
+  if (change.pinned !== undefined) payload.pinned = change.pinned;
+  if (change.mutedUntil !== undefined)
+    payload.muted_until = change.mutedUntil?.toISOString() ?? null;
+  if (change.archived !== undefined) payload.archived = change.archived;
+  if (change.readUntil !== undefined) payload.read_until = change.readUntil;
+  return payload;
+}
