@@ -96,11 +96,13 @@ async function queryPage(xmpp: Client, after: string | null, timeoutMs: number):
   try {
     const set = xml("set", { xmlns: NS_RSM }, xml("max", {}, String(MAM_PAGE)));
     if (after) set.append(xml("after", {}, after));
-    const fin = await xmpp.iqCaller.set(
-      xml("query", { xmlns: NS_MAM, queryid }, set),
-      undefined,
+    // Not iqCaller.set: it returns the answer's child named like the request (<query/>), and
+    // MAM answers with <fin/>, so paging would stop after the first page.
+    const answer = await xmpp.iqCaller.request(
+      xml("iq", { type: "set" }, xml("query", { xmlns: NS_MAM, queryid }, set)),
       timeoutMs,
     );
+    const fin = answer.getChild("fin", NS_MAM);
     const last = fin?.getChild("set", NS_RSM)?.getChildText("last") ?? null;
     return { items, complete: fin?.attrs.complete === "true", last };
   } finally {
