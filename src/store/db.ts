@@ -52,6 +52,7 @@ function openPostgres(url: string, max: number): Store {
     connection: { application_name: "syncside" },
   });
   const db = drizzlePostgres(sql) as unknown as Db;
+  const locks = new Set<() => Promise<void>>();
   return {
     db,
     driver: "postgres",
@@ -64,37 +65,51 @@ function openPostgres(url: string, max: number): Store {
       return () => sub.unlisten();
     },
     async tryLock(key) {
-      const conn = await sql.reserve();
-      const [row] = await conn<
-        { locked: boolean }[]
-      >`select pg_try_advisory_lock(${key}) as locked`;
-      if (!row?.locked) {
-        conn.release();
-        return null;
-      }
-      let released = false;
-      // postgres.js gives no event for a reserved connection's death; a cheap probe finds it.
+      // A client of its own rather than sql.reserve(): postgres.js 3.4.9 crashes the process
+      // (an uncaught TypeError in nextWrite) when a reserved connection is used after its
+      // backend died (porsager/postgres#1208), e.g. across a PostgreSQL restart. Its onclose
+      // also tells at once that the session, and the lock with it, is gone.
+      let lose: () => void = () => {};
       const lost = new Promise<void>((resolve) => {
-        const probe = setInterval(() => {
-          if (released) return clearInterval(probe);
-          conn`select 1`.catch(() => {
-            clearInterval(probe);
-            resolve();
-          });
-        }, 2000);
-        probe.unref();
+        lose = resolve;
       });
+      const lockSql = postgres(url, {
+        max: 1,
+        // The lock lives exactly as long as this session: never recycle it.
+        idle_timeout: 0,
+        max_lifetime: null,
+        onnotice: () => {},
+        onclose: () => lose(),
+        connection: { application_name: "syncside-lock" },
+      });
+      const end = () => lockSql.end({ timeout: 5 }).catch(() => {});
+      try {
+        const [row] = await lockSql<
+          { locked: boolean }[]
+        >`select pg_try_advisory_lock(${key}) as locked`;
+        if (!row?.locked) {
+          await end();
+          return null;
+        }
+      } catch (err) {
+        await end();
+        throw err;
+      }
+      locks.add(end);
+      let released = false;
       return {
         lost,
         async release() {
           if (released) return;
           released = true;
-          await conn`select pg_advisory_unlock(${key})`.catch(() => {});
-          conn.release();
+          locks.delete(end);
+          await lockSql`select pg_advisory_unlock(${key})`.catch(() => {});
+          await end();
         },
       };
     },
     async close() {
+      await Promise.all([...locks].map((end) => end()));
       await sql.end({ timeout: 5 });
     },
   };
