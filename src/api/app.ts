@@ -5,6 +5,8 @@ import { AppError, handleError, problemResponse } from "../errors.js";
 import type { App, AppDeps, AppEnv } from "./context.js";
 import { registerDocs } from "./docs.js";
 import { registerHealth } from "./health.js";
+import { registerCallsGet } from "./v1/calls.get.js";
+import { registerCallsList } from "./v1/calls.list.js";
 import { registerConversationsEvents } from "./v1/conversations.events.js";
 import { registerConversationsGet } from "./v1/conversations.get.js";
 import { registerConversationsList } from "./v1/conversations.list.js";
@@ -55,6 +57,8 @@ export function createApp(deps: AppDeps): App {
   registerConversationsMessages(app);
   registerConversationsEvents(app);
   registerConversationsPatch(app);
+  registerCallsList(app);
+  registerCallsGet(app);
 
   app.notFound((c) =>
     problemResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`),

@@ -2,6 +2,7 @@ import { and, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
 import type { CallSignal } from "../ingest/parse.js";
 import type { Db, Tx } from "./db.js";
 import { type CallState, calls } from "./schema/calls.js";
+import { events } from "./schema/events.js";
 
 export type CallRow = typeof calls.$inferSelect;
 type CallInsert = typeof calls.$inferInsert;
@@ -230,4 +231,63 @@ export function withoutTieBreakLosers(rows: CallRow[]): CallRow[] {
     if (best === undefined || r.callId < best) winner.set(r.peerJid, r.callId);
   }
   return rows.filter((r) => r.state === "accepted" || winner.get(r.peerJid) === r.callId);
+}
+
+export async function findCall(
+  db: Db,
+  accountId: number,
+  callId: string,
+): Promise<CallRow | undefined> {
+  const [row] = await db
+    .select()
+    .from(calls)
+    .where(and(eq(calls.accountId, accountId), eq(calls.callId, callId)));
+  return row;
+}
+
+export interface CallSignalRecord {
+  seq: number;
+  direction: "in" | "out";
+  signal: CallSignal;
+  fromResource: string | null;
+  at: Date;
+}
+
+/** The signals of one call as this account saw them, in order (the call's event log). */
+export async function callHistory(
+  db: Db,
+  accountId: number,
+  call: CallRow,
+): Promise<CallSignalRecord[]> {
+  const rows = await db
+    .select({
+      seq: events.seq,
+      direction: events.direction,
+      payload: events.payload,
+      sentAt: events.sentAt,
+    })
+    .from(events)
+    .where(
+      and(
+        eq(events.accountId, accountId),
+        eq(events.conversationId, call.conversationId),
+        eq(events.kind, "call"),
+        eq(events.targetId, call.callId),
+      ),
+    )
+    .orderBy(events.seq);
+  return rows.flatMap((r) => {
+    const signal = r.payload.call as CallSignal | undefined;
+    if (!signal) return [];
+    const resource = r.payload.from_resource;
+    return [
+      {
+        seq: r.seq,
+        direction: r.direction,
+        signal,
+        fromResource: typeof resource === "string" ? resource : null,
+        at: r.sentAt,
+      },
+    ];
+  });
 }
