@@ -32,6 +32,24 @@ export interface ObserverOptions {
 }
 
 /**
+ * xmpp.js 0.14 drops its parser when stop() gives up waiting for the server's </stream> (2 s),
+ * yet the half-closed socket keeps delivering what the server still flushes; the next chunk
+ * then throws an uncaught TypeError that ends the process (xmppjs/xmpp.js#860). That happens
+ * when leadership ends under load. Such data is not needed: the archive holds every copy.
+ * Must run before the first connect, which binds the socket's data listener.
+ */
+export function ignoreDataAfterStreamClosed(xmpp: Client): void {
+  const connection = xmpp as unknown as {
+    parser: unknown;
+    _onData(this: unknown, data: Buffer): void;
+  };
+  const onData = connection._onData;
+  connection._onData = function (this: { parser: unknown }, data: Buffer) {
+    if (this.parser) onData.call(this, data);
+  };
+}
+
+/**
  * The observer account's session. On every (re)connect: catch up from the checkpoint without
  * presence (so no live copies interleave), send presence, catch up once more for what arrived
  * meanwhile, then take live copies. Live copies only move the checkpoint once no catch-up is
@@ -58,6 +76,7 @@ export class Observer {
       resource: this.o.resource,
     });
     this.xmpp = xmpp;
+    ignoreDataAfterStreamClosed(xmpp);
 
     // No stream management: catch-up makes resumption unnecessary, and without it ejabberd
     // never re-routes unacknowledged archive results into the observer's offline storage.
