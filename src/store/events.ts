@@ -104,10 +104,20 @@ export async function lockAccounts(tx: Tx, jids: string[]): Promise<Map<string, 
   );
 }
 
-/** Persists new last_seq values for the locked accounts that advanced. */
+/** Rows per UPDATE … FROM (VALUES …): 1000 × 12 columns stays far below 65535 parameters. */
+const UPDATE_CHUNK = 1000;
+
+/** Persists new last_seq values for the locked accounts that advanced, one statement per chunk. */
 export async function saveAccountSeqs(tx: Tx, locked: Iterable<LockedAccount>): Promise<void> {
-  for (const account of locked) {
-    await tx.update(accounts).set({ lastSeq: account.lastSeq }).where(eq(accounts.id, account.id));
+  const list = [...locked];
+  for (let i = 0; i < list.length; i += UPDATE_CHUNK) {
+    const values = list
+      .slice(i, i + UPDATE_CHUNK)
+      .map((a) => sql`(${a.id}::bigint, ${a.lastSeq}::bigint)`);
+    // The builder has no UPDATE … FROM (VALUES …); one UPDATE per account made big batches slow.
+    await tx.execute(sql`update accounts set last_seq = v.last_seq
+      from (values ${sql.join(values, sql`, `)}) as v(id, last_seq)
+      where accounts.id = v.id`);
   }
 }
 
@@ -145,23 +155,28 @@ export async function loadConversations(
   return result;
 }
 
+/** Persists the folded state of conversations, one statement per chunk of rows. */
 export async function saveConversations(tx: Tx, rows: Iterable<ConversationRow>): Promise<void> {
-  for (const row of rows) {
-    await tx
-      .update(conversations)
-      .set({
-        version: row.version,
-        lastEventSeq: row.lastEventSeq,
-        lastMessageAt: row.lastMessageAt,
-        unreadCount: row.unreadCount,
-        readUntil: row.readUntil,
-        peerReadUntil: row.peerReadUntil,
-        pinned: row.pinned,
-        mutedUntil: row.mutedUntil,
-        archived: row.archived,
-        updatedAt: row.updatedAt,
-      })
-      .where(and(eq(conversations.accountId, row.accountId), eq(conversations.id, row.id)));
+  const list = [...rows];
+  const time = (d: Date | null) => d?.toISOString() ?? null;
+  for (let i = 0; i < list.length; i += UPDATE_CHUNK) {
+    // Every value is cast: VALUES takes its column types from the first row, which may be null.
+    const values = list.slice(i, i + UPDATE_CHUNK).map(
+      (r) =>
+        sql`(${r.accountId}::bigint, ${r.id}::bigint, ${r.version}::bigint, ${r.lastEventSeq}::bigint,
+          ${time(r.lastMessageAt)}::timestamptz, ${r.unreadCount}::integer, ${r.readUntil}::text,
+          ${r.peerReadUntil}::text, ${r.pinned}::boolean, ${time(r.mutedUntil)}::timestamptz,
+          ${r.archived}::boolean, ${time(r.updatedAt)}::timestamptz)`,
+    );
+    // The builder has no UPDATE … FROM (VALUES …); one UPDATE per conversation made big batches slow.
+    await tx.execute(sql`update conversations set
+        version = v.version, last_event_seq = v.last_event_seq, last_message_at = v.last_message_at,
+        unread_count = v.unread_count, read_until = v.read_until, peer_read_until = v.peer_read_until,
+        pinned = v.pinned, muted_until = v.muted_until, archived = v.archived, updated_at = v.updated_at
+      from (values ${sql.join(values, sql`, `)}) as v(account_id, id, version, last_event_seq,
+        last_message_at, unread_count, read_until, peer_read_until, pinned, muted_until, archived,
+        updated_at)
+      where conversations.account_id = v.account_id and conversations.id = v.id`);
   }
 }
 

@@ -1,6 +1,13 @@
-import { and, asc, eq } from "drizzle-orm";
+import { and, asc, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { appendBatch, type WriteOptions } from "../../src/store/events.js";
+import {
+  appendBatch,
+  loadConversations,
+  lockAccounts,
+  saveAccountSeqs,
+  saveConversations,
+  type WriteOptions,
+} from "../../src/store/events.js";
 import { accounts } from "../../src/store/schema/accounts.js";
 import { checkpoints } from "../../src/store/schema/checkpoints.js";
 import { conversations } from "../../src/store/schema/conversations.js";
@@ -257,5 +264,73 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
     const seqs = (await eventRows(alice)).map((e) => e.seq);
     expect(seqs).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
     expect(await conversation(alice, bob)).toMatchObject({ version: 200 });
+  });
+  it("saves every conversation and account of a wide batch in one statement each", async () => {
+    n++;
+    const people = Array.from({ length: 120 }, (_, i) => `wide${n}-${i}@example.org`);
+    const copies = people.flatMap((from, i) => {
+      const to = people[(i + 1) % people.length] as string;
+      return [msg(from, to, `w${i}`, `hello ${i}`), displayed(to, from, `w${i}`)];
+    });
+    const statements: string[] = [];
+    await t.store.db.transaction(async (tx) => {
+      // Count what reaches the database from the two savers, the rest of the batch aside.
+      const spy = new Proxy(tx, {
+        get(target, key, receiver) {
+          const value = Reflect.get(target, key, receiver);
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            if (["execute", "update", "insert"].includes(String(key))) statements.push(String(key));
+            return value.apply(target, args);
+          };
+        },
+      });
+      const locked = await lockAccounts(tx, people);
+      const convs = await loadConversations(
+        tx,
+        people.map((jid, i) => ({
+          accountId: (locked.get(jid) as { id: number }).id,
+          peer: people[(i + 1) % people.length] as string,
+        })),
+      );
+      for (const [i, conv] of [...convs.values()].entries()) {
+        conv.version = 10 + i;
+        conv.lastEventSeq = 10 + i;
+        conv.unreadCount = i % 3;
+        conv.readUntil = i % 2 === 0 ? `r${i}` : null;
+        conv.lastMessageAt = new Date(Date.UTC(2026, 10, 26, 8, 0, i));
+      }
+      for (const account of locked.values()) account.lastSeq = 7;
+      statements.length = 0;
+      await saveConversations(spy as typeof tx, convs.values());
+      await saveAccountSeqs(spy as typeof tx, locked.values());
+      expect(statements).toEqual(["execute", "execute"]);
+    });
+    const rows = await t.store.db
+      .select()
+      .from(conversations)
+      .where(inArray(conversations.peerJid, people))
+      .orderBy(asc(conversations.version));
+    expect(rows).toHaveLength(120);
+    rows.forEach((row, i) => {
+      expect(row).toMatchObject({
+        version: 10 + i,
+        lastEventSeq: 10 + i,
+        unreadCount: i % 3,
+        readUntil: i % 2 === 0 ? `r${i}` : null,
+        lastMessageAt: new Date(Date.UTC(2026, 10, 26, 8, 0, i)),
+      });
+    });
+    expect((await accountId(people[0] as string)).lastSeq).toBe(7);
+    expect((await accountId(people[119] as string)).lastSeq).toBe(7);
+
+    // And the write path itself on the same wide batch: every conversation ends in its state.
+    const r = await appendBatch(t.store.db, { copies }, options);
+    expect(r.written).toBe(480);
+    expect(await conversation(people[1] as string, people[0] as string)).toMatchObject({
+      version: 9,
+      unreadCount: 0,
+      readUntil: "w0",
+    });
   });
 });
