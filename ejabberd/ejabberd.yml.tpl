@@ -134,7 +134,11 @@ modules:
   mod_offline:
     access_max_user_messages: max_user_offline_messages
   mod_ping: {}
-  mod_push: {}
+  ## XEP-0357 push via syncside's app server (the push.* component above).
+  ## The body stays out of the publish: syncside reads the message from its
+  ## own store and sends it encrypted to the phone.
+  mod_push:
+    include_body: false
   mod_push_keepalive: {}
   mod_register:
     ## No welcome_message (off by default): it would be one more message.

@@ -50,6 +50,12 @@ const jidList = z
   )
   .pipe(z.array(bareJid));
 
+const httpUrl = z
+  .string()
+  .trim()
+  .regex(/^https?:\/\/[^/]+/, "expected http(s)://host…");
+const baseUrl = (fallback: string) => httpUrl.default(fallback);
+
 const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 
 const schema = z
@@ -83,6 +89,22 @@ const schema = z
     LOG_LEVEL: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info"),
+    PUSH_COMPONENT_SERVICE: z
+      .string()
+      .default("xmpp://127.0.0.1:5347")
+      .refine((v) => /^xmpp:\/\/[^/]+:\d+$/.test(v), "expected xmpp://host:port"),
+    PUSH_COMPONENT_DOMAIN: z.string().trim().toLowerCase().min(1).optional(),
+    PUSH_COMPONENT_SECRET: z.string().optional(),
+    PUSH_COALESCE: duration("2s"),
+    APNS_KEY: z.string().optional(),
+    APNS_KEY_ID: z.string().trim().optional(),
+    APNS_TEAM_ID: z.string().trim().optional(),
+    APNS_PRODUCTION_URL: baseUrl("https://api.push.apple.com"),
+    APNS_SANDBOX_URL: baseUrl("https://api.sandbox.push.apple.com"),
+    APNS_CA: z.string().optional(),
+    FCM_SERVICE_ACCOUNT: z.string().optional(),
+    FCM_TOKEN_URL: httpUrl.optional(),
+    FCM_BASE_URL: httpUrl.default("https://fcm.googleapis.com"),
   })
   .transform((c) => ({
     databaseUrl: c.DATABASE_URL,
@@ -103,6 +125,30 @@ const schema = z
     callRingTimeoutMs: c.CALL_RING_TIMEOUT,
     callMaxDurationMs: c.CALL_MAX_DURATION,
     logLevel: c.LOG_LEVEL,
+    push: {
+      /** unset = this instance runs no XEP-0357 app server */
+      componentSecret: c.PUSH_COMPONENT_SECRET,
+      componentService: c.PUSH_COMPONENT_SERVICE,
+      componentDomain: c.PUSH_COMPONENT_DOMAIN ?? `push.${c.XMPP_DOMAIN}`,
+      coalesceMs: c.PUSH_COALESCE,
+      apns: {
+        /** a .p8 path or the PEM itself */
+        key: c.APNS_KEY,
+        keyId: c.APNS_KEY_ID,
+        teamId: c.APNS_TEAM_ID,
+        productionUrl: c.APNS_PRODUCTION_URL,
+        sandboxUrl: c.APNS_SANDBOX_URL,
+        /** extra trusted CA (path or PEM), for a test stand-in of APNs */
+        ca: c.APNS_CA,
+      },
+      fcm: {
+        /** a service-account JSON path or the JSON itself */
+        serviceAccount: c.FCM_SERVICE_ACCOUNT,
+        /** default: the service account's token_uri */
+        tokenUrl: c.FCM_TOKEN_URL,
+        baseUrl: c.FCM_BASE_URL,
+      },
+    },
   }));
 
 export type Config = Readonly<z.output<typeof schema>>;

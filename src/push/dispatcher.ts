@@ -1,0 +1,460 @@
+import { createHash } from "node:crypto";
+import { and, desc, eq, gt, inArray, isNull, lte, or } from "drizzle-orm";
+import { changeFeedFor } from "../api/change-feed.js";
+import { encodePosition } from "../api/position.js";
+import type { Logger } from "../logger.js";
+import { activeCalls, type CallRow } from "../store/calls.js";
+import type { Store } from "../store/db.js";
+import { loadStoreMeta } from "../store/meta.js";
+import { accounts } from "../store/schema/accounts.js";
+import { conversations } from "../store/schema/conversations.js";
+import { events } from "../store/schema/events.js";
+import { pushDeliveries } from "../store/schema/push-deliveries.js";
+import type { PushPlatform } from "../store/schema/push-devices.js";
+import type { ApnsClient } from "./apns.js";
+import {
+  disableDevice,
+  findDevice,
+  markAlerted,
+  type PushDevice,
+  secretMatches,
+} from "./devices.js";
+import type { FcmClient } from "./fcm.js";
+import {
+  apnsAlertPayload,
+  apnsVoipPayload,
+  type CallNotice,
+  fcmAlertData,
+  fcmCallData,
+  type MessageNotice,
+} from "./payload.js";
+import { type SendFailure, type SendResult, sendWithRetries } from "./provider.js";
+
+/**
+ * The answer to ejabberd's publish. ejabberd's mod_push keeps the registration on success and on
+ * an error of type `wait`, and deletes it on any other error type.
+ */
+export type PublishAnswer =
+  | { ok: true }
+  | { ok: false; type: "cancel" | "auth" | "modify" | "wait"; condition: string; text: string };
+
+export type PushKind = "voip" | "alert";
+export type PushOutcome =
+  | "sent"
+  | "coalesced"
+  | "deferred"
+  | "throttled"
+  | "unregistered"
+  | "bad_token"
+  | "failed"
+  | "not_configured";
+
+export interface PushSenders {
+  apns: ApnsClient | null;
+  fcm: FcmClient | null;
+}
+
+export interface DispatcherOptions {
+  store: Store;
+  logger: Logger;
+  senders: PushSenders;
+  /** at most one alert per device per this many ms; later publishes in the window coalesce */
+  coalesceMs: number;
+  /** how long a publish may wait for ingest to store the stanza behind it */
+  catchUpMs?: number;
+  clock?: () => number;
+  /** one call per push decision: wire to the push outcome counter */
+  onOutcome?: (platform: PushPlatform, kind: PushKind, outcome: PushOutcome) => void;
+}
+
+interface Work {
+  call: CallRow | null;
+  message: {
+    seq: number;
+    peer: string;
+    messageId: string | null;
+    body: string;
+    sentAt: Date;
+    unreadCount: number;
+  } | null;
+  lastSeq: number;
+  accountJid: string;
+}
+
+const OK: PublishAnswer = { ok: true };
+const GONE: PublishAnswer = {
+  ok: false,
+  type: "cancel",
+  condition: "item-not-found",
+  text: "no push device with this node",
+};
+
+/**
+ * Decides, per publish, what a device should get from the store's point of view: a VoIP push for
+ * a ringing incoming call it has not been rung for, else one encrypted alert for the newest
+ * incoming message it has not been alerted about. Work for one device is serialized, so two
+ * publishes in a burst never race for the same call or message.
+ */
+export class PushDispatcher {
+  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly lastAlertAt = new Map<string, number>();
+  private readonly backoffUntil = new Map<string, number>();
+  private readonly followUps = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  private readonly clock: () => number;
+  private closed = false;
+
+  constructor(private readonly o: DispatcherOptions) {
+    this.clock = o.clock ?? Date.now;
+  }
+
+  /** Handles ejabberd's publish for `node`, authenticated by the device's secret. */
+  async publish(node: string, secret: string | null): Promise<PublishAnswer> {
+    const arrivedAt = this.clock();
+    const device = await findDevice(this.o.store.db, { node });
+    if (!device) return GONE;
+    if (secret === null || !secretMatches(device, secret)) {
+      this.o.logger.warn({ deviceId: device.id }, "publish with a wrong secret refused");
+      return { ok: false, type: "auth", condition: "forbidden", text: "wrong secret" };
+    }
+    if (device.disabledAt) return GONE;
+    return this.serialized(device.id, () =>
+      this.deliver(device.id, arrivedAt + (this.o.catchUpMs ?? 1000)),
+    );
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const { timer } of this.followUps.values()) clearTimeout(timer);
+    this.followUps.clear();
+  }
+
+  private serialized<T>(deviceId: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.chains.get(deviceId) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(task);
+    const tail = next.catch(() => {});
+    this.chains.set(deviceId, tail);
+    void tail.then(() => {
+      if (this.chains.get(deviceId) === tail) this.chains.delete(deviceId);
+    });
+    return next;
+  }
+
+  /** Runs a delivery for the device later (end of a coalescing window or back-off). */
+  private followUp(deviceId: string, at: number): void {
+    const existing = this.followUps.get(deviceId);
+    if (this.closed || (existing && existing.at <= at)) return;
+    if (existing) clearTimeout(existing.timer);
+    const timer = setTimeout(
+      () => {
+        this.followUps.delete(deviceId);
+        void this.serialized(deviceId, () => this.deliver(deviceId, this.clock())).catch((err) =>
+          this.o.logger.error({ err, deviceId }, "delayed push failed"),
+        );
+      },
+      Math.max(0, at - this.clock()),
+    );
+    timer.unref();
+    this.followUps.set(deviceId, { at, timer });
+  }
+
+  private async deliver(deviceId: string, deadline: number): Promise<PublishAnswer> {
+    const device = await findDevice(this.o.store.db, { id: deviceId });
+    if (!device || device.disabledAt) return GONE;
+    const now = this.clock();
+    const backoff = this.backoffUntil.get(device.id) ?? 0;
+    if (backoff > now) {
+      this.followUp(device.id, backoff);
+      this.outcome(device, "alert", "deferred");
+      return OK;
+    }
+    const work = await this.waitForWork(device, deadline);
+    if (work.call) return this.sendCall(device, work.call, work);
+    if (!work.message) return OK;
+
+    const last = this.lastAlertAt.get(device.id);
+    if (last !== undefined && now - last < this.o.coalesceMs) {
+      this.followUp(device.id, last + this.o.coalesceMs);
+      this.outcome(device, "alert", "coalesced");
+      return OK;
+    }
+    return this.sendAlert(device, work.message, work);
+  }
+
+  /**
+   * A publish can overtake ingest: ejabberd publishes while it routes the stanza, and the copy
+   * reaches the store a few ms later. Wait (bounded) until the store shows something new for
+   * this device, woken by ingest's NOTIFY for the account.
+   */
+  private async waitForWork(device: PushDevice, deadline: number): Promise<Work> {
+    const subscription = await changeFeedFor(this.o.store, this.o.logger).subscribe(
+      device.accountId,
+    );
+    try {
+      for (;;) {
+        const work = await this.findWork(device);
+        const left = deadline - this.clock();
+        if (work.call || work.message || left <= 0) return work;
+        await subscription.wait(left, AbortSignal.timeout(left + 100));
+      }
+    } finally {
+      subscription.close();
+    }
+  }
+
+  private async findWork(device: PushDevice): Promise<Work> {
+    const db = this.o.store.db;
+    const now = new Date(this.clock());
+    const [account] = await db
+      .select({ jid: accounts.jid, lastSeq: accounts.lastSeq })
+      .from(accounts)
+      .where(eq(accounts.id, device.accountId));
+    let call: CallRow | null = null;
+    if (canRing(device)) {
+      const ringing = (await activeCalls(db, device.accountId, now)).filter(
+        (c) => c.direction === "in" && (c.state === "proposed" || c.state === "ringing"),
+      );
+      if (ringing.length > 0) {
+        const pushed = await db
+          .select({ callId: pushDeliveries.callId })
+          .from(pushDeliveries)
+          .where(
+            and(
+              eq(pushDeliveries.deviceId, device.id),
+              inArray(
+                pushDeliveries.callId,
+                ringing.map((c) => c.callId),
+              ),
+            ),
+          );
+        const done = new Set(pushed.map((p) => p.callId));
+        call = ringing.find((c) => !done.has(c.callId)) ?? null;
+      }
+    }
+    const [message] = await db
+      .select({
+        seq: events.seq,
+        peer: conversations.peerJid,
+        messageId: events.messageId,
+        body: events.body,
+        sentAt: events.sentAt,
+        unreadCount: conversations.unreadCount,
+      })
+      .from(events)
+      .innerJoin(
+        conversations,
+        and(
+          eq(conversations.accountId, events.accountId),
+          eq(conversations.id, events.conversationId),
+        ),
+      )
+      .where(
+        and(
+          eq(events.accountId, device.accountId),
+          eq(events.kind, "message"),
+          eq(events.direction, "in"),
+          gt(events.seq, device.alertedSeq),
+          // A muted conversation does not light up the phone.
+          or(isNull(conversations.mutedUntil), lte(conversations.mutedUntil, now)),
+        ),
+      )
+      .orderBy(desc(events.seq))
+      .limit(1);
+    return {
+      call,
+      message: message ? { ...message, body: message.body ?? "" } : null,
+      lastSeq: account?.lastSeq ?? 0,
+      accountJid: account?.jid ?? "",
+    };
+  }
+
+  private async position(seq: number): Promise<string> {
+    const meta = await loadStoreMeta(this.o.store);
+    return encodePosition(meta.epoch, meta.positionKey, { seq, base: seq });
+  }
+
+  private async sendCall(device: PushDevice, call: CallRow, work: Work): Promise<PublishAnswer> {
+    const db = this.o.store.db;
+    // Claimed before sending: another publish (or instance) that lost the claim does not ring.
+    const claimed = await db
+      .insert(pushDeliveries)
+      .values({ deviceId: device.id, callId: call.callId, accountId: device.accountId })
+      .onConflictDoNothing()
+      .returning({ callId: pushDeliveries.callId });
+    if (claimed.length === 0) return OK;
+
+    const now = this.clock();
+    const notice: CallNotice = {
+      callId: call.callId,
+      caller: call.peerJid,
+      media: call.media,
+      proposedAt: call.proposedAt,
+      expiresAt: call.expiresAt,
+      serverTime: new Date(now),
+      position: await this.position(work.lastSeq),
+    };
+    const expiresMs = call.expiresAt?.getTime() ?? now + 30_000;
+    const send = (): Promise<SendResult> => {
+      if (device.platform === "apns") {
+        const apns = this.o.senders.apns;
+        if (!apns || !device.voipToken) return Promise.resolve(notConfigured);
+        return apns.send({
+          environment: device.environment,
+          token: device.voipToken,
+          topic: `${device.appId}.voip`,
+          pushType: "voip",
+          priority: 10,
+          expiration: Math.ceil(expiresMs / 1000),
+          payload: apnsVoipPayload(notice),
+        });
+      }
+      const fcm = this.o.senders.fcm;
+      if (!fcm) return Promise.resolve(notConfigured);
+      return fcm.send({
+        token: device.token,
+        data: fcmCallData(notice),
+        ttlSeconds: Math.max(0, Math.floor((expiresMs - now) / 1000)),
+        collapseKey: call.callId,
+      });
+    };
+    const result = await sendWithRetries(send);
+    if (result.ok) {
+      this.o.logger.info({ deviceId: device.id, callId: call.callId }, "VoIP push sent");
+      this.outcome(device, "voip", "sent");
+      return OK;
+    }
+    if (result.kind !== "unregistered" && result.kind !== "bad_token") {
+      // Not delivered: the next publish for this device may ring it.
+      await db
+        .delete(pushDeliveries)
+        .where(and(eq(pushDeliveries.deviceId, device.id), eq(pushDeliveries.callId, call.callId)));
+    }
+    return this.failed(device, "voip", result);
+  }
+
+  private async sendAlert(
+    device: PushDevice,
+    message: NonNullable<Work["message"]>,
+    work: Work,
+  ): Promise<PublishAnswer> {
+    const notice: MessageNotice = {
+      account: work.accountJid,
+      peer: message.peer,
+      sender: message.peer,
+      messageId: message.messageId,
+      preview: message.body,
+      sentAt: message.sentAt,
+      unreadCount: message.unreadCount,
+      position: await this.position(work.lastSeq),
+    };
+    const key = { p256dh: device.p256dh, auth: device.auth };
+    const send = (): Promise<SendResult> => {
+      if (device.platform === "apns") {
+        const apns = this.o.senders.apns;
+        if (!apns) return Promise.resolve(notConfigured);
+        return apns.send({
+          environment: device.environment,
+          token: device.token,
+          topic: device.appId,
+          pushType: "alert",
+          priority: 10,
+          payload: apnsAlertPayload(notice, key, threadId(device, message.peer)),
+        });
+      }
+      const fcm = this.o.senders.fcm;
+      if (!fcm) return Promise.resolve(notConfigured);
+      return fcm.send({ token: device.token, data: fcmAlertData(notice, key) });
+    };
+    const result = await sendWithRetries(send);
+    if (result.ok) {
+      const now = this.clock();
+      this.lastAlertAt.set(device.id, now);
+      await markAlerted(this.o.store.db, device.id, work.lastSeq, new Date(now));
+      this.o.logger.info({ deviceId: device.id, seq: message.seq }, "alert push sent");
+      this.outcome(device, "alert", "sent");
+      return OK;
+    }
+    return this.failed(device, "alert", result);
+  }
+
+  private async failed(
+    device: PushDevice,
+    kind: PushKind,
+    result: SendFailure,
+  ): Promise<PublishAnswer> {
+    const log = this.o.logger.child({ deviceId: device.id, platform: device.platform, kind });
+    const now = this.clock();
+    switch (result.kind) {
+      case "unregistered": {
+        const disabled = await disableDevice(
+          this.o.store.db,
+          device.id,
+          "unregistered",
+          new Date(now),
+          result.at,
+        );
+        this.outcome(device, kind, "unregistered");
+        if (!disabled) {
+          log.info(
+            { at: result.at },
+            "token reported unregistered before the device re-registered",
+          );
+          return OK;
+        }
+        log.info({ reason: result.reason }, "device unregistered by the provider; disabled");
+        return GONE;
+      }
+      case "bad_token":
+        await disableDevice(this.o.store.db, device.id, result.reason, new Date(now));
+        log.warn({ reason: result.reason }, "provider refused the device token; disabled");
+        this.outcome(device, kind, "bad_token");
+        return GONE;
+      case "throttled":
+        // Success for ejabberd: a throttled device must keep its registration.
+        this.backoffUntil.set(device.id, now + result.retryAfterMs);
+        this.followUp(device.id, now + result.retryAfterMs);
+        log.warn({ retryAfterMs: result.retryAfterMs }, "provider throttles this device");
+        this.outcome(device, kind, "throttled");
+        return OK;
+      case "unavailable":
+        log.warn({ reason: result.reason }, "provider unavailable after retries");
+        this.outcome(device, kind, "failed");
+        return {
+          ok: false,
+          type: "wait",
+          condition: "remote-server-timeout",
+          text: "the push provider is unavailable",
+        };
+      case "rejected":
+        if (result.reason === NOT_CONFIGURED) {
+          log.warn("no credentials for this platform; push not sent");
+          this.outcome(device, kind, "not_configured");
+        } else {
+          log.error({ reason: result.reason }, "provider rejected the push request");
+          this.outcome(device, kind, "failed");
+        }
+        return {
+          ok: false,
+          type: "wait",
+          condition: "internal-server-error",
+          text: "the push could not be sent",
+        };
+    }
+  }
+
+  private outcome(device: PushDevice, kind: PushKind, outcome: PushOutcome): void {
+    this.o.onOutcome?.(device.platform, kind, outcome);
+  }
+}
+
+const NOT_CONFIGURED = "not_configured";
+const notConfigured: SendResult = { ok: false, kind: "rejected", reason: NOT_CONFIGURED };
+
+/** PushKit needs its own token; FCM rings through the one token. */
+function canRing(device: PushDevice): boolean {
+  return device.platform === "fcm" || device.voipToken !== null;
+}
+
+/** Groups a peer's alerts on the lock screen without telling Apple who the peer is. */
+function threadId(device: PushDevice, peer: string): string {
+  return createHash("sha256").update(`${device.id}\n${peer}`).digest("base64url").slice(0, 22);
+}
