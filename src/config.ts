@@ -89,6 +89,7 @@ const schema = z
     LOG_LEVEL: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info"),
+    METRICS_TOKEN: z.string().min(16, "expected at least 16 characters").optional(),
     PUSH_COMPONENT_SERVICE: z
       .string()
       .default("xmpp://127.0.0.1:5347")
@@ -125,6 +126,8 @@ const schema = z
     callRingTimeoutMs: c.CALL_RING_TIMEOUT,
     callMaxDurationMs: c.CALL_MAX_DURATION,
     logLevel: c.LOG_LEVEL,
+    /** unset = /metrics answers anyone who can reach it */
+    metricsToken: c.METRICS_TOKEN,
     push: {
       /** unset = this instance runs no XEP-0357 app server */
       componentSecret: c.PUSH_COMPONENT_SECRET,

@@ -4,7 +4,9 @@ import { ConfigError, loadConfig } from "./config.js";
 import { runIngest } from "./ingest/leader.js";
 import { IngestStats } from "./ingest/stats.js";
 import { createLogger } from "./logger.js";
+import { createMetrics } from "./metrics.js";
 import { retryForever } from "./retry.js";
+import { countDatabaseConnections } from "./store/admin.js";
 import { openDb } from "./store/db.js";
 
 async function main(): Promise<void> {
@@ -26,11 +28,17 @@ async function main(): Promise<void> {
   const shutdown = new AbortController();
   const ingestStats = new IngestStats();
   if (!config.ingestEnabled) ingestStats.role = "disabled";
+  const metrics = createMetrics({
+    ingest: ingestStats,
+    databaseConnections: () => countDatabaseConnections(store),
+  });
 
   const app = createApp({
     store,
     config,
     logger,
+    ingest: ingestStats,
+    metrics,
     readiness: {
       async check() {
         const database = migrated

@@ -2,9 +2,20 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { AppError, handleError, problemResponse } from "../errors.js";
+import { IngestStats } from "../ingest/stats.js";
+import { createMetrics } from "../metrics.js";
+import { countDatabaseConnections } from "../store/admin.js";
+import { accessLog } from "./access-log.js";
 import type { App, AppDeps, AppEnv } from "./context.js";
 import { registerDocs } from "./docs.js";
 import { registerHealth } from "./health.js";
+import { registerMetrics } from "./metrics.js";
+import { registerAdminAccountsConversations } from "./v1/admin.accounts.conversations.js";
+import { registerAdminAccountsDelete } from "./v1/admin.accounts.delete.js";
+import { registerAdminAccountsList } from "./v1/admin.accounts.list.js";
+import { registerAdminAccountsSync } from "./v1/admin.accounts.sync.js";
+import { registerAdminCalls } from "./v1/admin.calls.js";
+import { registerAdminIngest } from "./v1/admin.ingest.js";
 import { registerCallsGet } from "./v1/calls.get.js";
 import { registerCallsList } from "./v1/calls.list.js";
 import { registerConversationsEvents } from "./v1/conversations.events.js";
@@ -25,7 +36,15 @@ function describeIssues(issues: { path: PropertyKey[]; message: string }[]): str
 }
 
 export function createApp(deps: AppDeps): App {
-  const full = { clock: () => new Date(), ...deps } as Required<AppDeps>;
+  const ingest = deps.ingest ?? disabledIngest();
+  const full: Required<AppDeps> = {
+    clock: () => new Date(),
+    ...deps,
+    ingest,
+    metrics:
+      deps.metrics ??
+      createMetrics({ ingest, databaseConnections: () => countDatabaseConnections(deps.store) }),
+  };
   const app: App = new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {
       if (!result.success) {
@@ -40,6 +59,7 @@ export function createApp(deps: AppDeps): App {
     c.set("logger", full.logger.child({ requestId: c.var.requestId }));
     await next();
   });
+  app.use(accessLog);
   app.use(
     bodyLimit({
       maxSize: MAX_BODY_BYTES,
@@ -50,6 +70,7 @@ export function createApp(deps: AppDeps): App {
 
   registerHealth(app);
   registerDocs(app);
+  registerMetrics(app);
   registerTokens(app);
   registerSync(app);
   registerConversationsList(app);
@@ -60,11 +81,25 @@ export function createApp(deps: AppDeps): App {
   registerCallsList(app);
   registerCallsGet(app);
 
+  registerAdminAccountsList(app);
+  registerAdminAccountsConversations(app);
+  registerAdminAccountsSync(app);
+  registerAdminAccountsDelete(app);
+  registerAdminCalls(app);
+  registerAdminIngest(app);
+
   app.notFound((c) =>
     problemResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`),
   );
   app.onError((err, c) => handleError(err, c, c.var.logger ?? full.logger));
   return app;
+}
+
+/** An app without ingest in this process (tests, the OpenAPI generator) reports it as disabled. */
+function disabledIngest(): IngestStats {
+  const stats = new IngestStats();
+  stats.role = "disabled";
+  return stats;
 }
 
 export type { AppEnv };

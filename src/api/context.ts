@@ -1,6 +1,8 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Config } from "../config.js";
+import type { IngestStats } from "../ingest/stats.js";
 import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
 import type { Store } from "../store/db.js";
 
 export interface Readiness {
@@ -14,6 +16,10 @@ export interface AppDeps {
   logger: Logger;
   readiness: Readiness;
   clock?: () => Date;
+  /** this process's ingest, as /v1/admin/ingest shows it; default: a disabled one */
+  ingest?: IngestStats;
+  /** default: a registry of the app's own, over `ingest` */
+  metrics?: Metrics;
 }
 
 export interface Principal {

@@ -26,6 +26,11 @@ export function localTo(domains: ReadonlySet<string>): (jid: string) => boolean 
   };
 }
 
+/** The checkpoints row ingest advances; every instance observing this account shares it. */
+export function checkpointSource(config: Config): string {
+  return `observer:${config.xmpp.observerJid}`;
+}
+
 /**
  * Exactly one ingest per database: the holder of a PostgreSQL advisory lock leads; others stand
  * by, polling the lock, and take over within seconds when the leader's connection goes away.
@@ -33,7 +38,7 @@ export function localTo(domains: ReadonlySet<string>): (jid: string) => boolean 
 export async function runIngest(o: IngestOptions): Promise<void> {
   const log = o.logger.child({ part: "ingest" });
   const domains = new Set([o.config.xmpp.domain]);
-  const checkpointSource = `observer:${o.config.xmpp.observerJid}`;
+  const source = checkpointSource(o.config);
   while (!o.signal.aborted) {
     const lock = await o.store.tryLock(INGEST_LOCK).catch((err) => {
       log.warn({ err }, "could not ask for the ingest lock");
@@ -57,7 +62,7 @@ export async function runIngest(o: IngestOptions): Promise<void> {
         callMaxDurationMs: o.config.callMaxDurationMs,
       },
       trustedOrigins: domains,
-      checkpointSource,
+      checkpointSource: source,
     });
     const observer = new Observer({
       service: o.config.xmpp.service,
@@ -69,7 +74,7 @@ export async function runIngest(o: IngestOptions): Promise<void> {
       pipeline,
       stats: o.stats,
       logger: log,
-      checkpointSource,
+      checkpointSource: source,
       lookBackMs: o.config.ingestLookBackMs,
     });
     const stopped = new Promise<void>((resolve) =>

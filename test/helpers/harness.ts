@@ -3,6 +3,7 @@ import { createApp } from "../../src/api/app.js";
 import { ensureAccount, issueToken, type Scope } from "../../src/api/auth.js";
 import type { App, AppDeps } from "../../src/api/context.js";
 import { type Config, loadConfig } from "../../src/config.js";
+import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import { openTestStore, type TestStore } from "./database.js";
 
@@ -10,6 +11,8 @@ export interface Harness {
   app: App;
   store: TestStore["store"];
   config: Config;
+  /** what /v1/admin/ingest reports: no ingest runs in the harness, so "disabled" unless changed */
+  ingest: IngestStats;
   /** a bearer token for this JID, created straight in the store (no XMPP login) */
   token(jid: string, scope?: Scope): Promise<string>;
   /** app.request with a bearer token */
@@ -30,17 +33,21 @@ export async function createHarness(
 ): Promise<Harness> {
   const t = await openTestStore(options.driver ?? "postgres");
   const config = loadConfig({ LOG_LEVEL: "silent", ...options.env });
+  const ingest = options.deps?.ingest ?? new IngestStats();
+  if (!options.deps?.ingest) ingest.role = "disabled";
   const app = createApp({
     store: t.store,
     config,
     logger: createLogger(process.env.TEST_LOG_LEVEL ?? "silent"),
     readiness: { check: async () => ({ database: "ok" }) },
     ...options.deps,
+    ingest,
   });
   return {
     app,
     store: t.store,
     config,
+    ingest,
     async token(jid, scope = "account") {
       const accountId = await ensureAccount(t.store.db, jid);
       const issued = await issueToken(t.store.db, {

@@ -1,12 +1,13 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
 import type { CallRow } from "../../store/calls.js";
-import { loadStoreMeta } from "../../store/meta.js";
-import { readSync, type SyncSnapshot } from "../../store/sync.js";
+import type { Store } from "../../store/db.js";
+import { loadStoreMeta, type StoreMeta } from "../../store/meta.js";
+import { readSync, type SyncRequest, type SyncSnapshot } from "../../store/sync.js";
 import { accountRoute } from "../auth.js";
 import { changeFeedFor } from "../change-feed.js";
 import type { App } from "../context.js";
-import { decodePosition, encodePosition } from "../position.js";
+import { decodePosition, encodePosition, type Position } from "../position.js";
 import { errorResponses } from "../schemas.js";
 import {
   CallSchema,
@@ -18,7 +19,8 @@ import { limitQuery } from "./params.js";
 
 const MAX_WAIT_SECONDS = 30;
 
-const SyncQuery = z.object({
+/** The query of a sync without its long-poll: shared with the admin's read-only view. */
+export const syncQueryFields = {
   since: z
     .string()
     .min(1)
@@ -40,6 +42,10 @@ const SyncQuery = z.object({
       description: "messages per conversation (default 20, at most 200); the newest are kept",
       example: 20,
     }),
+};
+
+const SyncQuery = z.object({
+  ...syncQueryFields,
   wait: z.coerce
     .number()
     .int()
@@ -58,7 +64,7 @@ const SyncQuery = z.object({
     }),
 });
 
-const SyncResponse = z
+export const SyncResponse = z
   .object({
     position: z
       .string()
@@ -80,6 +86,8 @@ const SyncResponse = z
     }),
   })
   .openapi("Sync");
+
+type SyncJson = z.infer<typeof SyncResponse>;
 
 const route = createRoute({
   ...accountRoute,
@@ -112,28 +120,20 @@ function untilFirstExpiry(calls: CallRow[], now: Date): number {
 
 export function registerSync(app: App): void {
   app.openapi(route, async (c) => {
-    const { store, clock } = c.var.deps;
+    const { store, clock, logger, metrics } = c.var.deps;
     const { accountId } = c.var.principal;
     const query = c.req.valid("query");
     const meta = await loadStoreMeta(store);
-
-    let since: { seq: number; base: number } | null = null;
-    if (query.since !== undefined) {
-      const decoded = decodePosition(meta.epoch, meta.positionKey, query.since);
-      if (!decoded.ok && decoded.reason === "garbled") {
-        throw new AppError("invalid_position", "since: not a position this server issued");
-      }
-      if (!decoded.ok) throw expired();
-      since = decoded.position;
-    }
+    const since = decodeSince(meta, query.since);
+    const read = () => readSnapshot(store, { ...query, accountId, since, now: clock() });
 
     // Subscribed before the first read, so a change committed between read and wait still wakes us.
+    // The feed outlives this request, so it logs with the app's logger, not this request's.
     const subscription =
-      since && query.wait > 0
-        ? await changeFeedFor(store, c.var.logger).subscribe(accountId)
-        : null;
+      since && query.wait > 0 ? await changeFeedFor(store, logger).subscribe(accountId) : null;
     const deadline = Date.now() + query.wait * 1000;
     const signal = c.req.raw.signal;
+    let waiting = false;
     try {
       let snapshot = await read();
       const initialCalls = callsKey(snapshot.calls);
@@ -144,6 +144,10 @@ export function registerSync(app: App): void {
         Date.now() < deadline &&
         !signal.aborted
       ) {
+        if (!waiting) {
+          waiting = true;
+          metrics.longPolls.inc();
+        }
         const ms = Math.min(deadline - Date.now(), untilFirstExpiry(snapshot.calls, clock()) + 1);
         await subscription.wait(ms, signal);
         if (signal.aborted) break;
@@ -153,38 +157,47 @@ export function registerSync(app: App): void {
         { accountId, conversations: snapshot.conversations.length, hasMore: snapshot.hasMore },
         "sync answered",
       );
-      const now = clock();
-      return c.json(
-        {
-          position: encodePosition(meta.epoch, meta.positionKey, {
-            seq: snapshot.seq,
-            base: snapshot.base,
-          }),
-          caught_up: !snapshot.hasMore,
-          has_more: snapshot.hasMore,
-          unread_total: snapshot.unreadTotal,
-          calls: snapshot.calls.map((call) => toCall(call, now)),
-          conversations: snapshot.conversations.map(toSyncConversation),
-        },
-        200,
-      );
+      return c.json(syncJson(meta, snapshot, clock()), 200);
     } finally {
+      if (waiting) metrics.longPolls.dec();
       subscription?.close();
     }
-
-    async function read(): Promise<Extract<SyncSnapshot, { ok: true }>> {
-      const snapshot = await readSync(store.db, {
-        accountId,
-        since,
-        limit: query.limit,
-        messages: query.messages,
-        now: clock(),
-      });
-      // A seq this account never reached: the position comes from a restored or other database.
-      if (!snapshot.ok) throw expired();
-      return snapshot;
-    }
   });
+}
+
+/** `since` as a position of this store; null for a first sync. */
+export function decodeSince(meta: StoreMeta, text: string | undefined): Position | null {
+  if (text === undefined) return null;
+  const decoded = decodePosition(meta.epoch, meta.positionKey, text);
+  if (!decoded.ok && decoded.reason === "garbled") {
+    throw new AppError("invalid_position", "since: not a position this server issued");
+  }
+  if (!decoded.ok) throw expired();
+  return decoded.position;
+}
+
+export type SyncAnswer = Extract<SyncSnapshot, { ok: true }>;
+
+/** One read of everything the account's phone gets for this request. */
+export async function readSnapshot(store: Store, request: SyncRequest): Promise<SyncAnswer> {
+  const snapshot = await readSync(store.db, request);
+  // A seq this account never reached: the position comes from a restored or other database.
+  if (!snapshot.ok) throw expired();
+  return snapshot;
+}
+
+export function syncJson(meta: StoreMeta, snapshot: SyncAnswer, now: Date): SyncJson {
+  return {
+    position: encodePosition(meta.epoch, meta.positionKey, {
+      seq: snapshot.seq,
+      base: snapshot.base,
+    }),
+    caught_up: !snapshot.hasMore,
+    has_more: snapshot.hasMore,
+    unread_total: snapshot.unreadTotal,
+    calls: snapshot.calls.map((call) => toCall(call, now)),
+    conversations: snapshot.conversations.map(toSyncConversation),
+  };
 }
 
 function expired(): AppError {

@@ -1,0 +1,105 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { IngestStats } from "./ingest/stats.js";
+
+/** Every metric syncside exports; one registry per process (tests make their own). */
+export interface Metrics {
+  registry: Registry;
+  httpDuration: Histogram<"method" | "route" | "status">;
+  longPolls: Gauge;
+  pushOutcomes: Counter<"platform" | "kind" | "outcome">;
+}
+
+export function createMetrics(options: {
+  ingest: IngestStats;
+  /** connections this process holds to PostgreSQL, asked at scrape time */
+  databaseConnections?: () => Promise<number | null>;
+}): Metrics {
+  const registry = new Registry();
+  const { ingest } = options;
+
+  const httpDuration = new Histogram({
+    name: "syncside_http_request_duration_seconds",
+    help: "HTTP request duration by route template and status",
+    labelNames: ["method", "route", "status"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  const longPolls = new Gauge({
+    name: "syncside_sync_long_polls_open",
+    help: "GET /v1/sync requests currently waiting for a change",
+    registers: [registry],
+  });
+  const pushOutcomes = new Counter({
+    name: "syncside_push_notifications_total",
+    help: "Push notifications by platform, kind (voip, alert) and outcome",
+    labelNames: ["platform", "kind", "outcome"] as const,
+    registers: [registry],
+  });
+
+  new Gauge({
+    name: "syncside_ingest_leader",
+    help: "1 while this process is the ingest leader",
+    registers: [registry],
+    collect() {
+      this.set(ingest.role === "leader" ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "syncside_ingest_connected",
+    help: "1 while the observer session is online",
+    registers: [registry],
+    collect() {
+      this.set(ingest.connected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "syncside_ingest_lag_seconds",
+    help: "Server receive time of the newest copy in the last batch to its commit",
+    registers: [registry],
+    collect() {
+      this.set((ingest.lastLagMs ?? 0) / 1000);
+    },
+  });
+  new Counter({
+    name: "syncside_ingest_events_total",
+    help: "Events committed by kind",
+    labelNames: ["kind"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [kind, n] of ingest.eventsByKind) this.inc({ kind }, n);
+    },
+  });
+  new Counter({
+    name: "syncside_ingest_rejected_total",
+    help: "Copies rejected as bad input, by reason",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of ingest.rejects) this.inc({ reason }, n);
+    },
+  });
+  new Counter({
+    name: "syncside_ingest_write_failures_total",
+    help: "Batch writes that failed and were retried",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(ingest.writeFailures);
+    },
+  });
+  if (options.databaseConnections) {
+    const count = options.databaseConnections;
+    new Gauge({
+      name: "syncside_database_connections",
+      help: "Connections this process holds to PostgreSQL",
+      registers: [registry],
+      async collect() {
+        const n = await count().catch(() => null);
+        if (n !== null) this.set(n);
+      },
+    });
+  }
+  return { registry, httpDuration, longPolls, pushOutcomes };
+}

@@ -1,0 +1,146 @@
+import { and, asc, eq, gt, ilike, inArray, isNotNull, isNull, or, sql } from "drizzle-orm";
+import type { CallRow } from "./calls.js";
+import { type Db, queryRows, type Store } from "./db.js";
+import { accounts } from "./schema/accounts.js";
+import { calls } from "./schema/calls.js";
+import { checkpoints } from "./schema/checkpoints.js";
+import { conversations } from "./schema/conversations.js";
+import { events } from "./schema/events.js";
+import { messages } from "./schema/messages.js";
+import { pushDeliveries } from "./schema/push-deliveries.js";
+import { pushDevices } from "./schema/push-devices.js";
+import { tokens } from "./schema/tokens.js";
+
+// Queries across accounts, for the admin API only: no account route may use them.
+
+export interface AccountSummary {
+  id: number;
+  jid: string;
+  lastSeq: number;
+  createdAt: Date;
+  conversations: number;
+  /** server time of the account's latest event */
+  lastActivityAt: Date | null;
+}
+
+/** `%` and `_` in a search are literal characters, not wildcards. */
+function likeEscape(text: string): string {
+  return text.replace(/[\\%_]/g, "\\$&");
+}
+
+/** Accounts by JID, after a JID (cursor) and optionally only those containing `q`. */
+export async function listAccounts(
+  db: Db,
+  options: { afterJid: string | null; q: string | undefined; limit: number },
+): Promise<AccountSummary[]> {
+  return (
+    db
+      .select({
+        id: accounts.id,
+        jid: accounts.jid,
+        lastSeq: accounts.lastSeq,
+        createdAt: accounts.createdAt,
+        conversations: db.$count(conversations, eq(conversations.accountId, accounts.id)),
+        lastActivityAt: events.sentAt,
+      })
+      .from(accounts)
+      // The event at last_seq is the newest: one primary-key probe instead of a max() per account.
+      .leftJoin(events, and(eq(events.accountId, accounts.id), eq(events.seq, accounts.lastSeq)))
+      .where(
+        and(
+          options.afterJid !== null ? gt(accounts.jid, options.afterJid) : undefined,
+          options.q ? ilike(accounts.jid, `%${likeEscape(options.q)}%`) : undefined,
+        ),
+      )
+      .orderBy(asc(accounts.jid))
+      .limit(options.limit)
+  );
+}
+
+export async function findAccountId(db: Db, jid: string): Promise<number | null> {
+  const [row] = await db.select({ id: accounts.id }).from(accounts).where(eq(accounts.jid, jid));
+  return row?.id ?? null;
+}
+
+export interface ServerCall {
+  jid: string;
+  call: CallRow;
+}
+
+/**
+ * Every account's calls still in flight, by (account id, call id). Unlike the per-account
+ * activeCalls, the caller's side is listed too: an operator sees both rows of a local call.
+ */
+export async function activeCallsOnServer(
+  db: Db,
+  options: { after: { accountId: number; callId: string } | null; limit: number; now: Date },
+): Promise<ServerCall[]> {
+  const { after } = options;
+  const rows = await db
+    .select({ jid: accounts.jid, call: calls })
+    .from(calls)
+    .innerJoin(accounts, eq(accounts.id, calls.accountId))
+    .where(
+      and(
+        inArray(calls.state, ["proposed", "ringing", "accepted"]),
+        or(isNull(calls.expiresAt), gt(calls.expiresAt, options.now)),
+        // Without a propose the call's start is unknown and it would never expire.
+        or(eq(calls.state, "accepted"), isNotNull(calls.proposedAt)),
+        after
+          ? or(
+              gt(calls.accountId, after.accountId),
+              and(eq(calls.accountId, after.accountId), gt(calls.callId, after.callId)),
+            )
+          : undefined,
+      ),
+    )
+    .orderBy(asc(calls.accountId), asc(calls.callId))
+    .limit(options.limit);
+  return rows;
+}
+
+export async function readCheckpoint(db: Db, source: string) {
+  const [row] = await db.select().from(checkpoints).where(eq(checkpoints.source, source));
+  return row ?? null;
+}
+
+/**
+ * Deletes everything syncside holds for one account, in one transaction under the account's row
+ * lock, the lock ingest takes before it writes, so no batch can land half before and half after.
+ * The account row itself stays with its last_seq: seqs are never reused, so a position issued
+ * before the erase cannot later match different events. Null for an unknown JID.
+ */
+export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: number } | null> {
+  return db.transaction(async (tx) => {
+    // Row locks are not expressible in the builder's select for PGlite and postgres.js alike.
+    const [row] = await queryRows<{ id: string | number }>(
+      tx,
+      sql`select id from ${accounts} where ${accounts.jid} = ${jid} for update`,
+    );
+    if (!row) return null;
+    const accountId = Number(row.id);
+    await tx.delete(pushDeliveries).where(eq(pushDeliveries.accountId, accountId));
+    await tx.delete(pushDevices).where(eq(pushDevices.accountId, accountId));
+    await tx.delete(tokens).where(eq(tokens.accountId, accountId));
+    await tx.delete(calls).where(eq(calls.accountId, accountId));
+    await tx.delete(messages).where(eq(messages.accountId, accountId));
+    await tx.delete(events).where(eq(events.accountId, accountId));
+    await tx.delete(conversations).where(eq(conversations.accountId, accountId));
+    return { accountId };
+  });
+}
+
+/**
+ * Connections all syncside processes hold to this database (the pool and the ingest lock's
+ * session), from pg_stat_activity; PGlite has no connections to count.
+ */
+export async function countDatabaseConnections(store: Store): Promise<number | null> {
+  if (store.driver !== "postgres") return null;
+  // pg_stat_activity is a system view drizzle has no table for.
+  const [row] = await queryRows<{ n: string | number }>(
+    store.db,
+    sql`select count(*) as n from pg_stat_activity
+        where datname = current_database() and application_name like 'syncside%'`,
+  );
+  return row ? Number(row.n) : null;
+}
