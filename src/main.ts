@@ -30,7 +30,8 @@ async function main(): Promise<void> {
   if (!config.ingestEnabled) ingestStats.role = "disabled";
   const metrics = createMetrics({
     ingest: ingestStats,
-    databaseConnections: () => countDatabaseConnections(store),
+    databaseConnections:
+      store.driver === "postgres" ? () => countDatabaseConnections(store) : undefined,
   });
 
   const app = createApp({

@@ -11,7 +11,7 @@ export interface Metrics {
 
 export function createMetrics(options: {
   ingest: IngestStats;
-  /** connections this process holds to PostgreSQL, asked at scrape time */
+  /** connections syncside holds to PostgreSQL, asked at scrape time; omit on PGlite */
   databaseConnections?: () => Promise<number | null>;
 }): Metrics {
   const registry = new Registry();
@@ -93,7 +93,7 @@ export function createMetrics(options: {
     const count = options.databaseConnections;
     new Gauge({
       name: "syncside_database_connections",
-      help: "Connections this process holds to PostgreSQL",
+      help: "Connections of every syncside process to this PostgreSQL database",
       registers: [registry],
       async collect() {
         const n = await count().catch(() => null);

@@ -4,7 +4,6 @@ import { requestId } from "hono/request-id";
 import { AppError, handleError, problemResponse } from "../errors.js";
 import { IngestStats } from "../ingest/stats.js";
 import { createMetrics } from "../metrics.js";
-import { countDatabaseConnections } from "../store/admin.js";
 import { accessLog } from "./access-log.js";
 import type { App, AppDeps, AppEnv } from "./context.js";
 import { registerDocs } from "./docs.js";
@@ -41,9 +40,8 @@ export function createApp(deps: AppDeps): App {
     clock: () => new Date(),
     ...deps,
     ingest,
-    metrics:
-      deps.metrics ??
-      createMetrics({ ingest, databaseConnections: () => countDatabaseConnections(deps.store) }),
+    // Without a database connection gauge: building the app must not touch the store.
+    metrics: deps.metrics ?? createMetrics({ ingest }),
   };
   const app: App = new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {

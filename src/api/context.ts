@@ -18,7 +18,7 @@ export interface AppDeps {
   clock?: () => Date;
   /** this process's ingest, as /v1/admin/ingest shows it; default: a disabled one */
   ingest?: IngestStats;
-  /** default: a registry of the app's own, over `ingest` */
+  /** default: a registry of the app's own, over `ingest`, without database metrics */
   metrics?: Metrics;
 }
 

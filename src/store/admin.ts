@@ -131,11 +131,10 @@ export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: nu
 }
 
 /**
- * Connections all syncside processes hold to this database (the pool and the ingest lock's
- * session), from pg_stat_activity; PGlite has no connections to count.
+ * Connections all syncside processes hold to this PostgreSQL database (pools and the ingest
+ * lock's session), from pg_stat_activity.
  */
 export async function countDatabaseConnections(store: Store): Promise<number | null> {
-  if (store.driver !== "postgres") return null;
   // pg_stat_activity is a system view drizzle has no table for.
   const [row] = await queryRows<{ n: string | number }>(
     store.db,

@@ -5,6 +5,8 @@ import type { App, AppDeps } from "../../src/api/context.js";
 import { type Config, loadConfig } from "../../src/config.js";
 import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
+import { createMetrics } from "../../src/metrics.js";
+import { countDatabaseConnections } from "../../src/store/admin.js";
 import { openTestStore, type TestStore } from "./database.js";
 
 export interface Harness {
@@ -40,6 +42,11 @@ export async function createHarness(
     config,
     logger: createLogger(process.env.TEST_LOG_LEVEL ?? "silent"),
     readiness: { check: async () => ({ database: "ok" }) },
+    metrics: createMetrics({
+      ingest,
+      databaseConnections:
+        t.store.driver === "postgres" ? () => countDatabaseConnections(t.store) : undefined,
+    }),
     ...options.deps,
     ingest,
   });
