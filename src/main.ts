@@ -5,6 +5,7 @@ import { runIngest } from "./ingest/leader.js";
 import { IngestStats } from "./ingest/stats.js";
 import { createLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
+import { runPush } from "./push/leader.js";
 import { retryForever } from "./retry.js";
 import { countDatabaseConnections } from "./store/admin.js";
 import { openDb } from "./store/db.js";
@@ -76,11 +77,23 @@ async function main(): Promise<void> {
       : undefined,
   );
 
+  // XEP-0357 app server for ejabberd's mod_push, when this instance has the component secret.
+  const push = migration.then(() =>
+    runPush({
+      store,
+      config,
+      logger,
+      signal: shutdown.signal,
+      onOutcome: (platform, kind, outcome) => metrics.pushOutcomes.inc({ platform, kind, outcome }),
+    }).catch((err) => logger.error({ err }, "push app server stopped")),
+  );
+
   const stop = async (signal: string) => {
     logger.info({ signal }, "shutting down");
     shutdown.abort();
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await ingest.catch(() => {});
+    await push;
     await store.close();
     logger.info("stopped");
     process.exit(0);

@@ -22,6 +22,7 @@ import { registerConversationsGet } from "./v1/conversations.get.js";
 import { registerConversationsList } from "./v1/conversations.list.js";
 import { registerConversationsMessages } from "./v1/conversations.messages.js";
 import { registerConversationsPatch } from "./v1/conversations.patch.js";
+import { registerPushDevices } from "./v1/push-devices.js";
 import { registerSync } from "./v1/sync.js";
 import { registerTokens } from "./v1/tokens.js";
 
@@ -76,6 +77,7 @@ export function createApp(deps: AppDeps): App {
   registerConversationsMessages(app);
   registerConversationsEvents(app);
   registerConversationsPatch(app);
+  registerPushDevices(app);
   registerCallsList(app);
   registerCallsGet(app);
 

@@ -1,4 +1,5 @@
 import { mkdir } from "node:fs/promises";
+import { Socket } from "node:net";
 import { PGlite } from "@electric-sql/pglite";
 import type { SQL } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
@@ -44,13 +45,46 @@ export async function openDb(options: OpenDbOptions): Promise<Store> {
     : openPglite(options.dataDir);
 }
 
+/**
+ * Works around porsager/postgres#1208 (3.4.9): when a connection closes under a transaction,
+ * the driver writes its own ROLLBACK after it has dropped the socket, from a setImmediate, and
+ * the uncaught TypeError ends the process — every PostgreSQL restart did. Reporting the loss
+ * as an error first rejects the queries in flight while the socket is still there to absorb
+ * that write; the close follows a moment later and the driver reconnects as usual. (With TLS
+ * the driver swaps in its own TLSSocket after the handshake, so this covers plain TCP only.)
+ */
+class DeferredCloseSocket extends Socket {
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event !== "close") return super.emit(event, ...args);
+    const lost = Object.assign(new Error("connection to PostgreSQL lost"), {
+      code: "CONNECTION_CLOSED",
+    });
+    super.emit("error", lost);
+    setTimeout(() => super.emit("close", ...args), 10);
+    return true;
+  }
+}
+
+type SocketOptions = { host: string[]; port: number[]; path?: string | false };
+
+/** postgres.js's `socket` option: it writes the startup message at once; the socket queues it. */
+function deferredCloseSocket(options: SocketOptions): Socket {
+  const socket = new DeferredCloseSocket();
+  if (options.path) socket.connect(options.path);
+  else socket.connect(options.port[0] ?? 5432, options.host[0] ?? "localhost");
+  return socket;
+}
+
 function openPostgres(url: string, max: number): Store {
   // Timestamps come back as Date and bigint columns as numbers (drizzle maps mode "number").
-  const sql = postgres(url, {
+  const options = {
     max,
+    // A documented option of postgres.js that its type definitions lack.
+    socket: deferredCloseSocket,
     onnotice: () => {},
     connection: { application_name: "syncside" },
-  });
+  };
+  const sql = postgres(url, options);
   const db = drizzlePostgres(sql) as unknown as Db;
   const locks = new Set<() => Promise<void>>();
   return {

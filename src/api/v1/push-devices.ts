@@ -1,0 +1,211 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { AppError } from "../../errors.js";
+import { deleteDevice, listDevices, type PushDevice, registerDevice } from "../../push/devices.js";
+import { PUSH_ENVIRONMENTS, PUSH_PLATFORMS } from "../../store/schema/push-devices.js";
+import { accountRoute } from "../auth.js";
+import type { App } from "../context.js";
+import { errorResponses, iso, Timestamp } from "../schemas.js";
+
+/** base64url that decodes to exactly `bytes` bytes (no padding, as RFC 8291 keys travel). */
+function base64urlOf(bytes: number, what: string) {
+  return z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/, `expected base64url (no padding) of ${what}`)
+    .refine((v) => Buffer.from(v, "base64url").length === bytes, `expected ${what}`);
+}
+
+const P256DH = base64urlOf(65, "a 65-byte uncompressed P-256 point").refine(
+  (v) => Buffer.from(v, "base64url")[0] === 0x04,
+  "expected an uncompressed P-256 point (first byte 0x04)",
+);
+
+/** Provider tokens: APNs hex, FCM base64url-ish with ":"; never whitespace. */
+const ProviderToken = z
+  .string()
+  .min(1)
+  .max(4096)
+  .regex(/^[^\s]+$/, "must not contain spaces");
+
+const DeviceRequest = z
+  .strictObject({
+    platform: z.enum(PUSH_PLATFORMS),
+    token: ProviderToken.openapi({
+      description: "APNs device token (alert pushes) or FCM registration token",
+      example: "5f0c…a81e",
+    }),
+    voip_token: ProviderToken.nullable()
+      .optional()
+      .openapi({ description: "APNs PushKit token; without it an iPhone is not rung for calls" }),
+    app_id: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[A-Za-z0-9._-]+$/, "expected a bundle id like org.example.chat")
+      .openapi({
+        description: "iOS bundle id (APNs topic) or Android package",
+        example: "org.example.chat",
+      }),
+    environment: z.enum(PUSH_ENVIRONMENTS).default("production").openapi({
+      description: "APNs environment of the app build; ignored for FCM",
+    }),
+    encryption: z
+      .strictObject({
+        p256dh: P256DH.openapi({
+          description: "base64url uncompressed P-256 public key (65 bytes)",
+        }),
+        auth: base64urlOf(16, "a 16-byte auth secret").openapi({
+          description: "base64url 16-byte auth secret",
+        }),
+      })
+      .openapi({
+        description:
+          "RFC 8291 receiver key: alert payloads are encrypted to it (aes128gcm); the device keeps the private half",
+      }),
+  })
+  .openapi("PushDeviceRequest");
+
+const DeviceFields = {
+  id: z.string().openapi({ example: "dev_Xk3q9P0aZc1m" }),
+  platform: z.enum(PUSH_PLATFORMS),
+  token: z.string(),
+  voip_token: z.string().nullable(),
+  app_id: z.string(),
+  environment: z.enum(PUSH_ENVIRONMENTS),
+  node: z.string().openapi({ description: "the XEP-0357 node to enable on the XMPP server" }),
+  jid: z.string().openapi({
+    description: "the push service's JID to enable on the XMPP server",
+    example: "push.example.org",
+  }),
+  created_at: Timestamp,
+  registered_at: Timestamp,
+  last_push_at: Timestamp.nullable(),
+  disabled_at: Timestamp.nullable().openapi({
+    description: "set when the platform reported the token dead; register again to re-enable",
+  }),
+  disabled_reason: z.string().nullable(),
+};
+
+const PushDeviceSchema = z.object(DeviceFields).openapi("PushDevice");
+
+const RegisteredDevice = z
+  .object({
+    ...DeviceFields,
+    secret: z.string().openapi({
+      description:
+        "the XEP-0357 publish secret to enable on the XMPP server; shown only in this response",
+    }),
+  })
+  .openapi("RegisteredPushDevice");
+
+const DeviceList = z.object({ devices: z.array(PushDeviceSchema) }).openapi("PushDeviceList");
+
+const DeviceId = z.object({
+  id: z
+    .string()
+    .max(100)
+    .openapi({ param: { name: "id", in: "path" }, example: "dev_Xk3q9P0aZc1m" }),
+});
+
+const register = createRoute({
+  ...accountRoute,
+  method: "post",
+  path: "/v1/push/devices",
+  tags: ["push"],
+  summary: "Register this phone for push; returns the node and secret to enable on ejabberd",
+  description:
+    "Then send the XMPP server an XEP-0357 `<enable jid='{jid}' node='{node}'>` with a " +
+    "publish-options form whose `secret` field is `secret`. Registering the same token again " +
+    "updates the device (same id and node, a new secret) and re-enables it.",
+  request: {
+    body: { required: true, content: { "application/json": { schema: DeviceRequest } } },
+  },
+  responses: {
+    201: {
+      description: "the device; its secret is never shown again",
+      content: { "application/json": { schema: RegisteredDevice } },
+    },
+    ...errorResponses("bad_request", "validation_failed", "unauthorized", "payload_too_large"),
+  },
+});
+
+const list = createRoute({
+  ...accountRoute,
+  method: "get",
+  path: "/v1/push/devices",
+  tags: ["push"],
+  summary: "The caller's push devices (never their secrets)",
+  responses: {
+    200: { description: "newest first", content: { "application/json": { schema: DeviceList } } },
+    ...errorResponses("unauthorized"),
+  },
+});
+
+const remove = createRoute({
+  ...accountRoute,
+  method: "delete",
+  path: "/v1/push/devices/{id}",
+  tags: ["push"],
+  summary: "Stop pushing to one of the caller's devices",
+  request: { params: DeviceId },
+  responses: {
+    204: { description: "deleted; ejabberd's next publish for it is refused" },
+    ...errorResponses("unauthorized", "not_found"),
+  },
+});
+
+function toDevice(d: PushDevice, jid: string) {
+  return {
+    id: d.id,
+    platform: d.platform,
+    token: d.token,
+    voip_token: d.voipToken,
+    app_id: d.appId,
+    environment: d.environment,
+    node: d.node,
+    jid,
+    created_at: d.createdAt.toISOString(),
+    registered_at: d.registeredAt.toISOString(),
+    last_push_at: iso(d.lastPushAt),
+    disabled_at: iso(d.disabledAt),
+    disabled_reason: d.disabledReason,
+  };
+}
+
+export function registerPushDevices(app: App): void {
+  app.openapi(register, async (c) => {
+    const { store, config, clock } = c.var.deps;
+    const { accountId } = c.var.principal;
+    const body = c.req.valid("json");
+    const { device, secret } = await registerDevice(store.db, {
+      accountId,
+      platform: body.platform,
+      token: body.token,
+      voipToken: body.voip_token ?? null,
+      appId: body.app_id,
+      environment: body.environment,
+      p256dh: body.encryption.p256dh,
+      auth: body.encryption.auth,
+      now: clock(),
+    });
+    c.var.logger.info(
+      { accountId, deviceId: device.id, platform: device.platform },
+      "push device registered",
+    );
+    return c.json({ ...toDevice(device, config.push.componentDomain), secret }, 201);
+  });
+
+  app.openapi(list, async (c) => {
+    const { store, config } = c.var.deps;
+    const rows = await listDevices(store.db, c.var.principal.accountId);
+    return c.json({ devices: rows.map((d) => toDevice(d, config.push.componentDomain)) }, 200);
+  });
+
+  app.openapi(remove, async (c) => {
+    const { store } = c.var.deps;
+    const { id } = c.req.valid("param");
+    if (!(await deleteDevice(store.db, c.var.principal.accountId, id))) {
+      throw new AppError("not_found", `no push device ${id}`);
+    }
+    return c.body(null, 204);
+  });
+}

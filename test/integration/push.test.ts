@@ -1,0 +1,615 @@
+import { createECDH, generateKeyPairSync, randomBytes } from "node:crypto";
+import { type Client, xml } from "@xmpp/client";
+import { decrypt } from "http_ece";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createLogger } from "../../src/logger.js";
+import { handlePublishIq, NS_PUBSUB } from "../../src/push/app-server.js";
+import { PushDispatcher } from "../../src/push/dispatcher.js";
+import { runPush } from "../../src/push/leader.js";
+import { expectContract } from "../helpers/contract.js";
+import { connectUser, createUser, type TestUser } from "../helpers/ejabberd.js";
+import { createHarness, type Harness } from "../helpers/harness.js";
+import { ingestEnv, type RunningIngest, startIngest } from "../helpers/ingest.js";
+import { type ApnsHit, startApns, startFcm } from "../helpers/push-providers.js";
+import { waitFor } from "../helpers/wait.js";
+
+const ejabberd = inject("ejabberd");
+const PUSH_DOMAIN = `push.${ejabberd.domain}`;
+const APP = "org.example.chat";
+const JMI = "urn:xmpp:jingle-message:0";
+const COALESCE_MS = 700;
+
+interface Device {
+  id: string;
+  node: string;
+  secret: string;
+  jid: string;
+  disabled_at: string | null;
+  disabled_reason: string | null;
+}
+
+/** The device's side of RFC 8291: a P-256 key pair and an auth secret that never leave it. */
+function deviceKeys() {
+  const ecdh = createECDH("prime256v1");
+  ecdh.generateKeys();
+  const auth = randomBytes(16);
+  return {
+    ecdh,
+    auth,
+    encryption: {
+      p256dh: ecdh.getPublicKey().toString("base64url"),
+      auth: auth.toString("base64url"),
+    },
+  };
+}
+type Keys = ReturnType<typeof deviceKeys>;
+
+function decryptNotice(encrypted: string, keys: Keys): Record<string, unknown> {
+  const plain = decrypt(Buffer.from(encrypted, "base64url"), {
+    version: "aes128gcm",
+    privateKey: keys.ecdh,
+    authSecret: keys.auth,
+  });
+  return JSON.parse(plain.toString("utf8"));
+}
+
+const hexToken = () => randomBytes(32).toString("hex");
+
+const chat = (to: string, body: string) =>
+  xml(
+    "message",
+    { to, type: "chat", id: `m-${randomBytes(4).toString("hex")}` },
+    xml("body", {}, body),
+  );
+/** As Conversations sends it: a JMI propose with a storage hint, so an offline callee gets it. */
+const propose = (to: string, id: string) =>
+  xml(
+    "message",
+    { to, type: "chat", id: `propose-${id}` },
+    xml(
+      "propose",
+      { xmlns: JMI, id },
+      xml("description", { xmlns: "urn:xmpp:jingle:apps:rtp:1", media: "audio" }),
+    ),
+    xml("store", { xmlns: "urn:xmpp:hints" }),
+  );
+
+describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", () => {
+  const apnsKey = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const googleKey = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  let apns: Awaited<ReturnType<typeof startApns>>;
+  let fcm: Awaited<ReturnType<typeof startFcm>>;
+  let h: Harness;
+  let ingest: RunningIngest;
+  const stopPush = new AbortController();
+  let pushDone: Promise<void>;
+  const outcomes: string[] = [];
+  const clients: Client[] = [];
+
+  beforeAll(async () => {
+    apns = await startApns({
+      publicKey: apnsKey.publicKey,
+      keyId: "KEYID12345",
+      teamId: "TEAM123456",
+    });
+    fcm = await startFcm({
+      publicKey: googleKey.publicKey,
+      clientEmail: "push@test-project.iam.gserviceaccount.com",
+      project: "test-project",
+    });
+    const env = {
+      ...ingestEnv(ejabberd),
+      PUSH_COMPONENT_SECRET: ejabberd.pushSecret,
+      PUSH_COMPONENT_SERVICE: `xmpp://127.0.0.1:${ejabberd.componentPort}`,
+      PUSH_COALESCE: `${COALESCE_MS}ms`,
+      APNS_KEY: apnsKey.privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+      APNS_KEY_ID: "KEYID12345",
+      APNS_TEAM_ID: "TEAM123456",
+      APNS_PRODUCTION_URL: apns.url,
+      APNS_SANDBOX_URL: apns.url,
+      APNS_CA: apns.ca,
+      FCM_SERVICE_ACCOUNT: JSON.stringify({
+        type: "service_account",
+        project_id: "test-project",
+        private_key_id: "k1",
+        private_key: googleKey.privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+        client_email: "push@test-project.iam.gserviceaccount.com",
+        token_uri: "https://oauth2.googleapis.com/token",
+      }),
+      FCM_TOKEN_URL: `${fcm.url}/token`,
+      FCM_BASE_URL: fcm.url,
+    };
+    h = await createHarness({ env });
+    ingest = await startIngest(h.store, ejabberd, env);
+    let online = false;
+    pushDone = runPush({
+      store: h.store,
+      config: h.config,
+      logger: createLogger(process.env.TEST_LOG_LEVEL ?? "silent"),
+      signal: stopPush.signal,
+      onOutcome: (platform, kind, outcome) => outcomes.push(`${platform} ${kind} ${outcome}`),
+      onRole: (role) => {
+        if (role === "online") online = true;
+      },
+    });
+    await waitFor(() => online, { what: "push component online", timeoutMs: 15_000 });
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.stop().catch(() => {})));
+    stopPush.abort();
+    await pushDone;
+    await ingest?.stop();
+    await h?.close();
+    await apns?.close();
+    await fcm?.close();
+  });
+
+  async function online(user: TestUser, resource = "phone") {
+    const c = await connectUser(ejabberd, user, resource);
+    clients.push(c);
+    return c;
+  }
+
+  async function register(
+    token: string,
+    body: Record<string, unknown>,
+  ): Promise<{ device: Device; keys: Keys }> {
+    const keys = deviceKeys();
+    const res = await h.get("/v1/push/devices", token, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        app_id: APP,
+        environment: "sandbox",
+        encryption: keys.encryption,
+        ...body,
+      }),
+    });
+    expect(res.status).toBe(201);
+    return { device: await expectContract<Device>(res, "POST", "/v1/push/devices"), keys };
+  }
+
+  /** The phone's XEP-0357 enable, then it goes offline: from now on ejabberd publishes. */
+  async function enableAndLeave(user: TestUser, device: Device) {
+    const phone = await connectUser(ejabberd, user, "phone");
+    await phone.iqCaller.request(
+      xml(
+        "iq",
+        { type: "set" },
+        xml(
+          "enable",
+          { xmlns: "urn:xmpp:push:0", jid: device.jid, node: device.node },
+          xml(
+            "x",
+            { xmlns: "jabber:x:data", type: "submit" },
+            xml(
+              "field",
+              { var: "FORM_TYPE" },
+              xml("value", {}, "http://jabber.org/protocol/pubsub#publish-options"),
+            ),
+            xml("field", { var: "secret" }, xml("value", {}, device.secret)),
+          ),
+        ),
+      ),
+    );
+    await phone.stop();
+  }
+
+  async function pushUser() {
+    const alice = await createUser(ejabberd, "alice");
+    const bob = await createUser(ejabberd, "bob");
+    const token = await h.token(alice.jid);
+    return { alice, bob, token, bobClient: await online(bob) };
+  }
+
+  const hitsFor = (token: string) => apns.hits.filter((hit) => hit.token === token);
+
+  it("rings an offline iPhone once per call with a VoIP push, and alerts it with encrypted messages", async () => {
+    const { alice, bob, token, bobClient } = await pushUser();
+    const alertToken = hexToken();
+    const voipToken = hexToken();
+    const { device, keys } = await register(token, {
+      platform: "apns",
+      token: alertToken,
+      voip_token: voipToken,
+    });
+    expect(device.jid).toBe(PUSH_DOMAIN);
+    await enableAndLeave(alice, device);
+
+    const sentAt = Date.now();
+    await bobClient.send(propose(alice.jid, "call-1"));
+    const [voip] = await waitFor(
+      () => (hitsFor(voipToken).length > 0 ? hitsFor(voipToken) : null),
+      {
+        what: "VoIP push",
+      },
+    );
+    const latencyMs = Date.now() - sentAt;
+    expect(voip?.headers).toMatchObject({
+      "apns-topic": `${APP}.voip`,
+      "apns-push-type": "voip",
+      "apns-priority": "10",
+    });
+    const call = (voip as ApnsHit).body.call as Record<string, unknown>;
+    expect(call).toMatchObject({
+      type: "call",
+      call_id: "call-1",
+      caller: bob.jid,
+      media: ["audio"],
+    });
+    // Apple drops the push once the call stops ringing.
+    expect(Number(voip?.headers["apns-expiration"])).toBe(
+      Math.ceil(Date.parse(String(call.expires_at)) / 1000),
+    );
+
+    await bobClient.send(chat(alice.jid, "are you there?"));
+    const alert = await waitFor(() => hitsFor(alertToken)[0], { what: "alert push" });
+    expect(alert.headers).toMatchObject({
+      "apns-topic": APP,
+      "apns-push-type": "alert",
+      "apns-priority": "10",
+    });
+    const aps = alert.body.aps as Record<string, unknown>;
+    expect(aps["mutable-content"]).toBe(1);
+    expect(JSON.stringify(alert.body)).not.toContain("are you there");
+    const notice = decryptNotice(String(alert.body.encrypted), keys);
+    expect(notice).toMatchObject({
+      type: "message",
+      account: alice.jid,
+      peer: bob.jid,
+      sender: bob.jid,
+      preview: "are you there?",
+      preview_truncated: false,
+      unread_count: 1,
+    });
+
+    // The extension's one request: the push's position is a valid cursor that already covers
+    // the message, while the call still rings.
+    const res = await h.get(`/v1/sync?since=${notice.position}`, token);
+    expect(res.status).toBe(200);
+    const synced = await expectContract<{
+      calls: { id: string; state: string }[];
+      conversations: unknown[];
+    }>(res, "GET", "/v1/sync");
+    expect(synced.calls.map((c) => [c.id, c.state])).toEqual([["call-1", "proposed"]]);
+    expect(synced.conversations).toEqual([]);
+
+    // Neither the message nor a retraction rings the phone again.
+    await bobClient.send(
+      xml(
+        "message",
+        { to: alice.jid, type: "chat" },
+        xml("retract", { xmlns: JMI, id: "call-1" }),
+        xml("store", { xmlns: "urn:xmpp:hints" }),
+      ),
+    );
+    await bobClient.send(chat(alice.jid, "call me back"));
+    await waitFor(
+      () =>
+        hitsFor(alertToken).some(
+          (hit) => decryptNotice(String(hit.body.encrypted), keys).preview === "call me back",
+        ),
+      { what: "second alert" },
+    );
+    expect(hitsFor(voipToken)).toHaveLength(1);
+    expect(apns.refused).toEqual([]);
+    // A publish waits for ingest at most 1 s; the push follows within a round trip.
+    expect(latencyMs).toBeLessThan(3000);
+  });
+
+  it("coalesces a burst into at most one alert per window, the last carrying the newest message", async () => {
+    const { alice, bobClient, token } = await pushUser();
+    const alertToken = hexToken();
+    const { device, keys } = await register(token, { platform: "apns", token: alertToken });
+    await enableAndLeave(alice, device);
+
+    const started = Date.now();
+    for (let i = 1; i <= 8; i++) await bobClient.send(chat(alice.jid, `burst ${i}`));
+    await waitFor(
+      () =>
+        hitsFor(alertToken).some(
+          (hit) => decryptNotice(String(hit.body.encrypted), keys).preview === "burst 8",
+        ),
+      { what: "an alert with the last message" },
+    );
+    const elapsed = Date.now() - started;
+    const alerts = hitsFor(alertToken);
+    expect(alerts.length).toBeLessThanOrEqual(Math.ceil(elapsed / COALESCE_MS) + 1);
+    expect(alerts.length).toBeLessThan(8);
+  });
+
+  it("does the same over FCM: a HIGH-priority call message, then encrypted data-only alerts", async () => {
+    const { alice, bob, bobClient, token } = await pushUser();
+    const fcmToken = `fcm:${randomBytes(40).toString("base64url")}`;
+    const { device, keys } = await register(token, { platform: "fcm", token: fcmToken });
+    await enableAndLeave(alice, device);
+    const mine = () => fcm.hits.filter((hit) => hit.message.token === fcmToken);
+
+    await bobClient.send(propose(alice.jid, "fcm-call"));
+    const ring = await waitFor(() => mine()[0], { what: "FCM call push" });
+    expect(ring.message.android.priority).toBe("HIGH");
+    expect(ring.message.android.collapse_key).toBe("fcm-call");
+    const ttl = Number(/^(\d+)s$/.exec(ring.message.android.ttl ?? "")?.[1]);
+    expect(ttl).toBeGreaterThan(50);
+    expect(ttl).toBeLessThanOrEqual(60);
+    expect(ring.message.data).toMatchObject({
+      type: "call",
+      call_id: "fcm-call",
+      caller: bob.jid,
+      media: "audio",
+    });
+
+    await bobClient.send(chat(alice.jid, "ping over FCM"));
+    const alert = await waitFor(() => mine().find((hit) => hit.message.data.type === "message"), {
+      what: "FCM alert",
+    });
+    expect(Object.keys(alert.message.data).sort()).toEqual(["encrypted", "type"]);
+    expect(alert.message.android.priority).toBe("HIGH");
+    expect(decryptNotice(alert.message.data.encrypted as string, keys)).toMatchObject({
+      preview: "ping over FCM",
+      peer: bob.jid,
+    });
+    expect(mine().filter((hit) => hit.message.data.type === "call")).toHaveLength(1);
+    // One OAuth exchange serves every send.
+    expect(fcm.stats.tokenRequests).toBe(1);
+    expect(fcm.refused).toEqual([]);
+  });
+
+  it("disables a device APNs calls Unregistered (410), and ejabberd drops its registration", async () => {
+    const { alice, bobClient, token } = await pushUser();
+    const alertToken = hexToken();
+    const { device } = await register(token, { platform: "apns", token: alertToken });
+    await enableAndLeave(alice, device);
+    apns.state.answer = (hit) =>
+      hit.token === alertToken
+        ? { status: 410, body: { reason: "Unregistered", timestamp: Date.now() } }
+        : undefined;
+
+    await bobClient.send(chat(alice.jid, "anyone?"));
+    const listed = await waitFor(
+      async () => {
+        const res = await h.get("/v1/push/devices", token);
+        const body = await expectContract<{ devices: Device[] }>(res, "GET", "/v1/push/devices");
+        return body.devices[0]?.disabled_at ? body.devices : null;
+      },
+      { what: "device disabled" },
+    );
+    expect(listed[0]?.disabled_reason).toBe("unregistered");
+    const attempts = apns.requests.filter((r) => r.token === alertToken).length;
+    expect(attempts).toBe(1);
+
+    // ejabberd got item-not-found and removed the push session: nothing more is published.
+    await bobClient.send(chat(alice.jid, "hello?"));
+    const published = outcomes.length;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(apns.requests.filter((r) => r.token === alertToken)).toHaveLength(attempts);
+    expect(outcomes.length).toBe(published);
+    apns.state.answer = () => undefined;
+  });
+
+  it("backs off on 429 but keeps ejabberd's registration: a later message still arrives", async () => {
+    const { alice, bobClient, token } = await pushUser();
+    const alertToken = hexToken();
+    const { device, keys } = await register(token, { platform: "apns", token: alertToken });
+    await enableAndLeave(alice, device);
+    let throttled = 0;
+    apns.state.answer = (hit) => {
+      if (hit.token !== alertToken || throttled > 0) return undefined;
+      throttled++;
+      return { status: 429, body: { reason: "TooManyRequests" }, headers: { "retry-after": "1" } };
+    };
+
+    await bobClient.send(chat(alice.jid, "first"));
+    await waitFor(() => throttled === 1, { what: "a 429" });
+    const throttledAt = Date.now();
+    // Within the back-off nothing is sent; the deferred push follows when it ends.
+    await bobClient.send(chat(alice.jid, "second"));
+    const hit = await waitFor(() => hitsFor(alertToken)[0], { what: "push after back-off" });
+    expect(Date.now() - throttledAt).toBeGreaterThanOrEqual(900);
+    expect(decryptNotice(String(hit.body.encrypted), keys).preview).toBe("second");
+
+    // A message after the back-off is published by ejabberd (registration kept) and pushed.
+    await bobClient.send(chat(alice.jid, "third"));
+    await waitFor(
+      () =>
+        hitsFor(alertToken).some(
+          (h2) => decryptNotice(String(h2.body.encrypted), keys).preview === "third",
+        ),
+      { what: "push for a later message" },
+    );
+    const res = await h.get("/v1/push/devices", token);
+    const body = await expectContract<{ devices: Device[] }>(res, "GET", "/v1/push/devices");
+    expect(body.devices[0]?.disabled_at).toBeNull();
+    apns.state.answer = () => undefined;
+  });
+
+  describe("REST /v1/push/devices", () => {
+    const fresh = () => h.token(`dora-${randomBytes(3).toString("hex")}@${ejabberd.domain}`);
+    const post = (token: string, body: unknown) =>
+      h.get("/v1/push/devices", token, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const listDevices = async (token: string) =>
+      (
+        await expectContract<{ devices: (Device & { token: string })[] }>(
+          await h.get("/v1/push/devices", token),
+          "GET",
+          "/v1/push/devices",
+        )
+      ).devices;
+
+    it("re-registering a token updates the device: same id and node, a new secret, enabled again", async () => {
+      const token = await fresh();
+      const apnsToken = hexToken();
+      const first = await register(token, { platform: "apns", token: apnsToken });
+      const again = await register(token, {
+        platform: "apns",
+        token: apnsToken,
+        voip_token: hexToken(),
+      });
+      expect(again.device.id).toBe(first.device.id);
+      expect(again.device.node).toBe(first.device.node);
+      expect(again.device.secret).not.toBe(first.device.secret);
+      const res = await h.get("/v1/push/devices", token);
+      const text = await res.clone().text();
+      const devices = await listDevices(token);
+      expect(devices.map((d) => [d.id, d.token])).toEqual([[first.device.id, apnsToken]]);
+      // Secrets are shown once, at registration, and never stored in clear.
+      expect(text).not.toContain(first.device.secret);
+      expect(text).not.toContain(again.device.secret);
+      expect(text).not.toContain('"secret"');
+    });
+
+    it.each([
+      ["an unknown platform", { platform: "mpns" }, "platform"],
+      [
+        "a p256dh of the wrong length",
+        { encryption: { p256dh: "AAAA", auth: "A".repeat(22) } },
+        "encryption.p256dh",
+      ],
+      [
+        "an auth secret of the wrong length",
+        { encryption: { p256dh: deviceKeys().encryption.p256dh, auth: "AAAA" } },
+        "encryption.auth",
+      ],
+      ["a token with spaces", { token: "ab cd" }, "token"],
+      ["an unknown field", { colour: "red" }, "body"],
+    ])("refuses %s with 400 naming the field", async (_, change, field) => {
+      const token = await fresh();
+      const res = await post(token, {
+        platform: "apns",
+        token: hexToken(),
+        app_id: APP,
+        encryption: deviceKeys().encryption,
+        ...change,
+      });
+      expect(res.status).toBe(400);
+      const problem = await expectContract<{ code: string; detail: string }>(
+        res,
+        "POST",
+        "/v1/push/devices",
+      );
+      expect(problem.code).toBe("validation_failed");
+      expect(problem.detail.startsWith(`${field}:`) || problem.detail.includes(`${field}:`)).toBe(
+        true,
+      );
+    });
+
+    it("deletes the caller's own device; another account's id is a 404 like an unknown one", async () => {
+      const mine = await fresh();
+      const theirs = await fresh();
+      const { device } = await register(mine, {
+        platform: "fcm",
+        token: `fcm:${randomBytes(8).toString("hex")}`,
+      });
+
+      const other = await h.get(`/v1/push/devices/${device.id}`, theirs, { method: "DELETE" });
+      expect(other.status).toBe(404);
+      expect(
+        (await expectContract<{ code: string }>(other, "DELETE", `/v1/push/devices/${device.id}`))
+          .code,
+      ).toBe("not_found");
+      expect(await listDevices(theirs)).toEqual([]);
+      expect((await listDevices(mine)).map((d) => d.id)).toEqual([device.id]);
+
+      const res = await h.get(`/v1/push/devices/${device.id}`, mine, { method: "DELETE" });
+      expect(res.status).toBe(204);
+      await expectContract(res, "DELETE", `/v1/push/devices/${device.id}`);
+      expect(await listDevices(mine)).toEqual([]);
+      const again = await h.get(`/v1/push/devices/${device.id}`, mine, { method: "DELETE" });
+      expect(again.status).toBe(404);
+      await expectContract(again, "DELETE", `/v1/push/devices/${device.id}`);
+    });
+
+    it.each([
+      ["POST", "/v1/push/devices"],
+      ["GET", "/v1/push/devices"],
+      ["DELETE", "/v1/push/devices/dev_x"],
+    ])("%s %s needs a valid token", async (method, path) => {
+      for (const headers of [{}, { authorization: "Bearer sst_unknown" }] as Record<
+        string,
+        string
+      >[]) {
+        const res = await h.app.request(path, { method, headers });
+        expect(res.status).toBe(401);
+        await expectContract(res, method, path);
+      }
+    });
+  });
+
+  describe("the publish handler", () => {
+    const publishIq = (from: string, node: string, secret: string) =>
+      xml(
+        "iq",
+        { type: "set", from, to: PUSH_DOMAIN, id: "p1" },
+        xml(
+          "pubsub",
+          { xmlns: NS_PUBSUB },
+          xml(
+            "publish",
+            { node },
+            xml("item", {}, xml("notification", { xmlns: "urn:xmpp:push:0" })),
+          ),
+          xml(
+            "publish-options",
+            {},
+            xml(
+              "x",
+              { xmlns: "jabber:x:data", type: "submit" },
+              xml(
+                "field",
+                { var: "FORM_TYPE" },
+                xml("value", {}, "http://jabber.org/protocol/pubsub#publish-options"),
+              ),
+              xml("field", { var: "secret" }, xml("value", {}, secret)),
+            ),
+          ),
+        ),
+      );
+
+    it("refuses a wrong secret with forbidden, an unknown node with item-not-found, and anyone but the server", async () => {
+      const token = await h.token(`carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`);
+      const { device } = await register(token, { platform: "apns", token: hexToken() });
+      const options = {
+        dispatcher: new PushDispatcher({
+          store: h.store,
+          logger: createLogger("silent"),
+          senders: { apns: null, fcm: null },
+          coalesceMs: COALESCE_MS,
+          catchUpMs: 0,
+        }),
+        serverDomains: new Set([ejabberd.domain]),
+      };
+      expect(
+        await handlePublishIq(publishIq(ejabberd.domain, device.node, "wrong"), options),
+      ).toEqual({
+        ok: false,
+        type: "auth",
+        condition: "forbidden",
+        text: "wrong secret",
+      });
+      expect(
+        await handlePublishIq(publishIq(ejabberd.domain, "no-such-node", device.secret), options),
+      ).toMatchObject({
+        ok: false,
+        type: "cancel",
+        condition: "item-not-found",
+      });
+      expect(
+        await handlePublishIq(
+          publishIq(`mallory@${ejabberd.domain}`, device.node, device.secret),
+          options,
+        ),
+      ).toMatchObject({ ok: false, type: "auth", condition: "forbidden" });
+      // The right secret with nothing new to push: success, so ejabberd keeps the registration.
+      expect(
+        await handlePublishIq(publishIq(ejabberd.domain, device.node, device.secret), options),
+      ).toEqual({
+        ok: true,
+      });
+    });
+  });
+});
