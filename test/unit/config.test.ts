@@ -23,8 +23,47 @@ describe("loadConfig", () => {
       callRingTimeoutMs: 60_000,
       callMaxDurationMs: 24 * 3_600_000,
       logLevel: "info",
+      push: {
+        componentSecret: undefined,
+        componentService: "xmpp://127.0.0.1:5347",
+        componentDomain: "push.localhost",
+        coalesceMs: 2000,
+        apns: {
+          key: undefined,
+          keyId: undefined,
+          teamId: undefined,
+          productionUrl: "https://api.push.apple.com",
+          sandboxUrl: "https://api.sandbox.push.apple.com",
+          ca: undefined,
+        },
+        fcm: {
+          serviceAccount: undefined,
+          tokenUrl: undefined,
+          baseUrl: "https://fcm.googleapis.com",
+        },
+      },
     });
     expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it("reads the push settings, the component domain following XMPP_DOMAIN", () => {
+    const c = loadConfig({
+      XMPP_DOMAIN: "example.org",
+      PUSH_COMPONENT_SECRET: "s3cret",
+      PUSH_COALESCE: "500ms",
+      APNS_SANDBOX_URL: "https://127.0.0.1:8443",
+    });
+    expect(c.push).toMatchObject({
+      componentSecret: "s3cret",
+      componentDomain: "push.example.org",
+      coalesceMs: 500,
+      apns: { sandboxUrl: "https://127.0.0.1:8443" },
+    });
+    expect(() =>
+      loadConfig({ PUSH_COMPONENT_SERVICE: "push.example.org", FCM_BASE_URL: "fcm" }),
+    ).toThrow(
+      /PUSH_COMPONENT_SERVICE: expected xmpp:\/\/host:port\n.*FCM_BASE_URL: expected http\(s\):\/\/host/,
+    );
   });
 
   it("reads every variable it knows", () => {
