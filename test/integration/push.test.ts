@@ -424,6 +424,25 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     apns.state.answer = () => undefined;
   });
 
+  it("retries a 5xx from APNs with back-off and delivers on the third try", async () => {
+    const { alice, bobClient, token } = await pushUser();
+    const alertToken = hexToken();
+    const { device, keys } = await register(token, { platform: "apns", token: alertToken });
+    await enableAndLeave(alice, device);
+    let failures = 0;
+    apns.state.answer = (hit) => {
+      if (hit.token !== alertToken || failures >= 2) return undefined;
+      failures++;
+      return { status: 503, body: { reason: "ServiceUnavailable" } };
+    };
+
+    await bobClient.send(chat(alice.jid, "through the outage"));
+    const hit = await waitFor(() => hitsFor(alertToken)[0], { what: "push after retries" });
+    expect(decryptNotice(String(hit.body.encrypted), keys).preview).toBe("through the outage");
+    expect(apns.requests.filter((r) => r.token === alertToken)).toHaveLength(3);
+    apns.state.answer = () => undefined;
+  });
+
   describe("REST /v1/push/devices", () => {
     const fresh = () => h.token(`dora-${randomBytes(3).toString("hex")}@${ejabberd.domain}`);
     const post = (token: string, body: unknown) =>
