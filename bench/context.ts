@@ -65,10 +65,9 @@ export class BenchSession {
   }
 
   /** A context for one scenario; `finish()` runs its cleanups. */
-  scenario(): BenchContext & { finish(): Promise<void> } {
+  scenario(scale = this.scale): BenchContext & { finish(): Promise<void> } {
     const cleanups: (() => Promise<void> | void)[] = [];
     const defer = (cleanup: () => Promise<void> | void) => cleanups.push(cleanup);
-    const scale = this.scale;
     return {
       scale,
       sized: (full, min = 1) => Math.max(min, Math.round(full * scale)),

@@ -1,5 +1,5 @@
 import { mkdir, writeFile } from "node:fs/promises";
-import { cpus, freemem, platform, release, totalmem } from "node:os";
+import { cpus, freemem, loadavg, platform, release, totalmem } from "node:os";
 import { join } from "node:path";
 import type { Scenario, ScenarioResult } from "./scenario.js";
 
@@ -10,6 +10,8 @@ export interface Machine {
   freeMemoryMb: number;
   node: string;
   platform: string;
+  /** 1/5/15-minute load averages: other work on the machine bends every figure */
+  loadAverage: number[];
 }
 
 export function machine(): Machine {
@@ -21,6 +23,7 @@ export function machine(): Machine {
     freeMemoryMb: Math.round(freemem() / 1024 / 1024),
     node: process.version,
     platform: `${platform()} ${release()}`,
+    loadAverage: loadavg().map((l) => Math.round(l * 100) / 100),
   };
 }
 
@@ -50,7 +53,8 @@ export function render(scenario: Scenario, result: ScenarioResult, elapsedMs: nu
   const params = Object.entries(result.params)
     .map(([k, v]) => `${k}=${typeof v === "number" ? format(v) : v}`)
     .join("  ");
-  out.push(`   ${params}  (took ${format(elapsedMs / 1000)} s)\n`);
+  const load = machine().loadAverage.join(" ");
+  out.push(`   ${params}  (took ${format(elapsedMs / 1000)} s, load average ${load})\n`);
   out.push(
     table(
       ["figure", "value", "unit", "note"],
