@@ -4,10 +4,11 @@ import { BenchSession, progress } from "./context.js";
 import { machine, render, writeResult } from "./report.js";
 import type { Scenario } from "./scenario.js";
 import { ingestCatchUp } from "./scenarios/ingest-catchup.js";
+import { ingestLiveLag } from "./scenarios/ingest-live-lag.js";
 import { ingestPipeline } from "./scenarios/ingest-pipeline.js";
 
 /** Every scenario, in the order a full run takes them. */
-const SCENARIOS: Scenario[] = [ingestPipeline, ingestCatchUp];
+const SCENARIOS: Scenario[] = [ingestPipeline, ingestCatchUp, ingestLiveLag];
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const resultsDir = join(root, "bench", "results");

@@ -1,0 +1,227 @@
+import { xml } from "@xmpp/client";
+import { and, eq, gt } from "drizzle-orm";
+import { ensureAccount, issueToken } from "../../src/api/auth.js";
+import { CHANGES_CHANNEL } from "../../src/store/events.js";
+import { checkpoints } from "../../src/store/schema/checkpoints.js";
+import { events } from "../../src/store/schema/events.js";
+import { connectUser, createUser } from "../../test/helpers/ejabberd.js";
+import { waitFor } from "../../test/helpers/wait.js";
+import { archiveLast, observerSession } from "../archive.js";
+import type { Figure, Scenario } from "../scenario.js";
+import { targetOf } from "../scenario.js";
+import { freePort, startSidecar } from "../sidecar.js";
+
+interface SyncBody {
+  position: string;
+  has_more: boolean;
+  conversations: { messages: { id: string; direction: string }[] }[];
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const index = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, index)] as number;
+}
+
+function lagFigures(prefix: string, lags: number[], what: string): Figure[] {
+  const sorted = [...lags].sort((a, b) => a - b);
+  return [
+    { name: `${prefix}.p50`, value: percentile(sorted, 50), unit: "ms", note: what },
+    { name: `${prefix}.p90`, value: percentile(sorted, 90), unit: "ms" },
+    { name: `${prefix}.p99`, value: percentile(sorted, 99), unit: "ms" },
+    { name: `${prefix}.max`, value: sorted.at(-1) ?? Number.NaN, unit: "ms" },
+  ];
+}
+
+export const ingestLiveLag: Scenario = {
+  name: "ingest-live-lag",
+  description: "live lag from a client's send to the message in bob's /v1/sync (issue 3, bench c)",
+  async run(ctx) {
+    const n = ctx.sized(2000, 100);
+    const rate = Number(process.env.BENCH_LIVE_RATE ?? 50);
+    const ej = await ctx.ejabberd();
+    const db = await ctx.postgres();
+    const alice = await createUser(ej, "lag-alice");
+    const bob = await createUser(ej, "lag-bob");
+
+    // Start after whatever earlier scenarios left in the archive: only live lag is measured here.
+    const probe = await observerSession(ej, "bench-probe-lag");
+    const last = await archiveLast(probe);
+    await probe.stop().catch(() => {});
+    const checkpointSource = `observer:${ej.observerJid}`;
+    if (last) {
+      await db.store.db
+        .insert(checkpoints)
+        .values({ source: checkpointSource, position: last, updatedAt: new Date() });
+    }
+
+    const port = await freePort();
+    const sidecar = startSidecar({
+      DATABASE_URL: db.url,
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      XMPP_SERVICE: ej.service,
+      XMPP_DOMAIN: ej.domain,
+      OBSERVER_JID: ej.observerJid,
+      OBSERVER_PASSWORD: ej.observerPassword,
+      OBSERVER_RESOURCE: "syncside",
+      INGEST_LOOKBACK: "1s",
+      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
+    });
+    ctx.defer(() => sidecar.stop());
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor(
+      async () => {
+        if (sidecar.exited()) throw new Error("the sidecar exited");
+        return (await fetch(`${base}/readyz`).catch(() => null))?.ok;
+      },
+      { timeoutMs: 120_000, intervalMs: 200, what: "the sidecar to be ready" },
+    );
+    const bobId = await ensureAccount(db.store.db, bob.jid);
+    const issued = await issueToken(db.store.db, {
+      accountId: bobId,
+      scope: "account",
+      label: "bench",
+      ttlMs: 3_600_000,
+      now: new Date(),
+    });
+    const sync = async (since: string | null): Promise<SyncBody> => {
+      const query = since ? `?since=${encodeURIComponent(since)}&wait=20&messages=200` : "";
+      const res = await fetch(`${base}/v1/sync${query}`, {
+        headers: { authorization: `Bearer ${issued.token}` },
+      });
+      if (!res.ok) throw new Error(`/v1/sync answered ${res.status}: ${await res.text()}`);
+      return (await res.json()) as SyncBody;
+    };
+
+    const sentAt = new Map<string, number>();
+    const syncLag = new Map<string, number>();
+    const storeLag = new Map<string, number>();
+    let running = true;
+
+    // bob's phone: one long-poll after another, as the app holds it while in the foreground.
+    let position = (await sync(null)).position;
+    const phone = (async () => {
+      while (running) {
+        const body = await sync(position);
+        const now = performance.now();
+        for (const conversation of body.conversations) {
+          for (const m of conversation.messages) {
+            const sent = sentAt.get(m.id);
+            if (sent !== undefined && m.direction === "in" && !syncLag.has(m.id)) {
+              syncLag.set(m.id, now - sent);
+            }
+          }
+        }
+        position = body.position;
+      }
+    })();
+
+    // The store itself: woken by the same NOTIFY the API listens to, then reads bob's new events.
+    let seenSeq = 0;
+    let reading: Promise<void> = Promise.resolve();
+    const readNew = async () => {
+      const rows = await db.store.db
+        .select({ seq: events.seq, messageId: events.messageId })
+        .from(events)
+        .where(and(eq(events.accountId, bobId), gt(events.seq, seenSeq)));
+      const now = performance.now();
+      for (const row of rows) {
+        seenSeq = Math.max(seenSeq, row.seq);
+        const sent = row.messageId ? sentAt.get(row.messageId) : undefined;
+        if (sent !== undefined && row.messageId && !storeLag.has(row.messageId)) {
+          storeLag.set(row.messageId, now - sent);
+        }
+      }
+    };
+    const unlisten = await db.store.listen(CHANGES_CHANNEL, (payload) => {
+      if (payload.split(",").includes(String(bobId))) reading = reading.then(readNew);
+    });
+    ctx.defer(unlisten);
+
+    // A second observer session with presence gets every live copy too: when it arrives is
+    // ejabberd's share of the lag (send → tap → routed copy), the rest is syncside's.
+    const copyLag = new Map<string, number>();
+    const witness = await observerSession(ej, "bench-witness");
+    ctx.defer(async () => {
+      await witness.stop().catch(() => {});
+    });
+    witness.on("stanza", (stanza) => {
+      const id = stanza.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message")?.attrs
+        .id as string | undefined;
+      const sent = id ? sentAt.get(id) : undefined;
+      if (id && sent !== undefined && !copyLag.has(id)) copyLag.set(id, performance.now() - sent);
+    });
+    await witness.send(xml("presence", {}, xml("priority", {}, "0")));
+
+    ctx.progress(`alice sends ${n} messages to bob at ${rate}/s`);
+    const xmpp = await connectUser(ej, alice, "phone");
+    ctx.defer(async () => {
+      await xmpp.stop().catch(() => {});
+    });
+    (xmpp.socket as unknown as { setNoDelay?: (on: boolean) => void } | null)?.setNoDelay?.(true);
+    const interval = 1000 / rate;
+    const send = async (prefix: string, count: number) => {
+      const started = performance.now();
+      for (let i = 0; i < count && !ctx.signal.aborted; i++) {
+        const wait = started + i * interval - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        const id = `${prefix}-${i}`;
+        sentAt.set(id, performance.now());
+        await xmpp.send(
+          xml(
+            "message",
+            { to: bob.jid, id, type: "chat" },
+            xml("body", {}, `message ${i}`),
+            xml("markable", { xmlns: "urn:xmpp:chat-markers:0" }),
+          ),
+        );
+      }
+      return performance.now() - started;
+    };
+    // Warm-up: the first messages pay for JIT and fresh connections; they are not counted.
+    await send("warm", 20);
+    await waitFor(() => syncLag.size >= 20, { timeoutMs: 60_000, what: "warm-up messages" });
+    for (const lags of [syncLag, storeLag, copyLag]) lags.clear();
+    const sendMs = await send("lag", n);
+    await waitFor(() => syncLag.size >= n && storeLag.size >= n, {
+      timeoutMs: 60_000,
+      what: `all ${n} messages in bob's sync`,
+    }).catch(() => {});
+    running = false;
+    // The last long-poll ends when something changes or after its wait: nudge it with one more.
+    await xmpp.send(
+      xml("message", { to: bob.jid, id: "lag-end", type: "chat" }, xml("body", {}, ".")),
+    );
+    await phone;
+    await reading;
+
+    const figures: Figure[] = [
+      ...lagFigures("sync", [...syncLag.values()], "send → in bob's long-polled GET /v1/sync"),
+      ...lagFigures("store", [...storeLag.values()], "send → committed (NOTIFY + read)"),
+      ...lagFigures("copy", [...copyLag.values()], "send → copy at an observer session (ejabberd)"),
+      {
+        name: "rate",
+        value: (n / sendMs) * 1000,
+        unit: "msg/s",
+        note: "achieved send rate",
+      },
+    ];
+    return {
+      params: { messages: n, rate, seen_in_sync: syncLag.size, seen_in_store: storeLag.size },
+      figures,
+      ratios: [],
+      targets: [targetOf(figures, "sync.p99", "<=", 100)],
+      notes: [
+        "alice (@xmpp/client, TCP_NODELAY) sends one-to-one messages to bob at a steady rate through the bench ejabberd; a real sidecar process (src/main.ts: ingest + API on PostgreSQL) mirrors them",
+        "bob's phone is a long-poll loop on GET /v1/sync?since=P&wait=20&messages=200 to that process over loopback HTTP; lag = first response containing the message − the moment before alice's send",
+        "store: the moment a NOTIFY on syncside_changes for bob is followed by a read that sees the event",
+        "copy: the moment a second observer session (presence, same priority as ingest's) receives the live copy — ejabberd's part of the lag",
+        "sender, ejabberd, ingest, API and PostgreSQL share this machine's cores, so the figures include their contention",
+        ...(syncLag.size < n
+          ? [`only ${syncLag.size} of ${n} messages reached bob's sync in time`]
+          : []),
+      ],
+    };
+  },
+};
