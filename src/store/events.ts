@@ -164,18 +164,20 @@ export async function saveConversations(tx: Tx, rows: Iterable<ConversationRow>)
     const values = list.slice(i, i + UPDATE_CHUNK).map(
       (r) =>
         sql`(${r.accountId}::bigint, ${r.id}::bigint, ${r.version}::bigint, ${r.lastEventSeq}::bigint,
-          ${time(r.lastMessageAt)}::timestamptz, ${r.unreadCount}::integer, ${r.readUntil}::text,
+          ${time(r.lastMessageAt)}::timestamptz, ${r.unreadCount}::integer, ${r.readSeq}::bigint,
+          ${r.readUntil}::text,
           ${r.peerReadUntil}::text, ${r.pinned}::boolean, ${time(r.mutedUntil)}::timestamptz,
           ${r.archived}::boolean, ${time(r.updatedAt)}::timestamptz)`,
     );
     // The builder has no UPDATE … FROM (VALUES …); one UPDATE per conversation made big batches slow.
     await tx.execute(sql`update conversations set
         version = v.version, last_event_seq = v.last_event_seq, last_message_at = v.last_message_at,
-        unread_count = v.unread_count, read_until = v.read_until, peer_read_until = v.peer_read_until,
+        unread_count = v.unread_count, read_seq = v.read_seq, read_until = v.read_until,
+        peer_read_until = v.peer_read_until,
         pinned = v.pinned, muted_until = v.muted_until, archived = v.archived, updated_at = v.updated_at
       from (values ${sql.join(values, sql`, `)}) as v(account_id, id, version, last_event_seq,
-        last_message_at, unread_count, read_until, peer_read_until, pinned, muted_until, archived,
-        updated_at)
+        last_message_at, unread_count, read_seq, read_until, peer_read_until, pinned, muted_until,
+        archived, updated_at)
       where conversations.account_id = v.account_id and conversations.id = v.id`);
   }
 }
@@ -300,21 +302,37 @@ async function writeSides(tx: Tx, allSides: Side[], options: WriteOptions, resul
     conv.updatedAt = maxDate(conv.updatedAt, copy.sentAt);
 
     switch (event.kind) {
-      case "message":
-        folder.addMessage(account.id, conv.id, side, seq);
+      case "message": {
+        const message = folder.addMessage(account.id, conv.id, side, seq);
         conv.lastMessageAt = maxDate(conv.lastMessageAt, copy.sentAt);
-        if (side.direction === "in") conv.unreadCount++;
-        else conv.unreadCount = 0;
+        // A message already retracted when it arrives (replays reorder) never counts as unread.
+        if (side.direction === "in") {
+          if (!message.retractedAt) conv.unreadCount++;
+        } else markRead(conv, seq);
         break;
+      }
       case "edit":
-      case "retract":
       case "reaction":
         folder.modify(account.id, conv.id, side, seq);
         break;
+      case "retract": {
+        const before = folder.modify(account.id, conv.id, side, seq);
+        // The peer took back a message this account has not read yet: it leaves the badge too.
+        if (
+          side.direction === "in" &&
+          before &&
+          !before.wasRetracted &&
+          before.createdSeq > conv.readSeq &&
+          conv.unreadCount > 0
+        ) {
+          conv.unreadCount--;
+        }
+        break;
+      }
       case "displayed":
         if (side.direction === "out") {
           conv.readUntil = event.targetId;
-          conv.unreadCount = 0;
+          markRead(conv, seq);
         } else {
           conv.peerReadUntil = event.targetId;
         }
@@ -358,6 +376,12 @@ function accountOf(locked: Map<string, LockedAccount>, side: Side): LockedAccoun
   const account = locked.get(side.account);
   if (!account) throw new Error(`account ${side.account} was not locked`);
   return account;
+}
+
+/** The account read everything up to `seq` (its own message or displayed marker). */
+export function markRead(conv: { unreadCount: number; readSeq: number }, seq: number): void {
+  conv.unreadCount = 0;
+  conv.readSeq = seq;
 }
 
 function maxDate(a: Date | null, b: Date): Date {
@@ -522,7 +546,8 @@ class MessageFolder {
     this.pending.set(key, list);
   }
 
-  addMessage(accountId: number, conversationId: number, side: Side, seq: number): void {
+  /** Stores a new message (applying modifiers that arrived before it) and returns its state. */
+  addMessage(accountId: number, conversationId: number, side: Side, seq: number): MessageRow {
     const { event, copy } = side;
     const messageId = messageKeyOf(side);
     const state = this.remember(
@@ -557,12 +582,22 @@ class MessageFolder {
         applyModifier(state.row, modifier, Math.max(seq, modifier.seq));
       }
     }
+    return state.row;
   }
 
-  modify(accountId: number, conversationId: number, side: Side, seq: number): void {
+  /**
+   * Applies an edit, retraction or reaction to its message, or keeps it until the message
+   * arrives. Returns what the target was before, when it is known.
+   */
+  modify(
+    accountId: number,
+    conversationId: number,
+    side: Side,
+    seq: number,
+  ): { wasRetracted: boolean; createdSeq: number } | null {
     const { event, copy } = side;
     const target = event.targetId;
-    if (!target) return;
+    if (!target) return null;
     const kind = event.kind as PendingModifier["kind"];
     const modifier: PendingModifier = {
       kind,
@@ -580,12 +615,14 @@ class MessageFolder {
     for (const direction of candidates) {
       const state = this.states.get(this.key(accountId, conversationId, direction, target));
       if (state) {
+        const before = { wasRetracted: !!state.row.retractedAt, createdSeq: state.row.createdSeq };
         applyModifier(state.row, modifier, seq);
         state.dirty = true;
-        return;
+        return before;
       }
     }
     this.addPending(`${accountId} ${conversationId} ${target}`, modifier);
+    return null;
   }
 
   async save(): Promise<void> {

@@ -3,6 +3,7 @@ import type { Db } from "./db.js";
 import {
   loadConversations,
   lockAccounts,
+  markRead,
   notifyAccounts,
   saveAccountSeqs,
   saveConversations,
@@ -44,10 +45,10 @@ export async function appendSettings(
     if (change.readUntil !== undefined) {
       // Same rule as a displayed marker from one of the account's own devices.
       conv.readUntil = change.readUntil;
-      conv.unreadCount = 0;
     }
 
     const seq = ++account.lastSeq;
+    if (change.readUntil !== undefined) markRead(conv, seq);
     await tx.insert(events).values({
       accountId: account.id,
       seq,

@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
@@ -22,7 +23,11 @@ export default async function setup(project: TestProject) {
     () => true,
     () => false,
   );
-  if (!running) await ejabberdScript(root, instance, "start");
+  if (!running) {
+    // Each run starts from an empty server: accounts and archives of earlier runs are gone.
+    await rm(join(instance.home, "spool"), { recursive: true, force: true });
+    await ejabberdScript(root, instance, "start");
+  }
   project.provide("ejabberd", instance);
   return async () => {
     if (!running) await ejabberdScript(root, instance, "stop");

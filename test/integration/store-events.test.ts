@@ -218,6 +218,41 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
     expect(await conversation(alice, bob)).toMatchObject({ peerReadUntil: "a2", version: 3 });
   });
 
+  it("takes a retracted unread message off the badge, but not one already read", async () => {
+    const [alice, bob] = pair();
+    await appendBatch(
+      t.store.db,
+      {
+        copies: [
+          msg(bob, alice, "u1", "1"),
+          msg(bob, alice, "u2", "2"),
+          msg(bob, alice, "u3", "3"),
+        ],
+      },
+      options,
+    );
+    await appendBatch(t.store.db, { copies: [retract(bob, alice, "u2")] }, options);
+    expect(await conversation(alice, bob)).toMatchObject({ unreadCount: 2 });
+    await appendBatch(
+      t.store.db,
+      { copies: [displayed(alice, bob, "u3"), retract(bob, alice, "u1")] },
+      options,
+    );
+    expect(await conversation(alice, bob)).toMatchObject({ unreadCount: 0 });
+    // Retracted again (a replayed or repeated retraction) changes nothing more.
+    await appendBatch(
+      t.store.db,
+      { copies: [msg(bob, alice, "u4", "4"), retract(bob, alice, "u2")] },
+      options,
+    );
+    expect(await conversation(alice, bob)).toMatchObject({ unreadCount: 1 });
+    // A message whose retraction was stored first never counts.
+    const late = msg(bob, alice, "u5", "5");
+    await appendBatch(t.store.db, { copies: [retract(bob, alice, "u5")] }, options);
+    await appendBatch(t.store.db, { copies: [late] }, options);
+    expect(await conversation(alice, bob)).toMatchObject({ unreadCount: 1 });
+  });
+
   it("advances the checkpoint with the batch, never backwards", async () => {
     const source = `observer-${driver}`;
     await appendBatch(

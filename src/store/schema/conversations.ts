@@ -22,6 +22,8 @@ export const conversations = pgTable(
     lastEventSeq: bigint("last_event_seq", { mode: "number" }).notNull(),
     lastMessageAt: timestamp("last_message_at", { withTimezone: true }),
     unreadCount: integer("unread_count").notNull().default(0),
+    /** seq of the event that last reset unread_count: unread = incoming messages after it */
+    readSeq: bigint("read_seq", { mode: "number" }).notNull().default(0),
     readUntil: text("read_until"),
     peerReadUntil: text("peer_read_until"),
     pinned: boolean("pinned").notNull().default(false),
