@@ -12,6 +12,7 @@ import { type RunningIngest, startIngest } from "../helpers/ingest.js";
 import { waitFor } from "../helpers/wait.js";
 
 const ejabberd = inject("ejabberd");
+const GAP = 600;
 
 const chat = (to: string, id: string, ...children: ReturnType<typeof xml>[]) =>
   xml("message", { to, id, type: "chat" }, ...children);
@@ -278,7 +279,8 @@ describe("ingest from a real ejabberd", () => {
       await a.send(chat(bob.jid, "before", body("1")));
       await waitFor(() => eventCount(bob.jid, 1), { what: "first message" });
       await ingest.stop();
-      for (let i = 0; i < 30; i++) await a.send(chat(bob.jid, `gap-${i}`, body(`${i}`)));
+      // More than two archive pages (ejabberd caps a page at 250), so paging is exercised.
+      for (let i = 0; i < GAP; i++) await a.send(chat(bob.jid, `gap-${i}`, body(`${i}`)));
       // Bodyless events too: they exist only in the observer's archive while ingest is down.
       await a.send(
         chat(
@@ -292,10 +294,10 @@ describe("ingest from a real ejabberd", () => {
         ),
       );
       ingest = await startIngest(t.store, ejabberd);
-      await waitFor(() => eventCount(bob.jid, 32), { what: "catch-up" });
+      await waitFor(() => eventCount(bob.jid, GAP + 2), { what: "catch-up", timeoutMs: 30_000 });
       const ids = (await eventsOf(bob.jid)).map((e) => e.messageId);
-      expect(ids).toHaveLength(32);
-      expect(new Set(ids).size).toBe(32);
+      expect(ids).toHaveLength(GAP + 2);
+      expect(new Set(ids).size).toBe(GAP + 2);
       expect((await messagesOf(bob.jid))[1]).toMatchObject({
         messageId: "gap-0",
         reactions: { [alice.jid]: ["🎉"] },
