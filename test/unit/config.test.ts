@@ -88,6 +88,14 @@ describe("loadConfig", () => {
     });
   });
 
+  it("takes a METRICS_TOKEN only long enough not to be guessed", () => {
+    expect(loadConfig({}).metricsToken).toBeUndefined();
+    expect(loadConfig({ METRICS_TOKEN: "0123456789abcdef" }).metricsToken).toBe("0123456789abcdef");
+    expect(() => loadConfig({ METRICS_TOKEN: "short" })).toThrow(
+      "METRICS_TOKEN: expected at least 16 characters",
+    );
+  });
+
   it("treats an empty variable as unset", () => {
     expect(loadConfig({ DATABASE_URL: "", PORT: "" })).toMatchObject({
       databaseUrl: undefined,
