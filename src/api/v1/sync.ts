@@ -125,7 +125,8 @@ export function registerSync(app: App): void {
     const query = c.req.valid("query");
     const meta = await loadStoreMeta(store);
     const since = decodeSince(meta, query.since);
-    const read = () => readSnapshot(store, { ...query, accountId, since, now: clock() });
+    const { limit, messages } = query;
+    const read = () => readSnapshot(store, { accountId, since, limit, messages, now: clock() });
 
     // Subscribed before the first read, so a change committed between read and wait still wakes us.
     // The feed outlives this request, so it logs with the app's logger, not this request's.
