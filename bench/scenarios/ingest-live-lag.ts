@@ -200,6 +200,14 @@ export const ingestLiveLag: Scenario = {
       ...lagFigures("sync", [...syncLag.values()], "send → in bob's long-polled GET /v1/sync"),
       ...lagFigures("store", [...storeLag.values()], "send → committed (NOTIFY + read)"),
       ...lagFigures("copy", [...copyLag.values()], "send → copy at an observer session (ejabberd)"),
+      ...lagFigures(
+        "syncside",
+        [...syncLag].flatMap(([id, lag]) => {
+          const copy = copyLag.get(id);
+          return copy === undefined ? [] : [lag - copy];
+        }),
+        "per message: sync − copy, syncside's own part (ingest, commit, long-poll wake-up)",
+      ),
       {
         name: "rate",
         value: (n / sendMs) * 1000,
