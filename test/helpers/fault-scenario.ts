@@ -173,17 +173,23 @@ export async function runFaultScenario(o: FaultScenarioOptions): Promise<FaultRe
     const work = await mkdtemp(join(tmpdir(), "syncside-faults-"));
     // ejabberd runs as its own user and must reach its home inside this directory.
     await chmod(work, 0o755);
-    cleanups.push(() => (failed ? Promise.resolve() : rm(work, { recursive: true, force: true })));
-
-    pg = await startPrivatePostgres();
-    const db = pg;
-    cleanups.push(() => db.destroy());
+    // Kept after a failure (or with FAULT_KEEP=1) for the logs of syncside and ejabberd.
+    cleanups.push(() =>
+      failed || process.env.FAULT_KEEP
+        ? Promise.resolve()
+        : rm(work, { recursive: true, force: true }),
+    );
 
     const base = Number(process.env.FAULT_EJABBERD_PORT_BASE ?? 26200 + 100 * randomInt(0, 40));
     const ejabberd = faultInstance(join(work, "ejabberd"), base);
     const stopEjabberd = () => ejabberdScript(o.root, ejabberd, "stop").then(() => {});
     cleanups.push(stopEjabberd);
-    await ejabberdScript(o.root, ejabberd, "start");
+    const [db] = await Promise.all([
+      startPrivatePostgres(),
+      ejabberdScript(o.root, ejabberd, "start"),
+    ]);
+    pg = db;
+    cleanups.push(() => db.destroy());
 
     const sidecarLog = join(work, "syncside.log");
     sidecar = sidecarProcess({
