@@ -18,10 +18,12 @@ loglevel: info
 log_rotate_count: 1
 log_rotate_size: 10485760
 
-## Internal accounts, everything in Mnesia (in the instance's spool dir).
+## Internal accounts. Storage: Mnesia in the instance's spool dir, or PostgreSQL
+## when EJABBERD_SQL is set (scripts/ejabberd.sh renders the block below).
+## Use SQL for volume: Mnesia's disc-only MAM tables grow and slow down fast.
 auth_method: internal
 auth_password_format: scram
-default_db: mnesia
+${EJABBERD_STORAGE}
 
 ## No certificate: c2s offers no STARTTLS, so clients connect in plain text
 ## on loopback. (Offering STARTTLS with a self-signed certificate makes
@@ -126,7 +128,6 @@ modules:
   mod_client_state: {}
   mod_disco: {}
   mod_mam:
-    db_type: mnesia
     ## Archive every one-to-one message of every account; the observer
     ## account must archive all the copies mod_syncside sends it.
     default: always

@@ -28,6 +28,10 @@
 #   PUSH_COMPONENT_SECRET    secret of the push.$XMPP_DOMAIN component
 #                            [push-dev-secret]
 #   EJABBERD_START_TIMEOUT   seconds to wait for start/stop [60]
+#   EJABBERD_SQL             postgres://user[:password]@host[:port]/database: keep
+#                            ejabberd's data (archives included) in PostgreSQL; the
+#                            database is created and given ejabberd's schema if
+#                            missing [unset: Mnesia in the spool dir]
 #
 # Must run as root (or as user ejabberd): Debian's ejabberdctl runs the node
 # as user ejabberd.
@@ -48,6 +52,7 @@ OBSERVER_JID="${OBSERVER_JID:-observer@$XMPP_DOMAIN}"
 OBSERVER_PASSWORD="${OBSERVER_PASSWORD:-observer-dev-password}"
 PUSH_COMPONENT_SECRET="${PUSH_COMPONENT_SECRET:-push-dev-secret}"
 EJABBERD_START_TIMEOUT="${EJABBERD_START_TIMEOUT:-60}"
+EJABBERD_SQL="${EJABBERD_SQL:-}"
 
 EJABBERD_USER=ejabberd
 EJABBERDCTL="${EJABBERDCTL:-/usr/sbin/ejabberdctl}"
@@ -160,12 +165,59 @@ cmd_build() {
   if [ "$(id -u)" -eq 0 ]; then chown -R "$EJABBERD_USER:" "$EBIN_DIR"; fi
 }
 
+# Splits EJABBERD_SQL into SQL_USER SQL_PASSWORD SQL_HOST SQL_PORT SQL_DB.
+parse_sql_url() {
+  local re='^postgres(ql)?://([^:@/]+)(:([^@/]*))?@([^:/]+)(:([0-9]+))?/([A-Za-z0-9_]+)$'
+  [[ "$EJABBERD_SQL" =~ $re ]] || die "EJABBERD_SQL must look like postgres://user[:password]@host[:port]/database"
+  SQL_USER="${BASH_REMATCH[2]}"
+  SQL_PASSWORD="${BASH_REMATCH[4]}"
+  SQL_HOST="${BASH_REMATCH[5]}"
+  SQL_PORT="${BASH_REMATCH[7]:-5432}"
+  SQL_DB="${BASH_REMATCH[8]}"
+}
+
+# Creates the database and loads ejabberd's own PostgreSQL schema when it is not there yet.
+prepare_sql() {
+  parse_sql_url
+  command -v psql >/dev/null 2>&1 || die "psql not found (apt-get install -y postgresql-client)"
+  local admin="postgres://$SQL_USER${SQL_PASSWORD:+:$SQL_PASSWORD}@$SQL_HOST:$SQL_PORT/postgres"
+  if ! psql "$admin" -Atqc "select 1 from pg_database where datname = '$SQL_DB'" | grep -q 1; then
+    psql "$admin" -qc "create database $SQL_DB" >/dev/null
+    log "created database $SQL_DB"
+  fi
+  if ! psql "$EJABBERD_SQL" -Atqc "select to_regclass('public.archive') is not null" | grep -q t; then
+    psql "$EJABBERD_SQL" -q -v ON_ERROR_STOP=1 -f "$(sql_schema)" >/dev/null
+    log "loaded ejabberd's schema into $SQL_DB"
+  fi
+}
+
+sql_schema() {
+  local f
+  for f in /usr/share/ejabberd/sql/pg.sql /usr/lib/x86_64-linux-gnu/ejabberd-*/priv/sql/pg.sql; do
+    [ -f "$f" ] && { echo "$f"; return 0; }
+  done
+  die "ejabberd's pg.sql schema not found"
+}
+
+storage_block() {
+  if [ -z "$EJABBERD_SQL" ]; then
+    printf 'default_db: mnesia\n'
+    return
+  fi
+  parse_sql_url
+  printf 'default_db: sql\nsql_type: pgsql\nsql_server: "%s"\nsql_port: %s\nsql_database: "%s"\nsql_username: "%s"\n' \
+    "$SQL_HOST" "$SQL_PORT" "$SQL_DB" "$SQL_USER"
+  [ -n "$SQL_PASSWORD" ] && printf 'sql_password: "%s"\n' "$SQL_PASSWORD"
+  printf 'sql_pool_size: 10\n'
+}
+
 # Replaces ${VAR} for the variables documented above, nothing else.
 render_config() {
   local text var
   text="$(<"$CONFIG_TPL")"
+  EJABBERD_STORAGE="$(storage_block)"
   for var in XMPP_DOMAIN EJABBERD_C2S_PORT EJABBERD_HTTP_PORT EJABBERD_COMPONENT_PORT \
-    OBSERVER_JID PUSH_COMPONENT_SECRET; do
+    OBSERVER_JID PUSH_COMPONENT_SECRET EJABBERD_STORAGE; do
     text="${text//"\${$var}"/"${!var}"}"
   done
   if [[ "$text" =~ \$\{[A-Z_]+\} ]]; then
@@ -215,6 +267,7 @@ cmd_start() {
   done
 
   mkdir -p "$CONF_DIR" "$SPOOL_DIR" "$LOGS_DIR" "$EBIN_DIR"
+  [ -n "$EJABBERD_SQL" ] && prepare_sql
   cmd_build
   render_config
   if [ "$(id -u)" -eq 0 ]; then chown -R "$EJABBERD_USER:" "$EJABBERD_HOME"; fi

@@ -26,15 +26,18 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   return {
     url: url.toString(),
     name,
-    async drop() {
-      const a = postgres(TEST_PG_ADMIN_URL, { max: 1, onnotice: () => {} });
-      try {
-        await a.unsafe(`drop database if exists ${name} with (force)`);
-      } finally {
-        await a.end();
-      }
-    },
+    drop: () => dropDatabase(name),
   };
+}
+
+/** Drops a database of the test server, closing its connections first. */
+export async function dropDatabase(name: string): Promise<void> {
+  const admin = postgres(TEST_PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`drop database if exists ${name} with (force)`);
+  } finally {
+    await admin.end();
+  }
 }
 
 export interface TestStore {

@@ -18,6 +18,8 @@ export interface EjabberdInstance {
   observerJid: string;
   observerPassword: string;
   pushSecret: string;
+  /** ejabberd's own PostgreSQL database (archives included), dropped before each run */
+  sql: string;
 }
 
 export function testInstance(root: string): EjabberdInstance {
@@ -34,6 +36,7 @@ export function testInstance(root: string): EjabberdInstance {
     observerJid: `observer@${domain}`,
     observerPassword: "observer-test-password",
     pushSecret: "push-test-secret",
+    sql: `postgres://postgres@127.0.0.1:5432/syncside_ejabberd_${base}`,
   };
 }
 
@@ -49,6 +52,7 @@ export function instanceEnv(i: EjabberdInstance): NodeJS.ProcessEnv {
     OBSERVER_JID: i.observerJid,
     OBSERVER_PASSWORD: i.observerPassword,
     PUSH_COMPONENT_SECRET: i.pushSecret,
+    EJABBERD_SQL: i.sql,
   };
 }
 

@@ -2,6 +2,7 @@ import { rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
+import { dropDatabase } from "./database.js";
 import { type EjabberdInstance, ejabberdScript, testInstance } from "./ejabberd.js";
 
 declare module "vitest" {
@@ -26,6 +27,7 @@ export default async function setup(project: TestProject) {
   if (!running) {
     // Each run starts from an empty server: accounts and archives of earlier runs are gone.
     await rm(join(instance.home, "spool"), { recursive: true, force: true });
+    await dropDatabase(new URL(instance.sql).pathname.slice(1));
     await ejabberdScript(root, instance, "start");
   }
   project.provide("ejabberd", instance);
