@@ -8,6 +8,7 @@ import { asc, eq } from "drizzle-orm";
 import { openDb } from "../../src/store/db.js";
 import { accounts } from "../../src/store/schema/accounts.js";
 import { events } from "../../src/store/schema/events.js";
+import { dropDatabase } from "./database.js";
 import { createUser, type EjabberdInstance, ejabberdScript, type TestUser } from "./ejabberd.js";
 import { freePort, type PrivatePostgres, startPrivatePostgres } from "./private-postgres.js";
 import { type SidecarProcess, sidecarProcess } from "./sidecar-process.js";
@@ -81,6 +82,9 @@ function faultInstance(home: string, base: number): EjabberdInstance {
     observerJid: `observer@${domain}`,
     observerPassword: "observer-faults-password",
     pushSecret: "push-faults-secret",
+    // ejabberd's archive lives on the machine's PostgreSQL, not on the private one this
+    // scenario restarts: only syncside's database is meant to go down.
+    sql: `postgres://postgres@127.0.0.1:5432/syncside_ejabberd_faults_${base}`,
   };
 }
 
@@ -183,6 +187,8 @@ export async function runFaultScenario(o: FaultScenarioOptions): Promise<FaultRe
     const base = Number(process.env.FAULT_EJABBERD_PORT_BASE ?? 26200 + 100 * randomInt(0, 40));
     const ejabberd = faultInstance(join(work, "ejabberd"), base);
     const stopEjabberd = () => ejabberdScript(o.root, ejabberd, "stop").then(() => {});
+    await dropDatabase(new URL(ejabberd.sql).pathname.slice(1));
+    cleanups.push(() => dropDatabase(new URL(ejabberd.sql).pathname.slice(1)));
     cleanups.push(stopEjabberd);
     const [db] = await Promise.all([
       startPrivatePostgres(),

@@ -6,8 +6,8 @@ import { waitFor } from "./wait.js";
 /** syncside as a real process (`node --import tsx src/main.ts`), so a test can kill -9 it. */
 export interface SidecarProcess {
   readonly port: number;
-  /** starts a new process; the previous one must be gone */
-  start(): Promise<void>;
+  /** starts a new process (the previous one must be gone) and, unless told not to, waits until ready */
+  start(options?: { waitReady?: boolean }): Promise<void>;
   /** SIGKILL: no shutdown code runs, as in a crash or an OOM kill */
   kill9(): Promise<void>;
   /** SIGTERM and wait: the graceful path */
@@ -54,7 +54,7 @@ export function sidecarProcess(o: SidecarOptions): SidecarProcess {
   return {
     port: o.port,
     readyz,
-    async start() {
+    async start({ waitReady = true } = {}) {
       if (child) throw new Error("syncside is already running");
       log.write(`\n=== start ${new Date().toISOString()}\n`);
       const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
@@ -77,6 +77,7 @@ export function sidecarProcess(o: SidecarOptions): SidecarProcess {
           resolve();
         }),
       );
+      if (!waitReady) return;
       await waitFor(async () => child !== proc || (await readyz()).status === 200, {
         timeoutMs: o.readyTimeoutMs ?? 60_000,
         intervalMs: 100,
