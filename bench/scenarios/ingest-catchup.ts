@@ -121,6 +121,8 @@ export const ingestCatchUp: Scenario = {
     let last = -1;
     await waitFor(
       async () => {
+        // waitFor retries on errors; an interrupted run ends the wait and fails below instead.
+        if (ctx.signal.aborted) return true;
         const now = await archiveCount(probe);
         const settled = now >= expected && now === last;
         last = now;
@@ -132,6 +134,7 @@ export const ingestCatchUp: Scenario = {
         what: `${expected} copies in the observer's archive`,
       },
     );
+    if (ctx.signal.aborted) throw new Error("interrupted while ejabberd was archiving");
     const fillMs = performance.now() - fillStarted;
     const archived = await archiveCount(probe);
     ctx.progress(`archive holds ${archived} copies; catching up into an empty store`);
