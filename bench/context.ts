@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openDb } from "../src/store/db.js";
-import { createTestDatabase } from "../test/helpers/database.js";
+import { createTestDatabase, dropDatabase } from "../test/helpers/database.js";
 import { type EjabberdInstance, ejabberdScript } from "../test/helpers/ejabberd.js";
 import type { BenchContext, BenchDatabase } from "./scenario.js";
 
@@ -24,8 +24,13 @@ export function benchInstance(root: string): EjabberdInstance {
     observerJid: `observer@${domain}`,
     observerPassword: "observer-bench-password",
     pushSecret: "push-bench-secret",
+    // The archive in PostgreSQL, as production runs it: Mnesia's disc-only MAM table slows with
+    // every copy the one observer account holds, which would measure Mnesia, not syncside.
+    sql: `postgres://postgres@127.0.0.1:5432/syncside_ejabberd_bench_${base}`,
   };
 }
+
+const sqlDatabaseOf = (i: EjabberdInstance) => new URL(i.sql).pathname.slice(1);
 
 /** What outlives one scenario: the ejabberd instance, started lazily and stopped at the end. */
 export class BenchSession {
@@ -49,6 +54,7 @@ export class BenchSession {
     // A run killed midway may have left its instance and archive behind: start from nothing.
     await ejabberdScript(this.root, instance, "stop").catch(() => {});
     await rm(instance.home, { recursive: true, force: true });
+    await dropDatabase(sqlDatabaseOf(instance));
     await ejabberdScript(this.root, instance, "start");
     return instance;
   }
@@ -62,6 +68,7 @@ export class BenchSession {
     await ejabberdScript(this.root, instance, "stop").catch((err) =>
       progress(`ejabberd did not stop: ${String(err)}`),
     );
+    await dropDatabase(sqlDatabaseOf(instance)).catch(() => {});
   }
 
   /** A context for one scenario; `finish()` runs its cleanups. */

@@ -273,7 +273,7 @@ export const ingestCatchUp: Scenario = {
         "then the real Observer + Pipeline catch up from an empty checkpoint into a fresh PostgreSQL database, exactly as at a sidecar's start (two passes: before and after presence)",
         "split: time spent awaiting the pipeline's commit of each page is syncside's; the rest of the catch-up is waiting for ejabberd's next page (the query is sent only after the commit)",
         "baseline: the same archive read with catchUp() and a no-op commit — how fast ejabberd alone hands out the archive; the ratio is how close ingest comes to it",
-        "ejabberd here keeps MAM in Mnesia (ejabberd/ejabberd.yml.tpl): mod_mam_mnesia's archive_msg is a disc_only (dets) bag keyed by account, so every copy added to the one observer account costs time growing with its archive — the fill rate falls as the backlog grows, which bounds the backlog this bench can build (size it with BENCH_SCALE_INGEST_CATCHUP); an SQL archive does not have this",
+        "ejabberd keeps its archive in PostgreSQL (EJABBERD_SQL), as in production; with Mnesia's disc-only MAM table the observer's archive slows with every copy it holds",
         "page overlap (after = last − 1) and the second pass after presence re-read copies; those are the duplicates skipped",
         complete
           ? `store check: ${stats.eventsWritten} event rows = 2 × ${archived - before} archived copies`
