@@ -8,6 +8,8 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           environment: "node",
+          // Unit tests first, then integration: the projects differ in parallelism.
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -15,6 +17,7 @@ export default defineConfig({
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
           environment: "node",
+          sequence: { groupOrder: 1 },
           globalSetup: ["test/helpers/global-setup.ts"],
           testTimeout: 60_000,
           hookTimeout: 120_000,
