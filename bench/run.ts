@@ -6,23 +6,28 @@ import type { Scenario } from "./scenario.js";
 import { ingestCatchUp } from "./scenarios/ingest-catchup.js";
 import { ingestLiveLag } from "./scenarios/ingest-live-lag.js";
 import { ingestPipeline } from "./scenarios/ingest-pipeline.js";
+import { syncScale } from "./scenarios/sync-scale.js";
 
 /** Every scenario, in the order a full run takes them. */
 // Live lag runs before catch-up fills ejabberd's archive: a Mnesia archive slows with its size.
-const SCENARIOS: Scenario[] = [ingestPipeline, ingestLiveLag, ingestCatchUp];
+const SCENARIOS: Scenario[] = [ingestPipeline, ingestLiveLag, ingestCatchUp, syncScale];
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const resultsDir = join(root, "bench", "results");
 
 function usage(): string {
   const names = SCENARIOS.map((s) => `  ${s.name.padEnd(18)} ${s.description}`).join("\n");
-  return `usage: npm run bench -- [scenario...]   (default: all)\n\n${names}\n\nenvironment: BENCH_SCALE=0.1 for a quick run (default 1); BENCH_SCALE_<SCENARIO>, e.g.\nBENCH_SCALE_INGEST_CATCHUP=0.05, sizes one scenario apart\n`;
+  return `usage: npm run bench -- [scenario...]   (default: all)\n\n${names}\n\nenvironment: BENCH_SCALE=0.1 for a quick run (default 1); BENCH_SCALE_<SCENARIO>, e.g.\nBENCH_SCALE_INGEST_CATCHUP=0.05, sizes one scenario apart\n(a scenario whose full size takes too long runs at a smaller default scale and prints it)\n`;
 }
 
-/** BENCH_SCALE_INGEST_CATCHUP=0.05 sizes one scenario apart from the rest. */
+/**
+ * BENCH_SCALE_INGEST_CATCHUP=0.05 sizes one scenario apart from the rest; without either
+ * variable, a scenario's own default scale applies.
+ */
 function scaleFor(scenario: Scenario, fallback: number): number {
   const own = process.env[`BENCH_SCALE_${scenario.name.toUpperCase().replaceAll("-", "_")}`];
-  const value = own === undefined ? fallback : Number(own);
+  const implicit = process.env.BENCH_SCALE === undefined ? scenario.defaultScale : undefined;
+  const value = own === undefined ? (implicit ?? fallback) : Number(own);
   return value > 0 ? value : fallback;
 }
 

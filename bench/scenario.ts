@@ -62,6 +62,8 @@ export interface BenchContext {
 export interface Scenario {
   name: string;
   description: string;
+  /** the scale when neither BENCH_SCALE nor BENCH_SCALE_<NAME> is set (full size takes too long) */
+  defaultScale?: number;
   run(ctx: BenchContext): Promise<ScenarioResult>;
 }
 
