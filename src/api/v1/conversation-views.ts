@@ -1,6 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import type { CallRow } from "../../store/calls.js";
 import { effectiveCall } from "../../store/calls.js";
+import { CALL_STATES } from "../../store/schema/calls.js";
 import type { ConversationView, MessageRow, SyncedConversation } from "../../store/sync.js";
 import { BareJid, iso, Timestamp } from "../schemas.js";
 
@@ -65,15 +66,7 @@ export const CallSchema = z
     peer: BareJid,
     direction: z.enum(["in", "out"]),
     media: z.array(z.string()).openapi({ example: ["audio"] }),
-    state: z.enum([
-      "proposed",
-      "ringing",
-      "accepted",
-      "finished",
-      "rejected",
-      "retracted",
-      "missed",
-    ]),
+    state: z.enum(CALL_STATES),
     proposed_at: Timestamp.nullable(),
     expires_at: Timestamp.nullable(),
     answered_by: z.string().nullable().openapi({ description: "resource of the answering device" }),
