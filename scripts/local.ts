@@ -75,7 +75,9 @@ async function main() {
   await api("register", { user, host: domain, password: adminPassword }).catch(() => {});
   await api("change_password", { user, host: domain, newpass: adminPassword });
 
-  say(`• starting syncside on 127.0.0.1:${port} (embedded database in ${env.DATA_DIR ?? "./data"}) …`);
+  say(
+    `• starting syncside on 127.0.0.1:${port} (embedded database in ${env.DATA_DIR ?? "./data"}) …`,
+  );
   const sidecar = spawn(process.execPath, ["--import", "tsx", join(root, "src", "main.ts")], {
     cwd: root,
     stdio: ["ignore", "inherit", "inherit"],
