@@ -6,11 +6,18 @@ import type { Scenario } from "./scenario.js";
 import { ingestCatchUp } from "./scenarios/ingest-catchup.js";
 import { ingestLiveLag } from "./scenarios/ingest-live-lag.js";
 import { ingestPipeline } from "./scenarios/ingest-pipeline.js";
+import { productClaim } from "./scenarios/product-claim.js";
 import { syncScale } from "./scenarios/sync-scale.js";
 
 /** Every scenario, in the order a full run takes them. */
 // Live lag runs before catch-up fills ejabberd's archive: a Mnesia archive slows with its size.
-const SCENARIOS: Scenario[] = [ingestPipeline, ingestLiveLag, ingestCatchUp, syncScale];
+const SCENARIOS: Scenario[] = [
+  ingestPipeline,
+  ingestLiveLag,
+  ingestCatchUp,
+  syncScale,
+  productClaim,
+];
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const resultsDir = join(root, "bench", "results");
