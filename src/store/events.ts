@@ -2,7 +2,7 @@ import { and, eq, inArray, sql } from "drizzle-orm";
 import type { ConversationEvent, ParsedCopy } from "../ingest/parse.js";
 import { applyCallSignals, type CallUpdate } from "./calls.js";
 import { type Db, queryRows, type Tx } from "./db.js";
-import { accounts } from "./schema/accounts.js";
+import { recordsOf, rowsOf } from "./json-rows.js";
 import { checkpoints } from "./schema/checkpoints.js";
 import { conversations } from "./schema/conversations.js";
 import { type EventKindName, events } from "./schema/events.js";
@@ -87,38 +87,33 @@ interface LockedAccount {
 export async function lockAccounts(tx: Tx, jids: string[]): Promise<Map<string, LockedAccount>> {
   const unique = [...new Set(jids)].sort();
   if (unique.length === 0) return new Map();
-  await tx
-    .insert(accounts)
-    .values(unique.map((jid) => ({ jid })))
-    .onConflictDoNothing();
+  const batch = recordsOf(
+    { jid: "text" },
+    unique.map((jid) => ({ jid })),
+  );
+  // drizzle's insert … select lists the identity column, which a select cannot fill.
+  await tx.execute(
+    sql`insert into accounts (jid) select r.jid from ${batch} on conflict do nothing`,
+  );
   // Row locks are not expressible in the builder's select for PGlite and postgres.js alike.
   const rows = await queryRows<{ id: string | number; jid: string; last_seq: string | number }>(
     tx,
-    sql`select id, jid, last_seq from accounts where jid in ${sql`(${sql.join(
-      unique.map((j) => sql`${j}`),
-      sql`, `,
-    )})`} order by id for update`,
+    sql`select id, jid, last_seq from accounts where jid in (select r.jid from ${batch})
+      order by id for update`,
   );
   return new Map(
     rows.map((r) => [r.jid, { id: Number(r.id), jid: r.jid, lastSeq: Number(r.last_seq) }]),
   );
 }
 
-/** Rows per UPDATE … FROM (VALUES …): 1000 × 12 columns stays far below 65535 parameters. */
-const UPDATE_CHUNK = 1000;
-
-/** Persists new last_seq values for the locked accounts that advanced, one statement per chunk. */
+/** Persists new last_seq values for the locked accounts that advanced, in one statement. */
 export async function saveAccountSeqs(tx: Tx, locked: Iterable<LockedAccount>): Promise<void> {
   const list = [...locked];
-  for (let i = 0; i < list.length; i += UPDATE_CHUNK) {
-    const values = list
-      .slice(i, i + UPDATE_CHUNK)
-      .map((a) => sql`(${a.id}::bigint, ${a.lastSeq}::bigint)`);
-    // The builder has no UPDATE … FROM (VALUES …); one UPDATE per account made big batches slow.
-    await tx.execute(sql`update accounts set last_seq = v.last_seq
-      from (values ${sql.join(values, sql`, `)}) as v(id, last_seq)
-      where accounts.id = v.id`);
-  }
+  if (list.length === 0) return;
+  // The builder has no UPDATE … FROM; one UPDATE per account made big batches slow.
+  await tx.execute(sql`update accounts set last_seq = r."lastSeq"
+    from ${recordsOf({ id: "bigint", lastSeq: "bigint" }, list)}
+    where accounts.id = r.id`);
 }
 
 /** Finds or creates the conversations (account, peer) and returns them keyed `${accountId} ${peer}`. */
@@ -127,59 +122,68 @@ export async function loadConversations(
   pairs: { accountId: number; peer: string }[],
 ): Promise<Map<string, ConversationRow>> {
   const unique = new Map(pairs.map((p) => [`${p.accountId} ${p.peer}`, p]));
-  if (unique.size === 0) return new Map();
-  await tx
-    .insert(conversations)
-    .values(
-      [...unique.values()].map((p) => ({
-        accountId: p.accountId,
-        peerJid: p.peer,
-        version: 0,
-        lastEventSeq: 0,
-      })),
-    )
-    .onConflictDoNothing();
-  const accountIds = [...new Set(pairs.map((p) => p.accountId))];
-  const peers = [...new Set(pairs.map((p) => p.peer))];
-  const rows = await tx
+  const result = new Map<string, ConversationRow>();
+  const remember = (rows: ConversationRow[]) => {
+    for (const row of rows) result.set(`${row.accountId} ${row.peerJid}`, row);
+  };
+  // Most conversations exist already: read first, create only the missing ones, read those.
+  remember(await selectConversations(tx, [...unique.values()]));
+  const missing = [...unique].filter(([key]) => !result.has(key)).map(([, p]) => p);
+  if (missing.length === 0) return result;
+  // drizzle's insert … select lists the identity column, which a select cannot fill.
+  await tx.execute(sql`insert into conversations (account_id, peer_jid, version, last_event_seq)
+    select r."accountId", r.peer, 0, 0
+    from ${recordsOf({ accountId: "bigint", peer: "text" }, missing)}
+    on conflict do nothing`);
+  remember(await selectConversations(tx, missing));
+  return result;
+}
+
+function selectConversations(
+  tx: Tx,
+  pairs: { accountId: number; peer: string }[],
+): Promise<ConversationRow[]> {
+  if (pairs.length === 0) return Promise.resolve([]);
+  // A row-value IN over the batch's exact pairs: the builder only has per-column IN lists.
+  return tx
     .select()
     .from(conversations)
     .where(
-      and(inArray(conversations.accountId, accountIds), inArray(conversations.peerJid, peers)),
+      sql`(${conversations.accountId}, ${conversations.peerJid}) in
+        (select r."accountId", r.peer from ${recordsOf({ accountId: "bigint", peer: "text" }, pairs)})`,
     );
-  const result = new Map<string, ConversationRow>();
-  for (const row of rows) {
-    const key = `${row.accountId} ${row.peerJid}`;
-    if (unique.has(key)) result.set(key, row);
-  }
-  return result;
 }
 
 /** Persists the folded state of conversations, one statement per chunk of rows. */
 export async function saveConversations(tx: Tx, rows: Iterable<ConversationRow>): Promise<void> {
   const list = [...rows];
-  const time = (d: Date | null) => d?.toISOString() ?? null;
-  for (let i = 0; i < list.length; i += UPDATE_CHUNK) {
-    // Every value is cast: VALUES takes its column types from the first row, which may be null.
-    const values = list.slice(i, i + UPDATE_CHUNK).map(
-      (r) =>
-        sql`(${r.accountId}::bigint, ${r.id}::bigint, ${r.version}::bigint, ${r.lastEventSeq}::bigint,
-          ${time(r.lastMessageAt)}::timestamptz, ${r.unreadCount}::integer, ${r.readSeq}::bigint,
-          ${r.readUntil}::text,
-          ${r.peerReadUntil}::text, ${r.pinned}::boolean, ${time(r.mutedUntil)}::timestamptz,
-          ${r.archived}::boolean, ${time(r.updatedAt)}::timestamptz)`,
-    );
-    // The builder has no UPDATE … FROM (VALUES …); one UPDATE per conversation made big batches slow.
-    await tx.execute(sql`update conversations set
-        version = v.version, last_event_seq = v.last_event_seq, last_message_at = v.last_message_at,
-        unread_count = v.unread_count, read_seq = v.read_seq, read_until = v.read_until,
-        peer_read_until = v.peer_read_until,
-        pinned = v.pinned, muted_until = v.muted_until, archived = v.archived, updated_at = v.updated_at
-      from (values ${sql.join(values, sql`, `)}) as v(account_id, id, version, last_event_seq,
-        last_message_at, unread_count, read_seq, read_until, peer_read_until, pinned, muted_until,
-        archived, updated_at)
-      where conversations.account_id = v.account_id and conversations.id = v.id`);
-  }
+  if (list.length === 0) return;
+  const v = recordsOf(
+    {
+      accountId: "bigint",
+      id: "bigint",
+      version: "bigint",
+      lastEventSeq: "bigint",
+      lastMessageAt: "timestamptz",
+      unreadCount: "integer",
+      readSeq: "bigint",
+      readUntil: "text",
+      peerReadUntil: "text",
+      pinned: "boolean",
+      mutedUntil: "timestamptz",
+      archived: "boolean",
+      updatedAt: "timestamptz",
+    },
+    list,
+  );
+  // The builder has no UPDATE … FROM; one UPDATE per conversation made big batches slow.
+  await tx.execute(sql`update conversations set
+      version = r.version, last_event_seq = r."lastEventSeq", last_message_at = r."lastMessageAt",
+      unread_count = r."unreadCount", read_seq = r."readSeq", read_until = r."readUntil",
+      peer_read_until = r."peerReadUntil", pinned = r.pinned, muted_until = r."mutedUntil",
+      archived = r.archived, updated_at = r."updatedAt"
+    from ${v}
+    where conversations.account_id = r."accountId" and conversations.id = r.id`);
 }
 
 /** Announces the accounts a committed transaction touched (delivered only on commit). */
@@ -190,8 +194,6 @@ export async function notifyAccounts(tx: Tx, accountIds: number[]): Promise<void
     await tx.execute(sql`select pg_notify(${CHANGES_CHANNEL}, ${payload})`);
   }
 }
-
-const INSERT_CHUNK = 1000;
 
 /**
  * The ingest write path: one transaction per batch. Assigns each side its account's next seq,
@@ -232,19 +234,26 @@ async function writeSides(tx: Tx, allSides: Side[], options: WriteOptions, resul
     tx,
     allSides.map((s) => s.account),
   );
-  const accountIds = [...locked.values()].map((a) => a.id);
 
   // Replays: drop sides whose dedupe key this account already has (and repeats inside the batch).
+  const keys = new Map(
+    allSides.map((s) => {
+      const accountId = accountOf(locked, s).id;
+      return [`${accountId} ${s.dedupeKey}`, { accountId, dedupeKey: s.dedupeKey }];
+    }),
+  );
   const known = new Set(
     (
       await tx
         .select({ accountId: events.accountId, dedupeKey: events.dedupeKey })
         .from(events)
         .where(
-          and(
-            inArray(events.accountId, accountIds),
-            inArray(events.dedupeKey, [...new Set(allSides.map((s) => s.dedupeKey))]),
-          ),
+          // A row-value IN over the exact keys: the builder only has per-column IN lists.
+          sql`(${events.accountId}, ${events.dedupeKey}) in
+            (select r."accountId", r."dedupeKey" from ${recordsOf(
+              { accountId: "bigint", dedupeKey: "text" },
+              [...keys.values()],
+            )})`,
         )
     ).map((r) => `${r.accountId} ${r.dedupeKey}`),
   );
@@ -357,9 +366,7 @@ async function writeSides(tx: Tx, allSides: Side[], options: WriteOptions, resul
     }
   }
 
-  for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
-    await tx.insert(events).values(rows.slice(i, i + INSERT_CHUNK));
-  }
+  await tx.insert(events).select(rowsOf(events, rows));
   await folder.save();
   if (callUpdates.length > 0) {
     await applyCallSignals(tx, callUpdates, {
@@ -460,38 +467,36 @@ class MessageFolder {
     locked: Map<string, LockedAccount>,
     convs: Map<string, ConversationRow>,
   ): Promise<void> {
-    const targets = new Set<string>();
-    const newIds = new Set<string>();
-    const convIds = new Set<number>();
-    const accountIds = new Set<number>();
+    /** `${accountId} ${conversationId} ${id}` of the messages modifiers target, and of new ones */
+    const targets = new Map<string, MessageKey>();
+    const newIds = new Map<string, MessageKey>();
+    const add = (
+      into: Map<string, MessageKey>,
+      accountId: number,
+      conversationId: number,
+      id: string,
+    ) => into.set(`${accountId} ${conversationId} ${id}`, { accountId, conversationId, id });
     for (const side of sides) {
       const account = accountOf(locked, side);
       const conv = convs.get(`${account.id} ${side.peer}`);
       if (!conv) continue;
       if (side.event.kind === "message") {
-        newIds.add(messageKeyOf(side));
-        if (side.event.originId) newIds.add(side.event.originId);
+        add(newIds, account.id, conv.id, messageKeyOf(side));
+        if (side.event.originId) add(newIds, account.id, conv.id, side.event.originId);
       } else if (isModifier(side.event.kind) && side.event.targetId) {
-        targets.add(side.event.targetId);
-      } else {
-        continue;
+        add(targets, account.id, conv.id, side.event.targetId);
       }
-      convIds.add(conv.id);
-      accountIds.add(account.id);
     }
-    if (accountIds.size === 0) return;
 
     if (targets.size > 0) {
-      const ids = [...targets];
+      const keys = messageKeys(targets);
+      // Row-value INs over the exact (account, conversation, id) keys: the builder has none.
       const existing = await this.tx
         .select()
         .from(messages)
         .where(
-          and(
-            inArray(messages.accountId, [...accountIds]),
-            inArray(messages.conversationId, [...convIds]),
-            sql`(${inArray(messages.messageId, ids)} or ${inArray(messages.originId, ids)})`,
-          ),
+          sql`(${messages.accountId}, ${messages.conversationId}, ${messages.messageId}) in ${keys}
+            or (${messages.accountId}, ${messages.conversationId}, ${messages.originId}) in ${keys}`,
         );
       for (const row of existing) this.remember(row, false);
     }
@@ -503,9 +508,7 @@ class MessageFolder {
         .from(events)
         .where(
           and(
-            inArray(events.accountId, [...accountIds]),
-            inArray(events.conversationId, [...convIds]),
-            inArray(events.targetId, [...newIds]),
+            sql`(${events.accountId}, ${events.conversationId}, ${events.targetId}) in ${messageKeys(newIds)}`,
             inArray(events.kind, [...MODIFIER_KINDS]),
           ),
         )
@@ -627,30 +630,42 @@ class MessageFolder {
 
   async save(): Promise<void> {
     const dirty = [...new Set([...this.states.values()].filter((s) => s.dirty))].map((s) => s.row);
-    for (let i = 0; i < dirty.length; i += INSERT_CHUNK) {
-      await this.tx
-        .insert(messages)
-        .values(dirty.slice(i, i + INSERT_CHUNK))
-        .onConflictDoUpdate({
-          target: [
-            messages.accountId,
-            messages.conversationId,
-            messages.direction,
-            messages.messageId,
-          ],
-          set: {
-            originId: sql`excluded.origin_id`,
-            stanzaId: sql`coalesce(excluded.stanza_id, ${messages.stanzaId})`,
-            body: sql`excluded.body`,
-            sentAt: sql`excluded.sent_at`,
-            editedAt: sql`excluded.edited_at`,
-            retractedAt: sql`excluded.retracted_at`,
-            reactions: sql`excluded.reactions`,
-            seq: sql`excluded.seq`,
-          },
-        });
-    }
+    if (dirty.length === 0) return;
+    await this.tx
+      .insert(messages)
+      .select(rowsOf(messages, dirty))
+      .onConflictDoUpdate({
+        target: [
+          messages.accountId,
+          messages.conversationId,
+          messages.direction,
+          messages.messageId,
+        ],
+        set: {
+          originId: sql`excluded.origin_id`,
+          stanzaId: sql`coalesce(excluded.stanza_id, ${messages.stanzaId})`,
+          body: sql`excluded.body`,
+          sentAt: sql`excluded.sent_at`,
+          editedAt: sql`excluded.edited_at`,
+          retractedAt: sql`excluded.retracted_at`,
+          reactions: sql`excluded.reactions`,
+          seq: sql`excluded.seq`,
+        },
+      });
   }
+}
+
+interface MessageKey {
+  accountId: number;
+  conversationId: number;
+  id: string;
+}
+
+function messageKeys(keys: Map<string, MessageKey>) {
+  return sql`(select r."accountId", r."conversationId", r.id from ${recordsOf(
+    { accountId: "bigint", conversationId: "bigint", id: "text" },
+    [...keys.values()],
+  )})`;
 }
 
 function isModifier(kind: string): kind is PendingModifier["kind"] {
