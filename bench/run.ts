@@ -6,6 +6,7 @@ import type { Scenario } from "./scenario.js";
 import { ingestCatchUp } from "./scenarios/ingest-catchup.js";
 import { ingestLiveLag } from "./scenarios/ingest-live-lag.js";
 import { ingestPipeline } from "./scenarios/ingest-pipeline.js";
+import { longPolls } from "./scenarios/long-polls.js";
 import { productClaim } from "./scenarios/product-claim.js";
 import { syncScale } from "./scenarios/sync-scale.js";
 
@@ -17,6 +18,7 @@ const SCENARIOS: Scenario[] = [
   ingestCatchUp,
   syncScale,
   productClaim,
+  longPolls,
 ];
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");

@@ -1,7 +1,11 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -22,14 +26,31 @@ export function freePort(): Promise<number> {
 }
 
 export interface Sidecar {
+  /** the node process itself, for reading its memory in /proc */
+  pid: number;
   exited(): boolean;
   /** SIGTERM (graceful shutdown), then SIGKILL after 10 s. */
   stop(): Promise<void>;
 }
 
-/** syncside as it runs in production: src/main.ts in a process of its own, configured by env. */
-export function startSidecar(env: Record<string, string>): Sidecar {
-  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+/** `npm run build`: dist/src/main.js, what `npm start` runs in production. */
+export async function buildSidecar(): Promise<void> {
+  await run(
+    process.execPath,
+    [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"],
+    {
+      cwd: root,
+    },
+  );
+}
+
+/**
+ * syncside in a process of its own, configured by env: src/main.ts through tsx, or with `built`
+ * the compiled dist/src/main.js as `npm start` runs it (tsx's compiler adds to the process's RSS).
+ */
+export function startSidecar(env: Record<string, string>, o: { built?: boolean } = {}): Sidecar {
+  const args = o.built ? ["dist/src/main.js"] : ["--import", "tsx", "src/main.ts"];
+  const child: ChildProcess = spawn(process.execPath, args, {
     cwd: root,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "ignore", "inherit"],
@@ -42,6 +63,7 @@ export function startSidecar(env: Record<string, string>): Sidecar {
     }),
   );
   return {
+    pid: child.pid ?? -1,
     exited: () => exited,
     async stop() {
       if (exited) return;
@@ -51,4 +73,11 @@ export function startSidecar(env: Record<string, string>): Sidecar {
       clearTimeout(timer);
     },
   };
+}
+
+/** The resident set of a process in MB, from /proc/<pid>/status (Linux). */
+export async function rssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? Number.NaN);
+  return Math.round((kb / 1024) * 10) / 10;
 }
