@@ -1,6 +1,7 @@
 import { and, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
 import type { CallSignal } from "../ingest/parse.js";
 import type { Db, Tx } from "./db.js";
+import { recordsOf, rowsOf } from "./json-rows.js";
 import { type CallState, calls } from "./schema/calls.js";
 import { events } from "./schema/events.js";
 
@@ -47,16 +48,19 @@ export async function applyCallSignals(
   updates: CallUpdate[],
   timing: { ringTimeoutMs: number; maxDurationMs: number },
 ): Promise<void> {
-  const keys = updates.map((u) =>
-    and(
-      eq(calls.accountId, u.accountId),
-      or(eq(calls.callId, u.signal.callId), eq(calls.migratedTo, u.signal.callId)),
-    ),
-  );
+  if (updates.length === 0) return;
+  const keys = sql`(select r."accountId", r."callId" from ${recordsOf(
+    { accountId: "bigint", callId: "text" },
+    updates.map((u) => ({ accountId: u.accountId, callId: u.signal.callId })),
+  )})`;
+  // Row-value INs over the exact (account, call) keys: the builder has none.
   const existing = await tx
     .select()
     .from(calls)
-    .where(or(...keys));
+    .where(
+      sql`(${calls.accountId}, ${calls.callId}) in ${keys}
+        or (${calls.accountId}, ${calls.migratedTo}) in ${keys}`,
+    );
   const rows = new Map<string, CallInsert>();
   /** `${accountId} ${newId}` → the call that migrated to newId */
   const migratedFrom = new Map<string, CallInsert>();
@@ -93,7 +97,7 @@ export async function applyCallSignals(
   if (changed.length === 0) return;
   await tx
     .insert(calls)
-    .values(changed)
+    .select(rowsOf(calls, changed))
     .onConflictDoUpdate({
       target: [calls.accountId, calls.callId],
       set: {

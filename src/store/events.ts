@@ -220,16 +220,32 @@ export async function appendBatch(
       sides.push(...copySides);
     }
 
-    if (sides.length > 0) {
-      await writeSides(tx, sides, options, result);
-    }
-    if (input.checkpoint) await advanceCheckpoint(tx, input.checkpoint);
-    if (result.accountIds.length > 0) await notifyAccounts(tx, result.accountIds);
+    const writes = sides.length > 0 ? await writeSides(tx, sides, options, result) : [];
+    if (input.checkpoint) writes.push(advanceCheckpoint(tx, input.checkpoint));
+    if (result.accountIds.length > 0) writes.push(notifyAccounts(tx, result.accountIds));
+    await settled(writes);
     return result;
   });
 }
 
-async function writeSides(tx: Tx, allSides: Side[], options: WriteOptions, result: BatchResult) {
+/**
+ * Waits for statements sent together and fails with the first error once all have finished.
+ * Sent without waiting for each other, they share the transaction's connection back to back
+ * (postgres.js pipelines them) instead of paying a round trip each; none outlives the transaction.
+ */
+async function settled(statements: Promise<unknown>[]): Promise<void> {
+  for (const outcome of await Promise.allSettled(statements)) {
+    if (outcome.status === "rejected") throw outcome.reason;
+  }
+}
+
+/** Folds the sides into rows and returns their writes, already sent. */
+async function writeSides(
+  tx: Tx,
+  allSides: Side[],
+  options: WriteOptions,
+  result: BatchResult,
+): Promise<Promise<unknown>[]> {
   const locked = await lockAccounts(
     tx,
     allSides.map((s) => s.account),
@@ -267,7 +283,7 @@ async function writeSides(tx: Tx, allSides: Side[], options: WriteOptions, resul
     known.add(key);
     sides.push(side);
   }
-  if (sides.length === 0) return;
+  if (sides.length === 0) return [];
 
   const convs = await loadConversations(
     tx,
@@ -366,17 +382,17 @@ async function writeSides(tx: Tx, allSides: Side[], options: WriteOptions, resul
     }
   }
 
-  await tx.insert(events).select(rowsOf(events, rows));
-  await folder.save();
-  if (callUpdates.length > 0) {
-    await applyCallSignals(tx, callUpdates, {
+  result.accountIds = [...touchedAccounts].map((a) => a.id);
+  return [
+    tx.insert(events).select(rowsOf(events, rows)).execute(),
+    folder.save(),
+    applyCallSignals(tx, callUpdates, {
       ringTimeoutMs: options.callRingTimeoutMs,
       maxDurationMs: options.callMaxDurationMs ?? 24 * 3_600_000,
-    });
-  }
-  await saveConversations(tx, touchedConvs);
-  await saveAccountSeqs(tx, touchedAccounts);
-  result.accountIds = [...touchedAccounts].map((a) => a.id);
+    }),
+    saveConversations(tx, touchedConvs),
+    saveAccountSeqs(tx, touchedAccounts),
+  ];
 }
 
 function accountOf(locked: Map<string, LockedAccount>, side: Side): LockedAccount {
@@ -488,43 +504,48 @@ class MessageFolder {
       }
     }
 
-    if (targets.size > 0) {
-      const keys = messageKeys(targets);
-      // Row-value INs over the exact (account, conversation, id) keys: the builder has none.
-      const existing = await this.tx
-        .select()
-        .from(messages)
-        .where(
-          sql`(${messages.accountId}, ${messages.conversationId}, ${messages.messageId}) in ${keys}
-            or (${messages.accountId}, ${messages.conversationId}, ${messages.originId}) in ${keys}`,
-        );
-      for (const row of existing) this.remember(row, false);
-    }
+    const keys = messageKeys(targets);
+    // Row-value INs over the exact (account, conversation, id) keys: the builder has none.
+    const existing =
+      targets.size === 0
+        ? Promise.resolve([])
+        : this.tx
+            .select()
+            .from(messages)
+            .where(
+              sql`(${messages.accountId}, ${messages.conversationId}, ${messages.messageId}) in ${keys}
+                or (${messages.accountId}, ${messages.conversationId}, ${messages.originId}) in ${keys}`,
+            )
+            .execute();
+    // Modifiers stored by earlier batches whose message had not arrived yet.
+    const early =
+      newIds.size === 0
+        ? Promise.resolve([])
+        : this.tx
+            .select()
+            .from(events)
+            .where(
+              and(
+                sql`(${events.accountId}, ${events.conversationId}, ${events.targetId}) in ${messageKeys(newIds)}`,
+                inArray(events.kind, [...MODIFIER_KINDS]),
+              ),
+            )
+            .orderBy(events.seq)
+            .execute();
+    await settled([existing, early]);
 
-    if (newIds.size > 0) {
-      // Modifiers stored by earlier batches whose message had not arrived yet.
-      const early = await this.tx
-        .select()
-        .from(events)
-        .where(
-          and(
-            sql`(${events.accountId}, ${events.conversationId}, ${events.targetId}) in ${messageKeys(newIds)}`,
-            inArray(events.kind, [...MODIFIER_KINDS]),
-          ),
-        )
-        .orderBy(events.seq);
-      for (const e of early) {
-        if (!e.targetId) continue;
-        this.addPending(`${e.accountId} ${e.conversationId} ${e.targetId}`, {
-          kind: e.kind as PendingModifier["kind"],
-          direction: e.direction,
-          reacter: typeof e.payload.from === "string" ? e.payload.from : "",
-          body: e.body,
-          reactions: Array.isArray(e.payload.reactions) ? (e.payload.reactions as string[]) : null,
-          sentAt: e.sentAt,
-          seq: e.seq,
-        });
-      }
+    for (const row of await existing) this.remember(row, false);
+    for (const e of await early) {
+      if (!e.targetId) continue;
+      this.addPending(`${e.accountId} ${e.conversationId} ${e.targetId}`, {
+        kind: e.kind as PendingModifier["kind"],
+        direction: e.direction,
+        reacter: typeof e.payload.from === "string" ? e.payload.from : "",
+        body: e.body,
+        reactions: Array.isArray(e.payload.reactions) ? (e.payload.reactions as string[]) : null,
+        sentAt: e.sentAt,
+        seq: e.seq,
+      });
     }
   }
 
