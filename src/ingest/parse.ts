@@ -121,9 +121,9 @@ class Rejection extends Error {
 }
 
 interface Address {
-  bare: string;
-  local: string;
-  resource: string | null;
+  readonly bare: string;
+  readonly local: string;
+  readonly resource: string | null;
 }
 
 type Envelope = Pick<
@@ -456,7 +456,24 @@ function readAddress(stanza: Element, attribute: "from" | "to"): Address {
   return address;
 }
 
+/**
+ * Validated addresses by their text: a few thousand JIDs recur in every copy, and checking one
+ * (@xmpp/jid's escaping most of all) was the largest share of parsing. Cleared when full, so
+ * odd input cannot grow it without bound.
+ */
+const addresses = new Map<string, Address | null>();
+const MAX_REMEMBERED_ADDRESSES = 10_000;
+
 function tryAddress(value: string): Address | null {
+  const known = addresses.get(value);
+  if (known !== undefined) return known;
+  if (addresses.size >= MAX_REMEMBERED_ADDRESSES) addresses.clear();
+  const address = checkAddress(value);
+  addresses.set(value, address);
+  return address;
+}
+
+function checkAddress(value: string): Address | null {
   const slash = value.indexOf("/");
   const resource = slash === -1 ? null : value.slice(slash + 1);
   const bare = slash === -1 ? value : value.slice(0, slash);
