@@ -94,7 +94,7 @@ function capturingLogger(lines: Record<string, unknown>[]) {
 export const ingestCatchUp: Scenario = {
   name: "ingest-catchup",
   description:
-    "catch-up of a backlog left in ejabberd while syncside was stopped (issue 3, bench b)",
+    "catch-up of a backlog left in ejabberd while syncside was stopped",
   async run(ctx) {
     const n = ctx.sized(100_000, 1000);
     const senderCount = 10;

@@ -35,7 +35,7 @@ function lagFigures(prefix: string, lags: number[], what: string): Figure[] {
 
 export const ingestLiveLag: Scenario = {
   name: "ingest-live-lag",
-  description: "live lag from a client's send to the message in bob's /v1/sync (issue 3, bench c)",
+  description: "live lag from a client's send to the message in bob's /v1/sync",
   async run(ctx) {
     const n = ctx.sized(2000, 100);
     const rate = Number(process.env.BENCH_LIVE_RATE ?? 50);

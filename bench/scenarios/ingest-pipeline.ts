@@ -98,7 +98,7 @@ async function storedEvents(store: Store): Promise<number> {
 
 export const ingestPipeline: Scenario = {
   name: "ingest-pipeline",
-  description: "recorded copies → parse → batch → commit (issue 3, bench a)",
+  description: "recorded copies → parse → batch → commit",
   async run(ctx) {
     const n = ctx.sized(100_000, 1000);
     const accounts = ctx.sized(1000, 50);

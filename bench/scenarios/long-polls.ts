@@ -59,7 +59,7 @@ interface Poll {
 
 export const longPolls: Scenario = {
   name: "long-polls",
-  description: `1,000 concurrent GET /v1/sync?wait=${WAIT_S} held by one sidecar process: RSS and wake-up (issue 6)`,
+  description: `1,000 concurrent GET /v1/sync?wait=${WAIT_S} held by one sidecar process: RSS and wake-up`,
   async run(ctx) {
     const n = ctx.sized(1000, 50);
     const ej = await ctx.ejabberd();

@@ -220,7 +220,7 @@ const newSide = (): Side => ({ ms: [], wire: null, pages: 0 });
 export const productClaim: Scenario = {
   name: "product-claim",
   description:
-    "one GET /v1/sync vs an XMPP login + MAM catch-up of 50 conversations × 20 messages (issue 6, bench 1)",
+    "one GET /v1/sync vs an XMPP login + MAM catch-up of 50 conversations × 20 messages",
   async run(ctx) {
     const runs = Math.max(10, ctx.sized(10));
     const ej = await ctx.ejabberd();

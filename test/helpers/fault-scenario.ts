@@ -145,7 +145,7 @@ function stanzaOf(s: number, k: number, recipients: TestUser[]) {
 }
 
 /**
- * Issue 3's fault test, at any size: a burst of one-to-one stanzas from several clients while
+ * The fault scenario, at any size: a burst of one-to-one stanzas from several clients while
  * syncside is kill -9ed and restarted twice, ejabberd restarted once and PostgreSQL restarted
  * once — each a private instance, so nothing shared is disturbed. Afterwards compares the store
  * with what the recipient clients received and reports every difference.
