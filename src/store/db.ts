@@ -72,6 +72,8 @@ function deferredCloseSocket(options: SocketOptions): Socket {
   const socket = new DeferredCloseSocket();
   if (options.path) socket.connect(options.path);
   else socket.connect(options.port[0] ?? 5432, options.host[0] ?? "localhost");
+  // Statements sent together would otherwise wait on Nagle + delayed ACK (~40 ms each time).
+  socket.setNoDelay(true);
   return socket;
 }
 
