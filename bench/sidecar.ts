@@ -4,6 +4,10 @@ import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { checkpoints } from "../src/store/schema/checkpoints.js";
+import type { EjabberdInstance } from "../test/helpers/ejabberd.js";
+import { archiveLast, observerSession } from "./archive.js";
+import type { BenchDatabase } from "./scenario.js";
 
 const run = promisify(execFile);
 
@@ -80,4 +84,41 @@ export async function rssMb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   const kb = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? Number.NaN);
   return Math.round((kb / 1024) * 10) / 10;
+}
+
+/**
+ * A sidecar that ingests from the bench ejabberd into `db`, starting at the end of the
+ * observer's archive: what earlier scenarios left there is not what this one measures.
+ */
+export async function startIngestingSidecar(
+  ej: EjabberdInstance,
+  db: BenchDatabase,
+  o: { probe: string; env?: Record<string, string>; built?: boolean },
+): Promise<{ sidecar: Sidecar; port: number }> {
+  const probe = await observerSession(ej, o.probe);
+  const last = await archiveLast(probe);
+  await probe.stop().catch(() => {});
+  if (last) {
+    await db.store.db
+      .insert(checkpoints)
+      .values({ source: `observer:${ej.observerJid}`, position: last, updatedAt: new Date() });
+  }
+  const port = await freePort();
+  const sidecar = startSidecar(
+    {
+      DATABASE_URL: db.url,
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      XMPP_SERVICE: ej.service,
+      XMPP_DOMAIN: ej.domain,
+      OBSERVER_JID: ej.observerJid,
+      OBSERVER_PASSWORD: ej.observerPassword,
+      OBSERVER_RESOURCE: "syncside",
+      INGEST_LOOKBACK: "1s",
+      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
+      ...o.env,
+    },
+    { built: o.built },
+  );
+  return { sidecar, port };
 }

@@ -93,8 +93,7 @@ function capturingLogger(lines: Record<string, unknown>[]) {
 
 export const ingestCatchUp: Scenario = {
   name: "ingest-catchup",
-  description:
-    "catch-up of a backlog left in ejabberd while syncside was stopped",
+  description: "catch-up of a backlog left in ejabberd while syncside was stopped",
   async run(ctx) {
     const n = ctx.sized(100_000, 1000);
     const senderCount = 10;

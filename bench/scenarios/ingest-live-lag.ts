@@ -2,14 +2,13 @@ import { xml } from "@xmpp/client";
 import { and, eq, gt } from "drizzle-orm";
 import { ensureAccount, issueToken } from "../../src/api/auth.js";
 import { CHANGES_CHANNEL } from "../../src/store/events.js";
-import { checkpoints } from "../../src/store/schema/checkpoints.js";
 import { events } from "../../src/store/schema/events.js";
 import { connectUser, createUser } from "../../test/helpers/ejabberd.js";
 import { waitFor } from "../../test/helpers/wait.js";
-import { archiveLast, observerSession } from "../archive.js";
+import { observerSession } from "../archive.js";
 import type { Figure, Scenario } from "../scenario.js";
 import { targetOf } from "../scenario.js";
-import { freePort, startSidecar } from "../sidecar.js";
+import { startIngestingSidecar } from "../sidecar.js";
 
 interface SyncBody {
   position: string;
@@ -45,29 +44,7 @@ export const ingestLiveLag: Scenario = {
     const bob = await createUser(ej, "lag-bob");
 
     // Start after whatever earlier scenarios left in the archive: only live lag is measured here.
-    const probe = await observerSession(ej, "bench-probe-lag");
-    const last = await archiveLast(probe);
-    await probe.stop().catch(() => {});
-    const checkpointSource = `observer:${ej.observerJid}`;
-    if (last) {
-      await db.store.db
-        .insert(checkpoints)
-        .values({ source: checkpointSource, position: last, updatedAt: new Date() });
-    }
-
-    const port = await freePort();
-    const sidecar = startSidecar({
-      DATABASE_URL: db.url,
-      HOST: "127.0.0.1",
-      PORT: String(port),
-      XMPP_SERVICE: ej.service,
-      XMPP_DOMAIN: ej.domain,
-      OBSERVER_JID: ej.observerJid,
-      OBSERVER_PASSWORD: ej.observerPassword,
-      OBSERVER_RESOURCE: "syncside",
-      INGEST_LOOKBACK: "1s",
-      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
-    });
+    const { sidecar, port } = await startIngestingSidecar(ej, db, { probe: "bench-probe-lag" });
     ctx.defer(() => sidecar.stop());
     const base = `http://127.0.0.1:${port}`;
     await waitFor(

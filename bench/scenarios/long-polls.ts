@@ -1,12 +1,10 @@
 import { Agent, request } from "node:http";
 import { xml } from "@xmpp/client";
 import { ensureAccount, issueToken } from "../../src/api/auth.js";
-import { checkpoints } from "../../src/store/schema/checkpoints.js";
 import { connectUser, createUser } from "../../test/helpers/ejabberd.js";
 import { waitFor } from "../../test/helpers/wait.js";
-import { archiveLast, observerSession } from "../archive.js";
 import { type Figure, ratioOf, type Scenario, targetOf } from "../scenario.js";
-import { buildSidecar, freePort, rssMb, startSidecar } from "../sidecar.js";
+import { buildSidecar, rssMb, startIngestingSidecar } from "../sidecar.js";
 
 const WAIT_S = 30;
 const METRICS_TOKEN = "bench-metrics-token-0123456789";
@@ -68,35 +66,13 @@ export const longPolls: Scenario = {
     const sender = await createUser(ej, "lp-sender");
     const target = await createUser(ej, "lp-target");
 
-    const probe = await observerSession(ej, "bench-probe-polls");
-    const last = await archiveLast(probe);
-    await probe.stop().catch(() => {});
-    if (last) {
-      await db.store.db.insert(checkpoints).values({
-        source: `observer:${ej.observerJid}`,
-        position: last,
-        updatedAt: new Date(),
-      });
-    }
     ctx.progress("npm run build: the process under test is dist/src/main.js, as npm start runs it");
     await buildSidecar();
-    const port = await freePort();
-    const sidecar = startSidecar(
-      {
-        DATABASE_URL: db.url,
-        HOST: "127.0.0.1",
-        PORT: String(port),
-        XMPP_SERVICE: ej.service,
-        XMPP_DOMAIN: ej.domain,
-        OBSERVER_JID: ej.observerJid,
-        OBSERVER_PASSWORD: ej.observerPassword,
-        OBSERVER_RESOURCE: "syncside",
-        INGEST_LOOKBACK: "1s",
-        METRICS_TOKEN,
-        LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
-      },
-      { built: true },
-    );
+    const { sidecar, port } = await startIngestingSidecar(ej, db, {
+      probe: "bench-probe-polls",
+      env: { METRICS_TOKEN },
+      built: true,
+    });
     ctx.defer(() => sidecar.stop());
     await waitFor(
       async () => {

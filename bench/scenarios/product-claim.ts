@@ -7,7 +7,6 @@ import type { Element } from "@xmpp/xml";
 import { ensureAccount, issueToken } from "../../src/api/auth.js";
 import { decodePosition } from "../../src/api/position.js";
 import { loadStoreMeta } from "../../src/store/meta.js";
-import { checkpoints } from "../../src/store/schema/checkpoints.js";
 import { readSync } from "../../src/store/sync.js";
 import {
   connectUser,
@@ -16,11 +15,11 @@ import {
   type TestUser,
 } from "../../test/helpers/ejabberd.js";
 import { waitFor } from "../../test/helpers/wait.js";
-import { archiveLast, observerSession } from "../archive.js";
+import { archiveLast } from "../archive.js";
 import { barChart } from "../chart.js";
 import { DelayProxy, type WireCount } from "../delay-proxy.js";
 import { type Figure, ratioOf, type Scenario, targetOf } from "../scenario.js";
-import { freePort, startSidecar } from "../sidecar.js";
+import { startIngestingSidecar } from "../sidecar.js";
 import { median } from "../stats.js";
 
 const NS_MAM = "urn:xmpp:mam:2";
@@ -219,8 +218,7 @@ const newSide = (): Side => ({ ms: [], wire: null, pages: 0 });
 
 export const productClaim: Scenario = {
   name: "product-claim",
-  description:
-    "one GET /v1/sync vs an XMPP login + MAM catch-up of 50 conversations × 20 messages",
+  description: "one GET /v1/sync vs an XMPP login + MAM catch-up of 50 conversations × 20 messages",
   async run(ctx) {
     const runs = Math.max(10, ctx.sized(10));
     const ej = await ctx.ejabberd();
@@ -231,29 +229,7 @@ export const productClaim: Scenario = {
     const peers = await register(ej, "claim-peer", PEERS);
 
     // syncside starts after what earlier scenarios left in the archive.
-    const probe = await observerSession(ej, "bench-probe-claim");
-    const observerLast = await archiveLast(probe);
-    await probe.stop().catch(() => {});
-    if (observerLast) {
-      await db.store.db.insert(checkpoints).values({
-        source: `observer:${ej.observerJid}`,
-        position: observerLast,
-        updatedAt: new Date(),
-      });
-    }
-    const port = await freePort();
-    const sidecar = startSidecar({
-      DATABASE_URL: db.url,
-      HOST: "127.0.0.1",
-      PORT: String(port),
-      XMPP_SERVICE: ej.service,
-      XMPP_DOMAIN: ej.domain,
-      OBSERVER_JID: ej.observerJid,
-      OBSERVER_PASSWORD: ej.observerPassword,
-      OBSERVER_RESOURCE: "syncside",
-      INGEST_LOOKBACK: "1s",
-      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
-    });
+    const { sidecar, port } = await startIngestingSidecar(ej, db, { probe: "bench-probe-claim" });
     ctx.defer(() => sidecar.stop());
     const api: Target = { host: "127.0.0.1", port };
     const xmppServer: Target = { host: "127.0.0.1", port: ej.c2sPort };
