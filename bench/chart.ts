@@ -41,7 +41,9 @@ export function barChart(title: string, unit: string, groups: BarGroup[]): strin
   }
   const height = y - groupGap + 12;
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, sans-serif" font-size="13">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, sans-serif" font-size="13" role="img">`,
+    // Screen readers and image viewers name the chart by its title.
+    `<title>${xmlText(title)}</title>`,
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
     `<text x="10" y="22" font-size="15" font-weight="bold">${xmlText(title)}</text>`,
     ...out,
