@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openDb } from "../src/store/db.js";
 import { createTestDatabase, dropDatabase } from "../test/helpers/database.js";
-import { type EjabberdInstance, ejabberdScript } from "../test/helpers/ejabberd.js";
+import { type EjabberdInstance, ejabberdScript, instanceAt } from "../test/helpers/ejabberd.js";
 import type { BenchContext, BenchDatabase } from "./scenario.js";
 
 /**
@@ -11,23 +11,14 @@ import type { BenchContext, BenchDatabase } from "./scenario.js";
  * on its own domain and home, so a bench run never shares accounts or archives with anything.
  */
 export function benchInstance(root: string): EjabberdInstance {
-  const base = Number(process.env.BENCH_EJABBERD_PORT_BASE ?? 27200);
-  const domain = "bench.test";
-  return {
+  // Its archive lives in PostgreSQL, as production runs it: Mnesia's disc-only MAM table slows
+  // with every copy the one observer account holds, which would measure Mnesia, not syncside.
+  return instanceAt({
     home: join(root, ".ejabberd", "bench"),
-    domain,
-    service: `xmpp://127.0.0.1:${base + 22}`,
-    c2sPort: base + 22,
-    httpPort: base + 80,
-    componentPort: base + 47,
-    distPort: base + 71,
-    observerJid: `observer@${domain}`,
-    observerPassword: "observer-bench-password",
-    pushSecret: "push-bench-secret",
-    // The archive in PostgreSQL, as production runs it: Mnesia's disc-only MAM table slows with
-    // every copy the one observer account holds, which would measure Mnesia, not syncside.
-    sql: `postgres://postgres@127.0.0.1:5432/syncside_ejabberd_bench_${base}`,
-  };
+    base: Number(process.env.BENCH_EJABBERD_PORT_BASE ?? 27200),
+    domain: "bench.test",
+    name: "bench",
+  });
 }
 
 const sqlDatabaseOf = (i: EjabberdInstance) => new URL(i.sql).pathname.slice(1);

@@ -22,11 +22,19 @@ export interface EjabberdInstance {
   sql: string;
 }
 
-export function testInstance(root: string): EjabberdInstance {
-  const base = Number(process.env.TEST_EJABBERD_PORT_BASE ?? 25200);
-  const domain = "example.test";
+/**
+ * An instance on ports `base + 22` (c2s), `+ 80` (HTTP API), `+ 47` (component) and `+ 71`
+ * (Erlang distribution), with secrets and an SQL database named after `name`.
+ */
+export function instanceAt(o: {
+  home: string;
+  base: number;
+  domain: string;
+  name: string;
+}): EjabberdInstance {
+  const { base, domain, name } = o;
   return {
-    home: join(root, ".ejabberd", "test"),
+    home: o.home,
     domain,
     service: `xmpp://127.0.0.1:${base + 22}`,
     c2sPort: base + 22,
@@ -34,10 +42,19 @@ export function testInstance(root: string): EjabberdInstance {
     componentPort: base + 47,
     distPort: base + 71,
     observerJid: `observer@${domain}`,
-    observerPassword: "observer-test-password",
-    pushSecret: "push-test-secret",
-    sql: `postgres://postgres@127.0.0.1:5432/syncside_ejabberd_${base}`,
+    observerPassword: `observer-${name}-password`,
+    pushSecret: `push-${name}-secret`,
+    sql: `postgres://postgres@127.0.0.1:5432/syncside_ejabberd_${name}_${base}`,
   };
+}
+
+export function testInstance(root: string): EjabberdInstance {
+  return instanceAt({
+    home: join(root, ".ejabberd", "test"),
+    base: Number(process.env.TEST_EJABBERD_PORT_BASE ?? 25200),
+    domain: "example.test",
+    name: "test",
+  });
 }
 
 export function instanceEnv(i: EjabberdInstance): NodeJS.ProcessEnv {

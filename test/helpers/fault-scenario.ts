@@ -9,7 +9,13 @@ import { openDb } from "../../src/store/db.js";
 import { accounts } from "../../src/store/schema/accounts.js";
 import { events } from "../../src/store/schema/events.js";
 import { dropDatabase } from "./database.js";
-import { createUser, type EjabberdInstance, ejabberdScript, type TestUser } from "./ejabberd.js";
+import {
+  createUser,
+  type EjabberdInstance,
+  ejabberdScript,
+  instanceAt,
+  type TestUser,
+} from "./ejabberd.js";
 import { freePort, type PrivatePostgres, startPrivatePostgres } from "./private-postgres.js";
 import { type SidecarProcess, sidecarProcess } from "./sidecar-process.js";
 import { waitFor } from "./wait.js";
@@ -70,22 +76,9 @@ export async function cleanupFaultScenarios(): Promise<void> {
 }
 
 function faultInstance(home: string, base: number): EjabberdInstance {
-  const domain = "faults.test";
-  return {
-    home,
-    domain,
-    service: `xmpp://127.0.0.1:${base + 22}`,
-    c2sPort: base + 22,
-    httpPort: base + 80,
-    componentPort: base + 47,
-    distPort: base + 71,
-    observerJid: `observer@${domain}`,
-    observerPassword: "observer-faults-password",
-    pushSecret: "push-faults-secret",
-    // ejabberd's archive lives on the machine's PostgreSQL, not on the private one this
-    // scenario restarts: only syncside's database is meant to go down.
-    sql: `postgres://postgres@127.0.0.1:5432/syncside_ejabberd_faults_${base}`,
-  };
+  // ejabberd's archive lives on the machine's PostgreSQL, not on the private one this
+  // scenario restarts: only syncside's database is meant to go down.
+  return instanceAt({ home, base, domain: "faults.test", name: "faults" });
 }
 
 /** A client that re-announces presence on every connection, or the server treats it as offline. */
