@@ -2,6 +2,7 @@ import { and, asc, desc, eq, gt, inArray, isNull, lt, not, or, type SQL, sql } f
 import { activeCalls, type CallRow } from "./calls.js";
 import type { Db, Tx } from "./db.js";
 import { accounts } from "./schema/accounts.js";
+import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
 import { events } from "./schema/events.js";
 import { messages } from "./schema/messages.js";
@@ -22,6 +23,8 @@ export interface SyncedConversation extends ConversationView {
   /** the compacted delta, oldest first by when each message was sent */
   messages: MessageRow[];
   truncated: boolean;
+  /** calls of this conversation changed in the same window, oldest offer first */
+  calls: CallRow[];
 }
 
 export interface SyncRequest {
@@ -169,7 +172,7 @@ async function withDeltas(
     return base > 0 && (!newest || newest.createdSeq <= base);
   });
   const latest = groupByConversation(await newestMessages(db, accountId, unsettled, 0, 1));
-  return page.map((conversation) => {
+  const shown = page.map((conversation) => {
     const changed = delta.get(conversation.id) ?? [];
     const newest = changed[0];
     const lastMessage =
@@ -183,6 +186,44 @@ async function withDeltas(
       truncated: changed.length > limit,
     };
   });
+  // A first sync shows calls from the oldest message it shows on; later syncs what changed.
+  const windows = shown.map((c) => ({
+    id: c.conversation.id,
+    after: base > 0 ? base : (c.messages[0]?.createdSeq ?? Number.MAX_SAFE_INTEGER) - 1,
+  }));
+  const callsByConversation = await callsChanged(db, accountId, windows);
+  return shown.map((c) => ({ ...c, calls: callsByConversation.get(c.conversation.id) ?? [] }));
+}
+
+/** Per conversation, its calls whose last change is after that conversation's `after` seq. */
+async function callsChanged(
+  db: Reader,
+  accountId: number,
+  windows: { id: number; after: number }[],
+): Promise<Map<number, CallRow[]>> {
+  const open = windows.filter((w) => w.after < Number.MAX_SAFE_INTEGER - 1);
+  const result = new Map<number, CallRow[]>();
+  if (open.length === 0) return result;
+  const after = new Map(open.map((w) => [w.id, w.after]));
+  const rows = await db
+    .select()
+    .from(calls)
+    .where(
+      and(
+        eq(calls.accountId, accountId),
+        inArray(
+          calls.conversationId,
+          open.map((w) => w.id),
+        ),
+        gt(calls.seq, Math.min(...open.map((w) => w.after))),
+      ),
+    )
+    .orderBy(asc(calls.proposedAt), asc(calls.callId));
+  for (const row of rows) {
+    if (row.seq <= (after.get(row.conversationId) ?? Number.MAX_SAFE_INTEGER)) continue;
+    result.set(row.conversationId, [...(result.get(row.conversationId) ?? []), row]);
+  }
+  return result;
 }
 
 /** Each conversation's newest newest-first messages whose last change is after `afterSeq`. */

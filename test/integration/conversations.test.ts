@@ -359,7 +359,7 @@ describe("/v1/conversations", () => {
         200,
       );
       expect(after.conversations).toEqual([
-        { ...expected, messages: [], messages_truncated: false },
+        { ...expected, messages: [], messages_truncated: false, calls: [] },
       ]);
       expect(after.unread_total).toBe(0);
 

@@ -108,6 +108,7 @@ describe("GET /v1/sync", () => {
           last_message: { ...sent(c1, "in", 4), reactions: { [alice]: ["👍"] } },
           messages: [{ ...sent(c1, "in", 4), reactions: { [alice]: ["👍"] } }],
           messages_truncated: false,
+          calls: [],
         },
         {
           peer: bob,
@@ -121,6 +122,7 @@ describe("GET /v1/sync", () => {
           last_message: sent(b2, "in", 2),
           messages: [sent(b1, "out", 1), sent(b2, "in", 2)],
           messages_truncated: false,
+          calls: [],
         },
       ],
     });
@@ -168,6 +170,7 @@ describe("GET /v1/sync", () => {
             { ...sent(m, "in", 7), body: null, edited_at: expect.any(String), retracted: true },
           ],
           messages_truncated: false,
+          calls: [],
         },
       ],
     });
@@ -265,6 +268,47 @@ describe("GET /v1/sync", () => {
     expect(body.conversations[0]?.messages_truncated).toBe(true);
     const all = await sync(token, `since=${start.position}&messages=5`);
     expect(all.conversations[0]?.messages_truncated).toBe(false);
+  });
+
+  it("carries each conversation's changed calls, so the chat can show a missed call", async () => {
+    const { alice, bob } = people();
+    const token = await h.token(alice);
+    const before = msg(bob, alice, "hello", "call you in a sec");
+    await write(before);
+    const start = await sync(token);
+    const offer = new Date();
+    await write(
+      callSignal(
+        bob,
+        alice,
+        { action: "propose", callId: "missed-1", media: ["video"] },
+        { sentAt: offer },
+      ),
+      callSignal(bob, alice, { action: "retract", callId: "missed-1" }),
+    );
+    const body = await sync(token, `since=${start.position}`);
+    expect(body.calls).toEqual([]);
+    expect(body.conversations).toHaveLength(1);
+    const [conversation] = body.conversations as unknown as {
+      calls: unknown[];
+      messages: unknown[];
+    }[];
+    expect(conversation?.messages).toEqual([]);
+    expect(conversation?.calls).toMatchObject([
+      {
+        id: "missed-1",
+        peer: bob,
+        direction: "in",
+        media: ["video"],
+        state: "retracted",
+        end_reason: "retracted",
+      },
+    ]);
+    // Synced: the call is not repeated; a first sync shows it beside the messages it shows.
+    const again = await sync(token, `since=${body.position}`);
+    expect(again.conversations).toEqual([]);
+    const first = (await sync(token)).conversations as unknown as { calls: { id: string }[] }[];
+    expect(first[0]?.calls.map((c) => c.id)).toEqual(["missed-1"]);
   });
 
   it("puts active calls first, whatever the conversation paging", async () => {

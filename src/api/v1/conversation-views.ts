@@ -49,17 +49,6 @@ export const ConversationSchema = z
   })
   .openapi("Conversation");
 
-export const SyncConversationSchema = ConversationSchema.extend({
-  messages: z.array(MessageSchema).openapi({
-    description:
-      "The compacted delta: every message created or changed since `since`, once, in its current state, ordered by when it was sent (on a first sync: the newest messages).",
-  }),
-  messages_truncated: z.boolean().openapi({
-    description:
-      "More messages changed than `messages` allowed; these are the newest. Page the rest with /v1/conversations/{peer}/messages.",
-  }),
-}).openapi("SyncConversation");
-
 export const CallSchema = z
   .object({
     id: z.string().openapi({ description: "the XEP-0353 session id" }),
@@ -75,6 +64,21 @@ export const CallSchema = z
     end_reason: z.string().nullable(),
   })
   .openapi("Call");
+
+export const SyncConversationSchema = ConversationSchema.extend({
+  messages: z.array(MessageSchema).openapi({
+    description:
+      "The compacted delta: every message created or changed since `since`, once, in its current state, ordered by when it was sent (on a first sync: the newest messages).",
+  }),
+  messages_truncated: z.boolean().openapi({
+    description:
+      "More messages changed than `messages` allowed; these are the newest. Page the rest with /v1/conversations/{peer}/messages.",
+  }),
+  calls: z.array(CallSchema).openapi({
+    description:
+      "Calls of this conversation that changed since `since`, in their current state, oldest offer first (on a first sync: those since the oldest message shown), so the chat can show a missed call or a call's length. Upsert by `id`.",
+  }),
+}).openapi("SyncConversation");
 
 export type MessageJson = z.infer<typeof MessageSchema>;
 export type ConversationJson = z.infer<typeof ConversationSchema>;
@@ -110,11 +114,12 @@ export function toConversation(view: ConversationView): ConversationJson {
   };
 }
 
-export function toSyncConversation(synced: SyncedConversation): SyncConversationJson {
+export function toSyncConversation(synced: SyncedConversation, now: Date): SyncConversationJson {
   return {
     ...toConversation(synced),
     messages: synced.messages.map(toMessage),
     messages_truncated: synced.truncated,
+    calls: synced.calls.map((call) => toCall(call, now)),
   };
 }
 

@@ -197,7 +197,7 @@ export function syncJson(meta: StoreMeta, snapshot: SyncAnswer, now: Date): Sync
     has_more: snapshot.hasMore,
     unread_total: snapshot.unreadTotal,
     calls: snapshot.calls.map((call) => toCall(call, now)),
-    conversations: snapshot.conversations.map(toSyncConversation),
+    conversations: snapshot.conversations.map((c) => toSyncConversation(c, now)),
   };
 }
 
