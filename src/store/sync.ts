@@ -187,40 +187,37 @@ async function withDeltas(
     };
   });
   // A first sync shows calls from the oldest message it shows on; later syncs what changed.
-  const windows = shown.map((c) => ({
-    id: c.conversation.id,
-    after: base > 0 ? base : (c.messages[0]?.createdSeq ?? Number.MAX_SAFE_INTEGER) - 1,
-  }));
-  const callsByConversation = await callsChanged(db, accountId, windows);
+  const after = new Map<number, number>();
+  for (const c of shown) {
+    const oldestShown = c.messages[0]?.createdSeq;
+    if (base > 0) after.set(c.conversation.id, base);
+    else if (oldestShown !== undefined) after.set(c.conversation.id, oldestShown - 1);
+  }
+  const callsByConversation = await callsChanged(db, accountId, after);
   return shown.map((c) => ({ ...c, calls: callsByConversation.get(c.conversation.id) ?? [] }));
 }
 
-/** Per conversation, its calls whose last change is after that conversation's `after` seq. */
+/** Per conversation (id → seq), its calls whose last change is after that seq. */
 async function callsChanged(
   db: Reader,
   accountId: number,
-  windows: { id: number; after: number }[],
+  after: Map<number, number>,
 ): Promise<Map<number, CallRow[]>> {
-  const open = windows.filter((w) => w.after < Number.MAX_SAFE_INTEGER - 1);
   const result = new Map<number, CallRow[]>();
-  if (open.length === 0) return result;
-  const after = new Map(open.map((w) => [w.id, w.after]));
+  if (after.size === 0) return result;
   const rows = await db
     .select()
     .from(calls)
     .where(
       and(
         eq(calls.accountId, accountId),
-        inArray(
-          calls.conversationId,
-          open.map((w) => w.id),
-        ),
-        gt(calls.seq, Math.min(...open.map((w) => w.after))),
+        inArray(calls.conversationId, [...after.keys()]),
+        gt(calls.seq, Math.min(...after.values())),
       ),
     )
     .orderBy(asc(calls.proposedAt), asc(calls.callId));
   for (const row of rows) {
-    if (row.seq <= (after.get(row.conversationId) ?? Number.MAX_SAFE_INTEGER)) continue;
+    if (row.seq <= (after.get(row.conversationId) ?? row.seq)) continue;
     result.set(row.conversationId, [...(result.get(row.conversationId) ?? []), row]);
   }
   return result;
