@@ -1,33 +1,17 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { checkpoints } from "../src/store/schema/checkpoints.js";
 import type { EjabberdInstance } from "../test/helpers/ejabberd.js";
+import { freePort } from "../test/helpers/private-postgres.js";
 import { archiveLast, observerSession } from "./archive.js";
 import type { BenchDatabase } from "./scenario.js";
 
 const run = promisify(execFile);
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-
-/** A loopback port nobody listens on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address
-          ? resolve(address.port)
-          : reject(new Error("no port")),
-      );
-    });
-  });
-}
 
 export interface Sidecar {
   /** the node process itself, for reading its memory in /proc */
