@@ -351,7 +351,7 @@ export const productClaim: Scenario = {
     const reads: number[] = [];
     for (let i = 0; i < runs; i++) {
       const started = performance.now();
-      await readSync(db.store.db, {
+      await readSync(db.store, {
         accountId,
         since: decoded.position,
         limit: PEERS,

@@ -1,4 +1,4 @@
-import { and, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
+import { and, eq, gt, inArray, isNull, or, type Placeholder, type SQL, sql } from "drizzle-orm";
 import type { CallSignal } from "../ingest/parse.js";
 import type { Db, Tx } from "./db.js";
 import { recordsOf, rowsOf } from "./json-rows.js";
@@ -209,16 +209,31 @@ export async function activeCalls(db: Db, accountId: number, now: Date): Promise
   const rows = await db
     .select()
     .from(calls)
-    .where(
-      and(
-        eq(calls.accountId, accountId),
-        inArray(calls.state, ["proposed", "ringing", "accepted"]),
-        // gt() encodes the Date through the column; a bare Date in sql`` breaks postgres.js.
-        or(isNull(calls.expiresAt), gt(calls.expiresAt, now)),
-      ),
-    )
+    .where(activeCallCandidates(accountId, now))
     .orderBy(calls.proposedAt, calls.callId);
-  return withoutTieBreakLosers(rows).filter(
+  return activeOf(rows);
+}
+
+/** The calls that may still be active: not ended and not expired (`activeOf` decides). */
+export function activeCallCandidates(
+  accountId: number | Placeholder,
+  /** a Date, or a placeholder filled with an ISO string */
+  now: Date | Placeholder,
+): SQL | undefined {
+  return and(
+    eq(calls.accountId, accountId),
+    inArray(calls.state, ["proposed", "ringing", "accepted"]),
+    // gt() encodes the Date through the column; a bare Date in sql`` breaks postgres.js.
+    or(isNull(calls.expiresAt), gt(calls.expiresAt, now)),
+  );
+}
+
+/**
+ * Of the candidates, by offer time: what rings for this account (incoming, tie-break winners)
+ * and what is under way.
+ */
+export function activeOf(candidates: CallRow[]): CallRow[] {
+  return withoutTieBreakLosers(candidates).filter(
     (r) => r.state === "accepted" || (r.direction === "in" && r.proposedAt !== null),
   );
 }

@@ -6,6 +6,7 @@ import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
+import { type CompiledQuery, parametersOf } from "./compiled.js";
 import { migratePgliteInstance, migratePostgresUrl } from "./migrate.js";
 
 export type Db = PgDatabase<PgQueryResultHKT>;
@@ -22,6 +23,8 @@ export interface Store {
   readonly db: Db;
   readonly driver: "postgres" | "pglite";
   ping(): Promise<void>;
+  /** Runs a statement compiled once (see compiled.ts) outside any transaction; raw rows. */
+  run<T>(query: CompiledQuery, values: Record<string, unknown>): Promise<T[]>;
   /** Applies the committed migrations (see migrate.ts). */
   migrate(): Promise<void>;
   /** Subscribes to NOTIFY on a channel; returns the unsubscribe function. */
@@ -95,6 +98,11 @@ function openPostgres(url: string, max: number): Store {
     async ping() {
       await sql`select 1`;
     },
+    async run<T>(query: CompiledQuery, values: Record<string, unknown>) {
+      // Prepared by the driver on each connection's first use, then only bound and executed.
+      const params = parametersOf(query, values) as postgres.ParameterOrJSON<never>[];
+      return (await sql.unsafe(query.text, params, { prepare: true })) as unknown as T[];
+    },
     migrate: () => migratePostgresUrl(url),
     async listen(channel, onPayload) {
       const sub = await sql.listen(channel, onPayload);
@@ -160,6 +168,9 @@ async function openPglite(dataDir: string): Promise<Store> {
     driver: "pglite",
     async ping() {
       await pg.query("select 1");
+    },
+    async run<T>(query: CompiledQuery, values: Record<string, unknown>) {
+      return (await pg.query<T>(query.text, parametersOf(query, values))).rows;
     },
     migrate: () => migratePgliteInstance(pg),
     async listen(channel, onPayload) {

@@ -35,3 +35,45 @@ export function recordsOf(types: Record<string, string>, rows: object[]): SQL {
   );
   return sql`json_to_recordset(${JSON.stringify(rows)}::json) as r(${sql.join(definitions, sql`, `)})`;
 }
+
+/** The keys of a table's timestamp columns, which JSON carries as text. */
+const timestampKeys = new WeakMap<PgTable, string[]>();
+
+function timestampKeysOf(table: PgTable): string[] {
+  let keys = timestampKeys.get(table);
+  if (!keys) {
+    keys = Object.entries(getTableColumns(table))
+      // PgTimestamp is the Date mode; PgTimestampString columns stay text.
+      .filter(([, column]) => column.columnType === "PgTimestamp")
+      .map(([key]) => key);
+    timestampKeys.set(table, keys);
+  }
+  return keys;
+}
+
+/**
+ * `json_build_object(…)` of one row of `table` under `alias`, keyed by the field names drizzle
+ * selects it with, so a whole result tree can come back as one JSON value: see `fromJsonRow`.
+ */
+export function jsonRowOf(table: PgTable, alias: string): SQL {
+  const pairs = Object.entries(getTableColumns(table)).map(
+    ([key, column]) =>
+      sql`${sql.raw(`'${key}'`)}, ${sql.identifier(alias)}.${sql.identifier(column.name)}`,
+  );
+  return sql`json_build_object(${sql.join(pairs, sql`, `)})`;
+}
+
+/**
+ * A row built by `jsonRowOf` as drizzle's select would return it: timestamps become Dates again
+ * (JSON has them as text; bigint columns in number mode arrive as numbers already).
+ */
+export function fromJsonRow<T extends PgTable>(
+  table: T,
+  json: Record<string, unknown>,
+): T["$inferSelect"] {
+  for (const key of timestampKeysOf(table)) {
+    const value = json[key];
+    if (typeof value === "string") json[key] = new Date(value);
+  }
+  return json as T["$inferSelect"];
+}

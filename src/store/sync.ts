@@ -1,7 +1,8 @@
-import { and, asc, desc, eq, gt, inArray, isNull, lt, not, or, type SQL, sql } from "drizzle-orm";
-import { activeCalls, type CallRow } from "./calls.js";
-import type { Db, Tx } from "./db.js";
-import { accounts } from "./schema/accounts.js";
+import { and, asc, desc, eq, gt, inArray, isNull, lt, or, type SQL, sql } from "drizzle-orm";
+import { activeCallCandidates, activeOf, type CallRow } from "./calls.js";
+import { type CompiledQuery, compile } from "./compiled.js";
+import type { Db, Store, Tx } from "./db.js";
+import { fromJsonRow, jsonRowOf } from "./json-rows.js";
 import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
 import { events } from "./schema/events.js";
@@ -52,68 +53,128 @@ export type SyncSnapshot =
     };
 
 /**
- * Everything one sync answers, read in one repeatable-read snapshot so that last_seq, the
- * conversations and their deltas agree with each other even while ingest commits. `ok: false`
- * when `since` lies beyond the account's last_seq (a position from a restored or other database).
+ * Everything one sync answers, in one statement: one snapshot, so last_seq, the conversations,
+ * their deltas and the calls agree with each other even while ingest commits, and one round trip
+ * to the database. `ok: false` when `since` lies beyond the account's last_seq (a position from a
+ * restored or other database).
  */
-export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapshot> {
-  return db.transaction(
-    async (tx) => {
-      const lastSeq = await accountLastSeq(tx, request.accountId);
-      const since = request.since;
-      if (since && since.seq > lastSeq) return { ok: false, lastSeq };
+export async function readSync(store: Store, request: SyncRequest): Promise<SyncSnapshot> {
+  const { accountId, since, limit, messages: perConversation, now } = request;
+  const base = since?.base ?? 0;
+  const [row] = await store.run<SyncRow>(syncQuery(since !== null, base > 0), {
+    accountId,
+    since: since?.seq ?? 0,
+    pageSize: since ? limit + 1 : limit,
+    base,
+    shown: perConversation,
+    fetched: perConversation + 1,
+    // A placeholder skips the column's encoder, and the drivers take timestamps as text.
+    now: now.toISOString(),
+  });
+  const lastSeq = Number(row?.lastSeq ?? 0);
+  if (since && since.seq > lastSeq) return { ok: false, lastSeq };
 
-      const calls = await activeCalls(tx as unknown as Db, request.accountId, request.now);
-      const unreadTotal = await sumUnread(tx, request.accountId);
-      const rows = since
-        ? await changedConversations(tx, request.accountId, since.seq, request.limit + 1)
-        : await recentConversations(tx, request.accountId, null, request.limit);
-      const hasMore = rows.length > request.limit;
-      const page = rows.slice(0, request.limit);
-      const base = since?.base ?? 0;
-      const seq = hasMore ? (page.at(-1)?.version ?? lastSeq) : lastSeq;
-      return {
-        ok: true,
-        lastSeq,
-        seq,
-        base: hasMore ? base : seq,
-        hasMore,
-        unreadTotal,
-        calls,
-        conversations: await withDeltas(tx, request.accountId, page, base, request.messages),
-      };
-    },
-    { isolationLevel: "repeatable read", accessMode: "read only" },
-  );
+  const rows = (row?.conversations ?? []).map((c) => ({
+    conversation: fromJsonRow(conversations, c.conversation),
+    last: c.last ? fromJsonRow(messages, c.last) : null,
+    // newest first, one more than asked when there are more
+    delta: (c.delta ?? []).map((m) => fromJsonRow(messages, m)),
+    calls: (c.calls ?? []).map((k) => fromJsonRow(calls, k)),
+  }));
+  const hasMore = since !== null && rows.length > limit;
+  const page = rows.slice(0, limit);
+  const seq = hasMore ? (page.at(-1)?.conversation.version ?? lastSeq) : lastSeq;
+  return {
+    ok: true,
+    lastSeq,
+    seq,
+    base: hasMore ? base : seq,
+    hasMore,
+    unreadTotal: row?.unreadTotal ?? 0,
+    calls: activeOf((row?.activeCalls ?? []).map((k) => fromJsonRow(calls, k))),
+    conversations: page.map((c) => ({
+      conversation: c.conversation,
+      lastMessage: c.last,
+      messages: c.delta.slice(0, request.messages).reverse(),
+      truncated: c.delta.length > request.messages,
+      calls: c.calls,
+    })),
+  };
 }
 
-async function accountLastSeq(db: Reader, accountId: number): Promise<number> {
-  const [row] = await db
-    .select({ lastSeq: accounts.lastSeq })
-    .from(accounts)
-    .where(eq(accounts.id, accountId));
-  return row?.lastSeq ?? 0;
+type JsonRow = Record<string, unknown>;
+
+interface SyncRow {
+  lastSeq: number | string | null;
+  unreadTotal: number;
+  activeCalls: JsonRow[] | null;
+  conversations:
+    | {
+        conversation: JsonRow;
+        last: JsonRow | null;
+        delta: JsonRow[] | null;
+        calls: JsonRow[] | null;
+      }[]
+    | null;
 }
 
-/** The app badge: archived chats are out of sight, so they do not count. */
-async function sumUnread(db: Reader, accountId: number): Promise<number> {
-  const [row] = await db
-    .select({
-      // sum() of an integer is a bigint, which drivers return as text.
-      total: sql<number>`coalesce(sum(${conversations.unreadCount}), 0)::int`.mapWith(Number),
-    })
-    .from(conversations)
-    .where(and(eq(conversations.accountId, accountId), not(conversations.archived)));
-  return row?.total ?? 0;
-}
+const syncQueries = new Map<string, CompiledQuery>();
 
-function changedConversations(db: Reader, accountId: number, since: number, limit: number) {
-  return db
-    .select()
-    .from(conversations)
-    .where(and(eq(conversations.accountId, accountId), gt(conversations.version, since)))
-    .orderBy(asc(conversations.version))
-    .limit(limit);
+/**
+ * The sync as one SQL statement returning JSON: per conversation of the page (changed since
+ * `since` by version, or the most recently active on a first sync), its newest message, its
+ * messages changed since `base` (newest first, one more than shown to tell truncation), and its
+ * calls changed in the same window — since `base`, or on a first sync since the oldest message
+ * shown. Built once per shape; the values are placeholders.
+ */
+function syncQuery(paged: boolean, hasBase: boolean): CompiledQuery {
+  const key = `${paged} ${hasBase}`;
+  let query = syncQueries.get(key);
+  if (query) return query;
+  const p = (name: string) => sql.placeholder(name);
+  const accountId = p("accountId");
+  const page = paged
+    ? sql`select conversations.*, row_number() over (order by version) as ord
+        from conversations where account_id = ${accountId} and version > ${p("since")}
+        order by version limit ${p("pageSize")}`
+    : sql`select conversations.*, row_number() over (order by ${ACTIVITY_ORDER}) as ord
+        from conversations where account_id = ${accountId}
+        order by ${ACTIVITY_ORDER} limit ${p("pageSize")}`;
+  const changed = hasBase ? sql`and m.seq > ${p("base")}` : sql``;
+  const callsAfter = hasBase ? p("base") : sql`d.oldest_shown - 1`;
+  query = compile(sql`with page as materialized (${page})
+    select
+      (select last_seq from accounts where id = ${accountId}) as "lastSeq",
+      (select coalesce(sum(unread_count), 0)::int from conversations
+        where account_id = ${accountId} and not archived) as "unreadTotal",
+      (select json_agg(${jsonRowOf(calls, "calls")} order by proposed_at, call_id)
+        from calls where ${activeCallCandidates(accountId, p("now"))}) as "activeCalls",
+      (select json_agg(json_build_object(
+          'conversation', ${jsonRowOf(conversations, "p")},
+          'last', l.row, 'delta', d.rows, 'calls', k.rows) order by p.ord)
+        from page p
+        left join lateral (
+          select ${jsonRowOf(messages, "m")} as row from messages m
+          where m.account_id = ${accountId} and m.conversation_id = p.id
+          order by m.created_seq desc limit 1
+        ) l on true
+        left join lateral (
+          select json_agg(${jsonRowOf(messages, "m")} order by m.created_seq desc) as rows,
+            min(m.created_seq) filter (where m.rank <= ${p("shown")}) as oldest_shown
+          from (
+            select m.*, row_number() over (order by m.created_seq desc) as rank from messages m
+            where m.account_id = ${accountId} and m.conversation_id = p.id ${changed}
+            order by m.created_seq desc limit ${p("fetched")}
+          ) m
+        ) d on true
+        left join lateral (
+          select json_agg(${jsonRowOf(calls, "k")} order by k.proposed_at, k.call_id) as rows
+          from calls k
+          where k.account_id = ${accountId} and k.conversation_id = p.id and k.seq > ${callsAfter}
+        ) k on true
+      ) as conversations`);
+  syncQueries.set(key, query);
+  return query;
 }
 
 /** The chat-list sort key: most recent message first, conversations without one last. */
@@ -136,9 +197,12 @@ export function recentConversations(
     .select()
     .from(conversations)
     .where(and(eq(conversations.accountId, accountId), after ? afterActivity(after) : undefined))
-    .orderBy(sql`${conversations.lastMessageAt} desc nulls last`, desc(conversations.id))
+    .orderBy(ACTIVITY_ORDER)
     .limit(limit);
 }
+
+/** Most recent message first, conversations without one last, then newest id. */
+const ACTIVITY_ORDER = sql`${conversations.lastMessageAt} desc nulls last, ${conversations.id} desc`;
 
 function afterActivity(key: ActivityKey): SQL | undefined {
   if (key.lastMessageAt === null) {
@@ -151,137 +215,37 @@ function afterActivity(key: ActivityKey): SQL | undefined {
   );
 }
 
-/**
- * Per conversation, its messages changed since `base` (newest `limit`, returned oldest first)
- * and its newest message, in one lateral query plus one more only for conversations whose newest
- * message is older than `base` and unchanged.
- */
-async function withDeltas(
-  db: Reader,
-  accountId: number,
-  page: ConversationRow[],
-  base: number,
-  limit: number,
-): Promise<SyncedConversation[]> {
-  if (page.length === 0) return [];
-  const ids = page.map((c) => c.id);
-  const delta = groupByConversation(await newestMessages(db, accountId, ids, base, limit + 1));
-  // A message created after `base` is in the delta, so the delta's newest is the newest overall.
-  const unsettled = ids.filter((id) => {
-    const newest = delta.get(id)?.[0];
-    return base > 0 && (!newest || newest.createdSeq <= base);
-  });
-  const latest = groupByConversation(await newestMessages(db, accountId, unsettled, 0, 1));
-  const shown = page.map((conversation) => {
-    const changed = delta.get(conversation.id) ?? [];
-    const newest = changed[0];
-    const lastMessage =
-      newest && (base === 0 || newest.createdSeq > base)
-        ? newest
-        : (latest.get(conversation.id)?.[0] ?? null);
-    return {
-      conversation,
-      lastMessage,
-      messages: changed.slice(0, limit).reverse(),
-      truncated: changed.length > limit,
-    };
-  });
-  // A first sync shows calls from the oldest message it shows on; later syncs what changed.
-  const after = new Map<number, number>();
-  for (const c of shown) {
-    const oldestShown = c.messages[0]?.createdSeq;
-    if (base > 0) after.set(c.conversation.id, base);
-    else if (oldestShown !== undefined) after.set(c.conversation.id, oldestShown - 1);
-  }
-  const callsByConversation = await callsChanged(db, accountId, after);
-  return shown.map((c) => ({ ...c, calls: callsByConversation.get(c.conversation.id) ?? [] }));
-}
-
-/** Per conversation (id → seq), its calls whose last change is after that seq. */
-async function callsChanged(
-  db: Reader,
-  accountId: number,
-  after: Map<number, number>,
-): Promise<Map<number, CallRow[]>> {
-  const result = new Map<number, CallRow[]>();
-  if (after.size === 0) return result;
-  const rows = await db
-    .select()
-    .from(calls)
-    .where(
-      and(
-        eq(calls.accountId, accountId),
-        inArray(calls.conversationId, [...after.keys()]),
-        gt(calls.seq, Math.min(...after.values())),
-      ),
-    )
-    .orderBy(asc(calls.proposedAt), asc(calls.callId));
-  for (const row of rows) {
-    if (row.seq <= (after.get(row.conversationId) ?? row.seq)) continue;
-    result.set(row.conversationId, [...(result.get(row.conversationId) ?? []), row]);
-  }
-  return result;
-}
-
-/** Each conversation's newest newest-first messages whose last change is after `afterSeq`. */
-async function newestMessages(
-  db: Reader,
-  accountId: number,
-  conversationIds: number[],
-  afterSeq: number,
-  limit: number,
-): Promise<MessageRow[]> {
-  if (conversationIds.length === 0) return [];
-  const perConversation = db
-    .select()
-    .from(messages)
-    .where(
-      and(
-        eq(messages.accountId, accountId),
-        eq(messages.conversationId, conversations.id),
-        afterSeq > 0 ? gt(messages.seq, afterSeq) : undefined,
-      ),
-    )
-    .orderBy(desc(messages.createdSeq))
-    .limit(limit)
-    .as("m");
-  const rows = await db
-    .select({ message: perConversation._.selectedFields })
-    .from(conversations)
-    .crossJoinLateral(perConversation)
-    .where(and(eq(conversations.accountId, accountId), inArray(conversations.id, conversationIds)))
-    .orderBy(asc(perConversation.conversationId), desc(perConversation.createdSeq));
-  return rows.map((r) => r.message);
-}
-
-function groupByConversation(rows: MessageRow[]): Map<number, MessageRow[]> {
-  const groups = new Map<number, MessageRow[]>();
-  for (const row of rows) {
-    const list = groups.get(row.conversationId) ?? [];
-    list.push(row);
-    groups.set(row.conversationId, list);
-  }
-  return groups;
-}
-
 /** Conversations with their newest message, for the chat list and the single-conversation view. */
 export async function withLastMessages(
   db: Reader,
   accountId: number,
   rows: ConversationRow[],
 ): Promise<ConversationView[]> {
-  const latest = groupByConversation(
-    await newestMessages(
-      db,
-      accountId,
-      rows.map((r) => r.id),
-      0,
-      1,
-    ),
-  );
+  if (rows.length === 0) return [];
+  const newest = db
+    .select()
+    .from(messages)
+    .where(and(eq(messages.accountId, accountId), eq(messages.conversationId, conversations.id)))
+    .orderBy(desc(messages.createdSeq))
+    .limit(1)
+    .as("m");
+  const latest = await db
+    .select({ message: newest._.selectedFields })
+    .from(conversations)
+    .crossJoinLateral(newest)
+    .where(
+      and(
+        eq(conversations.accountId, accountId),
+        inArray(
+          conversations.id,
+          rows.map((r) => r.id),
+        ),
+      ),
+    );
+  const byConversation = new Map(latest.map((r) => [r.message.conversationId, r.message]));
   return rows.map((conversation) => ({
     conversation,
-    lastMessage: latest.get(conversation.id)?.[0] ?? null,
+    lastMessage: byConversation.get(conversation.id) ?? null,
   }));
 }
 

@@ -42,12 +42,13 @@ function sent(copy: ParsedCopy, direction: "in" | "out", version: number) {
   };
 }
 
-describe("GET /v1/sync", () => {
+// The embedded database is what a newcomer runs on: the one-statement read must hold there too.
+describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) => {
   let h: Harness;
   let options: WriteOptions;
   let n = 0;
   beforeAll(async () => {
-    h = await createHarness();
+    h = await createHarness({ driver });
     options = {
       isLocal: (jid) => jid.endsWith("@example.org"),
       callRingTimeoutMs: h.config.callRingTimeoutMs,
