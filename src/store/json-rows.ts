@@ -36,44 +36,51 @@ export function recordsOf(types: Record<string, string>, rows: object[]): SQL {
   return sql`json_to_recordset(${JSON.stringify(rows)}::json) as r(${sql.join(definitions, sql`, `)})`;
 }
 
-/** The keys of a table's timestamp columns, which JSON carries as text. */
-const timestampKeys = new WeakMap<PgTable, string[]>();
+/** How a row of a table travels as JSON: its fields in column order, and which are timestamps. */
+interface JsonLayout {
+  keys: string[];
+  /** PgTimestamp is the Date mode; PgTimestampString columns stay text. */
+  timestamps: boolean[];
+}
 
-function timestampKeysOf(table: PgTable): string[] {
-  let keys = timestampKeys.get(table);
-  if (!keys) {
-    keys = Object.entries(getTableColumns(table))
-      // PgTimestamp is the Date mode; PgTimestampString columns stay text.
-      .filter(([, column]) => column.columnType === "PgTimestamp")
-      .map(([key]) => key);
-    timestampKeys.set(table, keys);
+const layouts = new WeakMap<PgTable, JsonLayout>();
+
+function layoutOf(table: PgTable): JsonLayout {
+  let layout = layouts.get(table);
+  if (!layout) {
+    const columns = Object.entries(getTableColumns(table));
+    layout = {
+      keys: columns.map(([key]) => key),
+      timestamps: columns.map(([, column]) => column.columnType === "PgTimestamp"),
+    };
+    layouts.set(table, layout);
   }
-  return keys;
+  return layout;
 }
 
 /**
- * `json_build_object(…)` of one row of `table` under `alias`, keyed by the field names drizzle
- * selects it with, so a whole result tree can come back as one JSON value: see `fromJsonRow`.
+ * One row of `table` under `alias` as a JSON array of its columns in table order, so a whole
+ * result tree can come back as one JSON value: see `fromJsonRow`. An array, not an object:
+ * PostgreSQL builds it in about half the time, which shows when a sync carries 1000 messages.
  */
 export function jsonRowOf(table: PgTable, alias: string): SQL {
-  const pairs = Object.entries(getTableColumns(table)).map(
-    ([key, column]) =>
-      sql`${sql.raw(`'${key}'`)}, ${sql.identifier(alias)}.${sql.identifier(column.name)}`,
+  const fields = Object.values(getTableColumns(table)).map(
+    (column) => sql`${sql.identifier(alias)}.${sql.identifier(column.name)}`,
   );
-  return sql`json_build_object(${sql.join(pairs, sql`, `)})`;
+  return sql`json_build_array(${sql.join(fields, sql`, `)})`;
 }
 
 /**
- * A row built by `jsonRowOf` as drizzle's select would return it: timestamps become Dates again
- * (JSON has them as text; bigint columns in number mode arrive as numbers already).
+ * A row built by `jsonRowOf` as drizzle's select would return it: keyed by field name, with
+ * timestamps as Dates again (JSON has them as text; bigint columns in number mode arrive as
+ * numbers already).
  */
-export function fromJsonRow<T extends PgTable>(
-  table: T,
-  json: Record<string, unknown>,
-): T["$inferSelect"] {
-  for (const key of timestampKeysOf(table)) {
-    const value = json[key];
-    if (typeof value === "string") json[key] = new Date(value);
+export function fromJsonRow<T extends PgTable>(table: T, json: unknown[]): T["$inferSelect"] {
+  const { keys, timestamps } = layoutOf(table);
+  const row: Record<string, unknown> = {};
+  for (let i = 0; i < keys.length; i++) {
+    const value = json[i];
+    row[keys[i] as string] = timestamps[i] && typeof value === "string" ? new Date(value) : value;
   }
-  return json as T["$inferSelect"];
+  return row as T["$inferSelect"];
 }

@@ -102,7 +102,7 @@ export async function readSync(store: Store, request: SyncRequest): Promise<Sync
   };
 }
 
-type JsonRow = Record<string, unknown>;
+type JsonRow = unknown[];
 
 interface SyncRow {
   lastSeq: number | string | null;
