@@ -6,7 +6,7 @@ import { fromJsonRow, jsonRowOf } from "./json-rows.js";
 import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
 import { events } from "./schema/events.js";
-import { messages } from "./schema/messages.js";
+import { messages, type Reactions } from "./schema/messages.js";
 
 export type ConversationRow = typeof conversations.$inferSelect;
 export type MessageRow = typeof messages.$inferSelect;
@@ -15,14 +15,80 @@ export type EventRow = typeof events.$inferSelect;
 /** Either the pool or one transaction: every read here works in both. */
 type Reader = Db | Tx;
 
+/**
+ * A message as a client sees it: its current state, with timestamps already in the ISO 8601
+ * form the API answers with. A sync renders up to 10,000 of these straight from PostgreSQL
+ * (`MESSAGE_VIEW`), with no Date made and formatted again per field; single rows come through
+ * `messageViewOf`. The two must agree: the sync and conversation tests compare both.
+ */
+export interface MessageView {
+  id: string;
+  stanzaId: string | null;
+  direction: "in" | "out";
+  /** null once retracted */
+  body: string | null;
+  sentAt: string;
+  editedAt: string | null;
+  retracted: boolean;
+  reactions: Reactions;
+  /** seq of the message's last change */
+  version: number;
+}
+
+export function messageViewOf(row: MessageRow): MessageView {
+  return {
+    id: row.messageId,
+    stanzaId: row.stanzaId,
+    direction: row.direction,
+    body: row.retractedAt ? null : row.body,
+    sentAt: row.sentAt.toISOString(),
+    editedAt: row.editedAt?.toISOString() ?? null,
+    retracted: row.retractedAt !== null,
+    reactions: row.reactions,
+    version: row.seq,
+  };
+}
+
+/** `to_char` of a timestamptz in exactly the form of JavaScript's Date.toISOString(). */
+function isoText(column: SQL): SQL {
+  return sql`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+}
+
+/** `MessageView`'s fields, in order, as SQL over the messages row `m`. */
+const MESSAGE_VIEW: [keyof MessageView, SQL][] = [
+  ["id", sql`m.message_id`],
+  ["stanzaId", sql`m.stanza_id`],
+  ["direction", sql`m.direction`],
+  ["body", sql`case when m.retracted_at is null then m.body end`],
+  ["sentAt", isoText(sql`m.sent_at`)],
+  ["editedAt", isoText(sql`m.edited_at`)],
+  ["retracted", sql`m.retracted_at is not null`],
+  ["reactions", sql`m.reactions`],
+  ["version", sql`m.seq`],
+];
+
+/** One message of the row `m` as a JSON array: keys travel once, in `fromMessageJson`. */
+const messageJson = sql`json_build_array(${sql.join(
+  MESSAGE_VIEW.map(([, field]) => field),
+  sql`, `,
+)})`;
+
+function fromMessageJson(json: unknown[]): MessageView {
+  const view: Record<string, unknown> = {};
+  MESSAGE_VIEW.forEach(([key], i) => {
+    view[key] = json[i];
+  });
+  return view as unknown as MessageView;
+}
+
 export interface ConversationView {
   conversation: ConversationRow;
-  lastMessage: MessageRow | null;
+  lastMessage: MessageView | null;
 }
 
 export interface SyncedConversation extends ConversationView {
   /** the compacted delta, oldest first by when each message was sent */
-  messages: MessageRow[];
+  messages: MessageView[];
   truncated: boolean;
   /** calls of this conversation changed in the same window, oldest offer first */
   calls: CallRow[];
@@ -76,9 +142,9 @@ export async function readSync(store: Store, request: SyncRequest): Promise<Sync
 
   const rows = (row?.conversations ?? []).map((c) => ({
     conversation: fromJsonRow(conversations, c.conversation),
-    last: c.last ? fromJsonRow(messages, c.last) : null,
+    last: c.last ? fromMessageJson(c.last) : null,
     // newest first, one more than asked when there are more
-    delta: (c.delta ?? []).map((m) => fromJsonRow(messages, m)),
+    delta: (c.delta ?? []).map(fromMessageJson),
     calls: (c.calls ?? []).map((k) => fromJsonRow(calls, k)),
   }));
   const hasMore = since !== null && rows.length > limit;
@@ -154,12 +220,12 @@ function syncQuery(paged: boolean, hasBase: boolean): CompiledQuery {
           'last', l.row, 'delta', d.rows, 'calls', k.rows) order by p.ord)
         from page p
         left join lateral (
-          select ${jsonRowOf(messages, "m")} as row from messages m
+          select ${messageJson} as row from messages m
           where m.account_id = ${accountId} and m.conversation_id = p.id
           order by m.created_seq desc limit 1
         ) l on true
         left join lateral (
-          select json_agg(${jsonRowOf(messages, "m")} order by m.created_seq desc) as rows,
+          select json_agg(${messageJson} order by m.created_seq desc) as rows,
             min(m.created_seq) filter (where m.rank <= ${p("shown")}) as oldest_shown
           from (
             select m.*, row_number() over (order by m.created_seq desc) as rank from messages m
@@ -215,6 +281,8 @@ function afterActivity(key: ActivityKey): SQL | undefined {
   );
 }
 
+const lastOf = (row: MessageRow | undefined) => (row ? messageViewOf(row) : null);
+
 /** Conversations with their newest message, for the chat list and the single-conversation view. */
 export async function withLastMessages(
   db: Reader,
@@ -245,7 +313,7 @@ export async function withLastMessages(
   const byConversation = new Map(latest.map((r) => [r.message.conversationId, r.message]));
   return rows.map((conversation) => ({
     conversation,
-    lastMessage: byConversation.get(conversation.id) ?? null,
+    lastMessage: lastOf(byConversation.get(conversation.id)),
   }));
 }
 

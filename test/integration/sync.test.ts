@@ -130,6 +130,37 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     expect(await seqOf(body.position)).toBe(4);
   });
 
+  it("renders each message exactly as the conversation's message list does", async () => {
+    const { alice, bob } = people();
+    const at = (iso: string) => ({ sentAt: new Date(iso) });
+    await write(
+      { ...msg(bob, alice, "m1", "first"), ...at("2026-11-26T09:00:00.123Z") },
+      { ...msg(alice, bob, "m2", "second"), ...at("2026-11-26T09:00:01.007Z") },
+      { ...edit(bob, alice, "m1", "first, edited"), ...at("2026-11-26T09:00:02.450Z") },
+      { ...msg(bob, alice, "m3", "gone soon"), ...at("2026-11-26T09:00:03.999Z") },
+      { ...retract(bob, alice, "m3"), ...at("2026-11-26T09:00:04.001Z") },
+      { ...react(alice, bob, "m1", ["🎉"]), ...at("2026-11-26T09:00:05.000Z") },
+    );
+    const token = await h.token(alice);
+    const [conversation] = (await sync(token)).conversations;
+    const path = `/v1/conversations/${encodeURIComponent(bob)}/messages?changed_since=0`;
+    const res = await h.get(path, token);
+    const listed = await expectContract<{ messages: { id: string }[] }>(res, "GET", path);
+    const byId = (list: { id: string }[]) => [...list].sort((x, y) => x.id.localeCompare(y.id));
+    expect(byId(conversation?.messages ?? [])).toEqual(byId(listed.messages));
+    expect(byId(conversation?.messages ?? [])).toMatchObject([
+      {
+        id: "m1",
+        body: "first, edited",
+        sent_at: "2026-11-26T09:00:00.123Z",
+        edited_at: "2026-11-26T09:00:02.450Z",
+        reactions: { [alice]: ["🎉"] },
+      },
+      { id: "m2", sent_at: "2026-11-26T09:00:01.007Z", edited_at: null, retracted: false },
+      { id: "m3", body: null, sent_at: "2026-11-26T09:00:03.999Z", retracted: true },
+    ]);
+  });
+
   it("returns only what changed since, each message once in its current state", async () => {
     const { alice, bob, carol } = people();
     const old = msg(bob, alice, "old", "before");

@@ -2,7 +2,7 @@ import { z } from "@hono/zod-openapi";
 import type { CallRow } from "../../store/calls.js";
 import { effectiveCall } from "../../store/calls.js";
 import { CALL_STATES } from "../../store/schema/calls.js";
-import type { ConversationView, MessageRow, SyncedConversation } from "../../store/sync.js";
+import type { ConversationView, MessageView, SyncedConversation } from "../../store/sync.js";
 import { BareJid, iso, Timestamp } from "../schemas.js";
 
 /** The JSON shapes of messages, conversations and calls, shared by /v1/sync and /v1/conversations. */
@@ -85,17 +85,17 @@ export type ConversationJson = z.infer<typeof ConversationSchema>;
 export type SyncConversationJson = z.infer<typeof SyncConversationSchema>;
 export type CallJson = z.infer<typeof CallSchema>;
 
-export function toMessage(row: MessageRow): MessageJson {
+export function toMessage(view: MessageView): MessageJson {
   return {
-    id: row.messageId,
-    stanza_id: row.stanzaId,
-    direction: row.direction,
-    body: row.retractedAt ? null : row.body,
-    sent_at: row.sentAt.toISOString(),
-    edited_at: iso(row.editedAt),
-    retracted: row.retractedAt !== null,
-    reactions: row.reactions,
-    version: row.seq,
+    id: view.id,
+    stanza_id: view.stanzaId,
+    direction: view.direction,
+    body: view.body,
+    sent_at: view.sentAt,
+    edited_at: view.editedAt,
+    retracted: view.retracted,
+    reactions: view.reactions,
+    version: view.version,
   };
 }
 

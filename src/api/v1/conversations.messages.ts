@@ -1,6 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
-import { findMessage, messagesBefore, messagesChangedAfter } from "../../store/sync.js";
+import {
+  findMessage,
+  messagesBefore,
+  messagesChangedAfter,
+  messageViewOf,
+} from "../../store/sync.js";
 import { accountRoute } from "../auth.js";
 import type { App } from "../context.js";
 import { errorResponses } from "../schemas.js";
@@ -100,6 +105,9 @@ export function registerConversationsMessages(app: App): void {
       rows.length > query.limit && last
         ? encodeCursor([mode, mode === "changed" ? last.seq : last.createdSeq])
         : null;
-    return c.json({ messages: page.map(toMessage), next_cursor: next }, 200);
+    return c.json(
+      { messages: page.map((row) => toMessage(messageViewOf(row))), next_cursor: next },
+      200,
+    );
   });
 }
