@@ -26,7 +26,7 @@ const resultsDir = join(root, "bench", "results");
 
 function usage(): string {
   const names = SCENARIOS.map((s) => `  ${s.name.padEnd(18)} ${s.description}`).join("\n");
-  return `usage: npm run bench -- [scenario...]   (default: all)\n\n${names}\n\nenvironment: BENCH_SCALE=0.1 for a quick run (default 1); BENCH_SCALE_<SCENARIO>, e.g.\nBENCH_SCALE_INGEST_CATCHUP=0.05, sizes one scenario apart\n(a scenario whose full size takes too long runs at a smaller default scale and prints it)\n`;
+  return `usage: npm run bench -- [scenario...]   (default: all)\n\n${names}\n\nenvironment: BENCH_SCALE=0.1 for a quick run (default 1); BENCH_SCALE_<SCENARIO>, e.g.\nBENCH_SCALE_INGEST_CATCHUP=0.05, sizes one scenario apart\n(a scenario whose full size takes too long runs at a smaller default scale and prints it);\nBENCH_LOG_LEVEL=info shows the sidecar's log (with the access log) and the pipeline's\n`;
 }
 
 /**

@@ -21,15 +21,19 @@ export interface Sidecar {
   stop(): Promise<void>;
 }
 
-/** `npm run build`: dist/src/main.js, what `npm start` runs in production. */
-export async function buildSidecar(): Promise<void> {
-  await run(
+let build: Promise<void> | null = null;
+
+/**
+ * `npm run build`: dist/src/main.js, what `npm start` runs in production. Once per bench run:
+ * every scenario that starts a sidecar measures the same build.
+ */
+export function buildSidecar(): Promise<void> {
+  build ??= run(
     process.execPath,
     [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"],
-    {
-      cwd: root,
-    },
-  );
+    { cwd: root },
+  ).then(() => undefined);
+  return build;
 }
 
 /**
@@ -41,7 +45,8 @@ export function startSidecar(env: Record<string, string>, o: { built?: boolean }
   const child: ChildProcess = spawn(process.execPath, args, {
     cwd: root,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-    stdio: ["ignore", "ignore", "inherit"],
+    // Its log (stdout) shows only when asked for with BENCH_LOG_LEVEL, e.g. info for the access log.
+    stdio: ["ignore", process.env.BENCH_LOG_LEVEL ? "inherit" : "ignore", "inherit"],
   });
   let exited = false;
   const exit = new Promise<void>((resolve) =>
@@ -71,14 +76,16 @@ export async function rssMb(pid: number): Promise<number> {
 }
 
 /**
- * A sidecar that ingests from the bench ejabberd into `db`, starting at the end of the
- * observer's archive: what earlier scenarios left there is not what this one measures.
+ * A sidecar — the build `npm start` runs — that ingests from the bench ejabberd into `db`,
+ * starting at the end of the observer's archive: what earlier scenarios left there is not what
+ * this one measures.
  */
 export async function startIngestingSidecar(
   ej: EjabberdInstance,
   db: BenchDatabase,
-  o: { probe: string; env?: Record<string, string>; built?: boolean },
+  o: { probe: string; env?: Record<string, string> },
 ): Promise<{ sidecar: Sidecar; port: number }> {
+  await buildSidecar();
   const probe = await observerSession(ej, o.probe);
   const last = await archiveLast(probe);
   await probe.stop().catch(() => {});
@@ -102,7 +109,7 @@ export async function startIngestingSidecar(
       LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
       ...o.env,
     },
-    { built: o.built },
+    { built: true },
   );
   return { sidecar, port };
 }

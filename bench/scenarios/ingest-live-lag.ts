@@ -198,7 +198,7 @@ export const ingestLiveLag: Scenario = {
       ratios: [],
       targets: [targetOf(figures, "sync.p99", "<=", 100)],
       notes: [
-        "alice (@xmpp/client, TCP_NODELAY) sends one-to-one messages to bob at a steady rate through the bench ejabberd; a real sidecar process (src/main.ts: ingest + API on PostgreSQL) mirrors them",
+        "alice (@xmpp/client, TCP_NODELAY) sends one-to-one messages to bob at a steady rate through the bench ejabberd; a real sidecar process (dist/src/main.js, as npm start runs it: ingest + API on PostgreSQL) mirrors them",
         "bob's phone is a long-poll loop on GET /v1/sync?since=P&wait=20&messages=200 to that process over loopback HTTP; lag = first response containing the message − the moment before alice's send",
         "store: the moment a NOTIFY on syncside_changes for bob is followed by a read that sees the event",
         "copy: the moment a second observer session (presence, same priority as ingest's) receives the live copy — ejabberd's part of the lag",

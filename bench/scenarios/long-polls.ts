@@ -4,7 +4,7 @@ import { ensureAccount, issueToken } from "../../src/api/auth.js";
 import { connectUser, createUser } from "../../test/helpers/ejabberd.js";
 import { waitFor } from "../../test/helpers/wait.js";
 import { type Figure, ratioOf, type Scenario, targetOf } from "../scenario.js";
-import { buildSidecar, rssMb, startIngestingSidecar } from "../sidecar.js";
+import { rssMb, startIngestingSidecar } from "../sidecar.js";
 
 const WAIT_S = 30;
 const METRICS_TOKEN = "bench-metrics-token-0123456789";
@@ -67,11 +67,9 @@ export const longPolls: Scenario = {
     const target = await createUser(ej, "lp-target");
 
     ctx.progress("npm run build: the process under test is dist/src/main.js, as npm start runs it");
-    await buildSidecar();
     const { sidecar, port } = await startIngestingSidecar(ej, db, {
       probe: "bench-probe-polls",
       env: { METRICS_TOKEN },
-      built: true,
     });
     ctx.defer(() => sidecar.stop());
     await waitFor(

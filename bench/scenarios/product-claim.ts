@@ -466,7 +466,7 @@ export const productClaim: Scenario = {
         targetOf(figures, "syncside.round_trips", "<=", 1),
       ],
       notes: [
-        `alice's last sync saw one message; then ${PEERS} peers each sent her ${PER_PEER} messages from their own @xmpp/client sessions through the bench ejabberd (archive in PostgreSQL); a real sidecar process ingested them`,
+        `alice's last sync saw one message; then ${PEERS} peers each sent her ${PER_PEER} messages from their own @xmpp/client sessions through the bench ejabberd (archive in PostgreSQL); a real sidecar process (dist/src/main.js, as npm start runs it) ingested them and answers the sync`,
         `XMPP: connect, authenticate, bind, roster fetch, then MAM (urn:xmpp:mam:2) from alice's last archive id, RSM max ${PAGE} (ejabberd's cap), until <fin complete='true'>; every run checks ${TOTAL} results arrived; time ends with the last page, the stream close is not counted`,
         "no STARTTLS in either XMPP baseline: the bench ejabberd has no certificate (starttls: false), so both run on plain TCP; a real phone's login adds the TLS handshake's round trips (~18 instead of ~15 per the ingest issue) and syncside's HTTPS adds one",
         "tuned: socket.setNoDelay(true) on connect, PLAIN instead of SCRAM-SHA-1 (xmpp.js's SCRAM costs ~300–400 ms of client CPU; PLAIN is what a careful client over TLS can pick), stream management left off",
