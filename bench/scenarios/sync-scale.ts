@@ -169,9 +169,6 @@ function latencyFigures(prefix: string, samples: number[], note: string): Figure
 export const syncScale: Scenario = {
   name: "sync-scale",
   description: "GET /v1/sync with 20 changed conversations: 1M-event store vs 100k",
-  // Full size (10k accounts, 1M events) takes longer than a bench run should on 2 cores at the
-  // write path's current rate; BENCH_SCALE_SYNC_SCALE=1 asks for it.
-  defaultScale: 0.3,
   async run(ctx) {
     const largeAccounts = ctx.sized(10_000, 200);
     const smallAccounts = Math.min(largeAccounts, 1000);
