@@ -142,9 +142,10 @@ export async function readSync(store: Store, request: SyncRequest): Promise<Sync
 
   const rows = (row?.conversations ?? []).map((c) => ({
     conversation: fromJsonRow(conversations, c.conversation),
-    last: c.last ? fromMessageJson(c.last) : null,
     // newest first, one more than asked when there are more
     delta: (c.delta ?? []).map(fromMessageJson),
+    /** the newest message when the delta does not start with it */
+    last: c.last ? fromMessageJson(c.last) : null,
     calls: (c.calls ?? []).map((k) => fromJsonRow(calls, k)),
   }));
   const hasMore = since !== null && rows.length > limit;
@@ -160,7 +161,7 @@ export async function readSync(store: Store, request: SyncRequest): Promise<Sync
     calls: activeOf((row?.activeCalls ?? []).map((k) => fromJsonRow(calls, k))),
     conversations: page.map((c) => ({
       conversation: c.conversation,
-      lastMessage: c.last,
+      lastMessage: c.last ?? c.delta[0] ?? null,
       messages: c.delta.slice(0, request.messages).reverse(),
       truncated: c.delta.length > request.messages,
       calls: c.calls,
@@ -188,8 +189,8 @@ const syncQueries = new Map<string, CompiledQuery>();
 
 /**
  * The sync as one SQL statement returning JSON: per conversation of the page (changed since
- * `since` by version, or the most recently active on a first sync), its newest message, its
- * messages changed since `base` (newest first, one more than shown to tell truncation), and its
+ * `since` by version, or the most recently active on a first sync), its messages changed since
+ * `base` (newest first, one more than shown to tell truncation), its newest message, and its
  * calls changed in the same window — since `base`, or on a first sync since the oldest message
  * shown. Built once per shape; the values are placeholders.
  */
@@ -208,6 +209,9 @@ function syncQuery(paged: boolean, hasBase: boolean): CompiledQuery {
         order by ${ACTIVITY_ORDER} limit ${p("pageSize")}`;
   const changed = hasBase ? sql`and m.seq > ${p("base")}` : sql``;
   const callsAfter = hasBase ? p("base") : sql`d.oldest_shown - 1`;
+  // The delta's newest is the newest message when it was created in the window (always, on a
+  // first sync); only otherwise is the newest looked up on its own.
+  const needsLast = hasBase ? sql`coalesce(d.newest <= ${p("base")}, true)` : sql`false`;
   query = compile(sql`with page as materialized (${page})
     select
       (select last_seq from accounts where id = ${accountId}) as "lastSeq",
@@ -220,12 +224,8 @@ function syncQuery(paged: boolean, hasBase: boolean): CompiledQuery {
           'last', l.row, 'delta', d.rows, 'calls', k.rows) order by p.ord)
         from page p
         left join lateral (
-          select ${messageJson} as row from messages m
-          where m.account_id = ${accountId} and m.conversation_id = p.id
-          order by m.created_seq desc limit 1
-        ) l on true
-        left join lateral (
           select json_agg(${messageJson} order by m.created_seq desc) as rows,
+            max(m.created_seq) as newest,
             min(m.created_seq) filter (where m.rank <= ${p("shown")}) as oldest_shown
           from (
             select m.*, row_number() over (order by m.created_seq desc) as rank from messages m
@@ -233,6 +233,11 @@ function syncQuery(paged: boolean, hasBase: boolean): CompiledQuery {
             order by m.created_seq desc limit ${p("fetched")}
           ) m
         ) d on true
+        left join lateral (
+          select ${messageJson} as row from messages m
+          where m.account_id = ${accountId} and m.conversation_id = p.id and ${needsLast}
+          order by m.created_seq desc limit 1
+        ) l on true
         left join lateral (
           select json_agg(${jsonRowOf(calls, "k")} order by k.proposed_at, k.call_id) as rows
           from calls k

@@ -231,6 +231,24 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     ]);
   });
 
+  it("keeps the newest message as last_message when only an older one changed", async () => {
+    const { alice, bob } = people();
+    const older = msg(bob, alice, "m1", "typo hree");
+    const newer = msg(alice, bob, "m2", "what?");
+    await write(older, newer);
+    const token = await h.token(alice);
+    const first = await sync(token);
+    await write(edit(bob, alice, "m1", "typo here"));
+    const body = await sync(token, `since=${first.position}`);
+    expect(body.conversations).toEqual([
+      expect.objectContaining({
+        peer: bob,
+        last_message: sent(newer, "out", 2),
+        messages: [expect.objectContaining({ id: "m1", body: "typo here", version: 3 })],
+      }),
+    ]);
+  });
+
   it("pages with has_more and never skips or repeats a change while ingest writes between pages", async () => {
     const { alice } = people();
     const peers = Array.from({ length: 5 }, (_, i) => `p${i}-${alice.split("@")[0]}@example.org`);
