@@ -182,8 +182,9 @@ export const syncScale: Scenario = {
       `large store: ${largeAccounts} accounts × ${CONVERSATIONS} conversations (${Math.round((((largeAccounts * CONVERSATIONS) / smallFill.events) * smallFill.ms) / 60_000)} min at the small store's rate)`,
     );
     const largeFill = await generate(large.store, largeAccounts, ctx.progress, ctx.signal);
-    // Fresh statistics, as autovacuum would have them after a bulk load this size.
-    for (const db of [small, large]) await db.store.db.execute("analyze");
+    // Statistics and visibility maps as autovacuum leaves them after a bulk load this size, done
+    // now rather than by autovacuum in the middle of the measurement, on one of the two cores.
+    for (const db of [small, large]) await db.store.db.execute("vacuum analyze");
 
     const subjects = [
       await subjectOf("small", small.store, smallAccounts),
