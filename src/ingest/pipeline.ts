@@ -1,13 +1,10 @@
 import type { Element } from "@xmpp/xml";
+import { DEFAULT_INGEST_LANES } from "../config.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
+import { compareArchiveIds, dropOtherLanes } from "../store/checkpoint.js";
 import type { Store } from "../store/db.js";
-import {
-  appendBatch,
-  type BatchResult,
-  compareArchiveIds,
-  type WriteOptions,
-} from "../store/events.js";
+import { appendInLanes, type BatchResult, type WriteOptions } from "../store/events.js";
 import { type ParsedCopy, parseCopy } from "./parse.js";
 import type { IngestStats } from "./stats.js";
 
@@ -27,6 +24,8 @@ export interface PipelineOptions {
   trustedOrigins: ReadonlySet<string>;
   checkpointSource: string;
   maxBatch?: number;
+  /** transactions a batch is split into by account, written side by side; PGlite has one */
+  lanes?: number;
   /** how long a live copy may wait for company before its batch is written */
   lingerMs?: number;
 }
@@ -56,10 +55,15 @@ export class Pipeline {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly maxBatch: number;
+  private readonly lanes: number;
   private readonly lingerMs: number;
+  /** whether every lane has committed a checkpoint since this pipeline started */
+  private lanesSettled = false;
 
   constructor(private readonly o: PipelineOptions) {
     this.maxBatch = o.maxBatch ?? 500;
+    // PGlite has one connection: its transactions would only queue behind each other.
+    this.lanes = o.store.driver === "pglite" ? 1 : (o.lanes ?? DEFAULT_INGEST_LANES);
     this.lingerMs = o.lingerMs ?? 5;
   }
 
@@ -205,12 +209,19 @@ export class Pipeline {
     const checkpoint = last ? { source: this.o.checkpointSource, position: last } : undefined;
     if (copies.length === 0 && !checkpoint) return;
     const started = performance.now();
-    const result: BatchResult = await appendBatch(
+    const result: BatchResult = await appendInLanes(
       this.o.store.db,
       { copies, checkpoint },
       this.o.write,
+      this.lanes,
     );
     this.o.stats.recordBatch(result, copies, performance.now() - started);
-    if (checkpoint) this.o.stats.checkpoint = checkpoint.position;
+    if (!checkpoint) return;
+    this.o.stats.checkpoint = checkpoint.position;
+    if (!this.lanesSettled) {
+      // Rows of an earlier lane count bound nothing once every current lane has its own.
+      await dropOtherLanes(this.o.store.db, this.o.checkpointSource, this.lanes);
+      this.lanesSettled = true;
+    }
   }
 }

@@ -1,9 +1,9 @@
-import { and, eq, inArray, sql } from "drizzle-orm";
+import { and, inArray, sql } from "drizzle-orm";
 import type { ConversationEvent, ParsedCopy } from "../ingest/parse.js";
 import { applyCallSignals, type CallUpdate } from "./calls.js";
+import { advanceCheckpoint, laneSource } from "./checkpoint.js";
 import { type Db, queryRows, type Tx } from "./db.js";
 import { recordsOf, rowsOf } from "./json-rows.js";
-import { checkpoints } from "./schema/checkpoints.js";
 import { conversations } from "./schema/conversations.js";
 import { type EventKindName, events } from "./schema/events.js";
 import { messages, type Reactions } from "./schema/messages.js";
@@ -205,27 +205,76 @@ export async function appendBatch(
   input: BatchInput,
   options: WriteOptions,
 ): Promise<BatchResult> {
-  return db.transaction(async (tx) => {
-    const result: BatchResult = {
-      written: 0,
-      duplicates: 0,
-      foreign: 0,
-      accountIds: [],
-      byKind: {},
-    };
-    const sides: Side[] = [];
-    for (const copy of input.copies) {
-      const copySides = sidesOf(copy, options.isLocal);
-      if (copySides.length === 0) result.foreign += copy.events.length;
-      sides.push(...copySides);
-    }
+  return appendInLanes(db, input, options, 1);
+}
 
-    const writes = sides.length > 0 ? await writeSides(tx, sides, options, result) : [];
-    if (input.checkpoint) writes.push(advanceCheckpoint(tx, input.checkpoint));
-    if (result.accountIds.length > 0) writes.push(notifyAccounts(tx, result.accountIds));
-    await settled(writes);
-    return result;
-  });
+/**
+ * appendBatch in `lanes` transactions run side by side, each on its own connection: every row
+ * ingest writes belongs to one account, so splitting the sides by account gives lanes that never
+ * touch the same rows. Each lane advances its own checkpoint row (see checkpoint.ts), even with
+ * nothing else to write, so each row says how far that lane's accounts are durable.
+ */
+export async function appendInLanes(
+  db: Db,
+  input: BatchInput,
+  options: WriteOptions,
+  lanes: number,
+): Promise<BatchResult> {
+  const result = emptyResult();
+  const byLane: Side[][] = Array.from({ length: lanes }, () => []);
+  for (const copy of input.copies) {
+    const copySides = sidesOf(copy, options.isLocal);
+    if (copySides.length === 0) result.foreign += copy.events.length;
+    for (const side of copySides) byLane[laneOf(side.account, lanes)]?.push(side);
+  }
+  const outcomes = await Promise.allSettled(
+    byLane.map((sides, lane) => {
+      const checkpoint = input.checkpoint && {
+        source: laneSource(input.checkpoint.source, lane, lanes),
+        position: input.checkpoint.position,
+      };
+      return db.transaction((tx) => writeLane(tx, sides, checkpoint, options));
+    }),
+  );
+  for (const outcome of outcomes) {
+    if (outcome.status === "rejected") throw outcome.reason;
+    const lane = outcome.value;
+    result.written += lane.written;
+    result.duplicates += lane.duplicates;
+    result.accountIds.push(...lane.accountIds);
+    for (const [kind, n] of Object.entries(lane.byKind) as [EventKindName, number][]) {
+      result.byKind[kind] = (result.byKind[kind] ?? 0) + n;
+    }
+  }
+  return result;
+}
+
+/** The lane an account's rows are written in: a stable hash of its JID (FNV-1a). */
+export function laneOf(jid: string, lanes: number): number {
+  if (lanes === 1) return 0;
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < jid.length; i++) {
+    hash = Math.imul(hash ^ jid.charCodeAt(i), 0x01000193);
+  }
+  return (hash >>> 0) % lanes;
+}
+
+function emptyResult(): BatchResult {
+  return { written: 0, duplicates: 0, foreign: 0, accountIds: [], byKind: {} };
+}
+
+async function writeLane(
+  tx: Tx,
+  sides: Side[],
+  checkpoint: BatchInput["checkpoint"],
+  options: WriteOptions,
+): Promise<BatchResult> {
+  const result = emptyResult();
+  const writes = sides.length > 0 ? await writeSides(tx, sides, options, result) : [];
+  if (checkpoint) writes.push(advanceCheckpoint(tx, checkpoint));
+  if (result.accountIds.length > 0) writes.push(notifyAccounts(tx, result.accountIds));
+  await settled(writes);
+  return result;
 }
 
 /**
@@ -422,29 +471,6 @@ function payloadOf(event: ConversationEvent, copy: ParsedCopy): Record<string, u
   if (event.marker) payload.marker = event.marker;
   if (event.call) payload.call = event.call;
   return payload;
-}
-
-async function advanceCheckpoint(tx: Tx, checkpoint: { source: string; position: string }) {
-  const [current] = await tx
-    .select({ position: checkpoints.position })
-    .from(checkpoints)
-    .where(eq(checkpoints.source, checkpoint.source))
-    .for("update");
-  // Archive ids are µs timestamps; a batch may end on an older one than an earlier batch saw.
-  if (current && compareArchiveIds(current.position, checkpoint.position) >= 0) return;
-  await tx
-    .insert(checkpoints)
-    .values({ source: checkpoint.source, position: checkpoint.position, updatedAt: new Date() })
-    .onConflictDoUpdate({
-      target: checkpoints.source,
-      set: { position: checkpoint.position, updatedAt: new Date() },
-    });
-}
-
-/** Numeric comparison of decimal archive ids (they exceed 2^53, so compare as strings). */
-export function compareArchiveIds(a: string, b: string): number {
-  if (a.length !== b.length) return a.length - b.length;
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 interface MessageState {
