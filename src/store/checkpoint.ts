@@ -26,7 +26,9 @@ export async function advanceCheckpoint(
       set: { position: sql`excluded.position`, updatedAt: sql`excluded.updated_at` },
       setWhere: sql`(length(${checkpoints.position}), ${checkpoints.position} collate "C")
         < (length(excluded.position), excluded.position collate "C")`,
-    });
+    })
+    .prepare("advance_checkpoint")
+    .execute();
 }
 
 /** Numeric comparison of decimal archive ids (they exceed 2^53, so compare as strings). */
