@@ -219,7 +219,7 @@ export function effectiveCall(row: CallRow, now: Date): CallRow {
  * Calls a phone must act on: incoming calls still ringing, and accepted calls not yet finished.
  * Expiry is judged here, at read time, so no timer is needed for correctness.
  */
-export async function activeCalls(db: Db, accountId: number, now: Date): Promise<CallRow[]> {
+export async function activeCalls(db: Db | Tx, accountId: number, now: Date): Promise<CallRow[]> {
   const rows = await db
     .select()
     .from(calls)
