@@ -470,8 +470,11 @@ async function readLane(
   const pairs = new Map<string, { a: number; p: string }>();
   /** message ids that modifiers target, per direction they may have been sent in */
   const targets = new Map<string, { a: number; p: string; d: Direction; i: string }>();
-  /** ids of the batch's new messages, which modifiers stored earlier may target */
-  const newIds = new Map<string, { a: number; p: string; i: string }>();
+  /**
+   * ids of the batch's new messages, which modifiers stored earlier may target: by account only,
+   * as events_account_target indexes them (a modifier of another conversation is never applied)
+   */
+  const newIds = new Map<string, { a: number; i: string }>();
   const callKeys = new Map<string, { accountId: number; callId: string }>();
   for (const side of sides) {
     const a = accountOf(locked, side).id;
@@ -481,7 +484,7 @@ async function readLane(
     const { event } = side;
     if (event.kind === "message") {
       for (const i of [messageKeyOf(side), event.originId]) {
-        if (i) newIds.set(`${a} ${p} ${i}`, { a, p, i });
+        if (i) newIds.set(`${a} ${i}`, { a, i });
       }
     } else if (isModifier(event.kind) && event.targetId) {
       for (const d of candidateDirections(event.kind, side.direction)) {
@@ -528,10 +531,9 @@ async function readLane(
           `select e.account_id, e.conversation_id, e.target_id, e.kind, e.direction, e.body,
              e.payload->>'from' as reacter, e.payload->'reactions' as reactions,
              ${epochMs("e.sent_at")} as sent_at, e.seq
-           from json_to_recordset($1::json) as r(a bigint, p text, i text)
-           join conversations c on c.account_id = r.a and c.peer_jid = r.p
-           join events e on e.account_id = c.account_id and e.conversation_id = c.id
-             and e.target_id = r.i and e.kind in ('edit', 'retract', 'reaction')
+           from json_to_recordset($1::json) as r(a bigint, i text)
+           join events e on e.account_id = r.a and e.target_id = r.i
+             and e.kind in ('edit', 'retract', 'reaction')
            order by e.seq`,
           [...newIds.values()],
         );
