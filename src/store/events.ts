@@ -518,7 +518,8 @@ async function readLane(
              and m.direction = k.d and m.message_id = k.i
            union
            select ${STORED_MESSAGE} from messages m join k
-             on m.account_id = k.account_id and m.conversation_id = k.id and m.origin_id = k.i`,
+             on m.account_id = k.account_id and m.conversation_id = k.id and m.origin_id = k.i
+             and m.origin_id <> m.message_id`,
           [...targets.values()],
         );
   // Modifiers stored by earlier batches whose message had not arrived yet.
