@@ -86,26 +86,39 @@ interface LockedAccount {
 export async function lockAccounts(tx: Tx, jids: string[]): Promise<Map<string, LockedAccount>> {
   const unique = [...new Set(jids)].sort();
   if (unique.length === 0) return new Map();
-  const batch = recordsOf(
-    { jid: "text" },
-    unique.map((jid) => ({ jid })),
-  );
+  // Nearly every account exists: lock those first, then create and lock the few that do not.
+  const locked = await selectForUpdate(tx, unique);
+  const missing = unique.filter((jid) => !locked.has(jid));
+  if (missing.length === 0) return locked;
   // drizzle's insert … select lists the identity column, which a select cannot fill.
   const inserted = preparedRows(
     tx,
     "insert_accounts",
-    sql`insert into accounts (jid) select r.jid from ${batch} on conflict do nothing`,
+    sql`insert into accounts (jid) select r.jid from ${jidRecords(missing)} on conflict do nothing`,
   );
+  const created = selectForUpdate(tx, missing);
+  await settled([inserted, created]);
+  for (const [jid, account] of await created) locked.set(jid, account);
+  return locked;
+}
+
+function jidRecords(jids: string[]) {
+  return recordsOf(
+    { jid: "text" },
+    jids.map((jid) => ({ jid })),
+  );
+}
+
+async function selectForUpdate(tx: Tx, jids: string[]): Promise<Map<string, LockedAccount>> {
   // Row locks are not expressible in the builder's select for PGlite and postgres.js alike.
-  const rows = preparedRows<{ id: string | number; jid: string; last_seq: string | number }>(
+  const rows = await preparedRows<{ id: string | number; jid: string; last_seq: string | number }>(
     tx,
     "lock_accounts",
-    sql`select id, jid, last_seq from accounts where jid in (select r.jid from ${batch})
+    sql`select id, jid, last_seq from accounts where jid in (select r.jid from ${jidRecords(jids)})
       order by id for update`,
   );
-  await settled([inserted, rows]);
   return new Map(
-    (await rows).map((r) => [r.jid, { id: Number(r.id), jid: r.jid, lastSeq: Number(r.last_seq) }]),
+    rows.map((r) => [r.jid, { id: Number(r.id), jid: r.jid, lastSeq: Number(r.last_seq) }]),
   );
 }
 
