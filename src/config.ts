@@ -8,6 +8,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** Transactions an ingest batch is split into on PostgreSQL (INGEST_LANES): one per core of the unit. */
+export const DEFAULT_INGEST_LANES = 2;
+
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** "90", "90s", "15m", "4h", "30d" → milliseconds; a bare number means seconds. */
@@ -82,6 +85,7 @@ const schema = z
     OBSERVER_RESOURCE: z.string().trim().min(1).max(64).default("syncside"),
     INGEST: z.enum(["on", "off"]).default("on"),
     INGEST_LOOKBACK: duration("30s"),
+    INGEST_LANES: z.coerce.number().int().min(1).max(8).default(DEFAULT_INGEST_LANES),
     ADMIN_JIDS: jidList,
     TOKEN_TTL: duration("30d"),
     CALL_RING_TIMEOUT: duration("60s"),
@@ -121,6 +125,8 @@ const schema = z
     },
     ingestEnabled: c.INGEST === "on",
     ingestLookBackMs: c.INGEST_LOOKBACK,
+    /** transactions each ingest batch is split into by account, written side by side */
+    ingestLanes: c.INGEST_LANES,
     adminJids: c.ADMIN_JIDS,
     tokenTtlMs: c.TOKEN_TTL,
     callRingTimeoutMs: c.CALL_RING_TIMEOUT,

@@ -1,4 +1,5 @@
 import { count } from "drizzle-orm";
+import { DEFAULT_INGEST_LANES } from "../../src/config.js";
 import { localTo } from "../../src/ingest/leader.js";
 import { parseCopy } from "../../src/ingest/parse.js";
 import { type IngestItem, Pipeline } from "../../src/ingest/pipeline.js";
@@ -213,7 +214,7 @@ export const ingestPipeline: Scenario = {
       )
         .map(([k, v]) => `${k} ${Math.round(v * 100)}%`)
         .join(", ")}; both sides local.`,
-      "fed as catch-up does: pages of 250 copies pushed into the real Pipeline (maxBatch 500), at most 4 pages awaiting commit.",
+      `fed as catch-up does: pages of 250 copies pushed into the real Pipeline (maxBatch 500, its default of ${DEFAULT_INGEST_LANES} lanes on PostgreSQL, 1 on PGlite), at most 4 pages awaiting commit.`,
       "baseline: the same Pipeline and appendBatch with maxBatch 1 and each copy awaited — one transaction per copy, what ingest would do without batching. The ratio is what batching buys; the parse-only ceiling is what the CPU allows before any database work.",
       `peak RSS is the whole bench process, which also holds the ${n} recorded copies; the growth over the RSS before the run is what ingest adds.`,
     );

@@ -63,6 +63,7 @@ export async function runIngest(o: IngestOptions): Promise<void> {
       },
       trustedOrigins: domains,
       checkpointSource: source,
+      lanes: o.config.ingestLanes,
     });
     const observer = new Observer({
       service: o.config.xmpp.service,

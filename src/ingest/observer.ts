@@ -1,10 +1,9 @@
 import { type Client, client, xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
-import { eq } from "drizzle-orm";
 import type { Logger } from "../logger.js";
 import { retryForever, sleep } from "../retry.js";
+import { readCheckpoint } from "../store/checkpoint.js";
 import type { Store } from "../store/db.js";
-import { checkpoints } from "../store/schema/checkpoints.js";
 import { catchUp, lookBack, NS_MAM } from "./catch-up.js";
 import type { IngestItem, Pipeline } from "./pipeline.js";
 import type { IngestStats } from "./stats.js";
@@ -170,10 +169,7 @@ export class Observer {
   private async catchUpOnce(generation: number) {
     const xmpp = this.xmpp;
     if (!xmpp || generation !== this.generation) throw new Error("observer session replaced");
-    const [row] = await this.o.store.db
-      .select({ position: checkpoints.position })
-      .from(checkpoints)
-      .where(eq(checkpoints.source, this.o.checkpointSource));
+    const row = await readCheckpoint(this.o.store.db, this.o.checkpointSource);
     const after = row ? lookBack(row.position, this.o.lookBackMs * 1000) : null;
     return catchUp({
       xmpp,

@@ -1,13 +1,10 @@
 import type { Element } from "@xmpp/xml";
+import { DEFAULT_INGEST_LANES } from "../config.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
+import { compareArchiveIds, dropOtherLanes } from "../store/checkpoint.js";
 import type { Store } from "../store/db.js";
-import {
-  appendBatch,
-  type BatchResult,
-  compareArchiveIds,
-  type WriteOptions,
-} from "../store/events.js";
+import { appendInLanes, type BatchResult, type WriteOptions } from "../store/events.js";
 import { type ParsedCopy, parseCopy } from "./parse.js";
 import type { IngestStats } from "./stats.js";
 
@@ -27,12 +24,21 @@ export interface PipelineOptions {
   trustedOrigins: ReadonlySet<string>;
   checkpointSource: string;
   maxBatch?: number;
+  /** transactions a batch is split into by account, written side by side; PGlite has one */
+  lanes?: number;
   /** how long a live copy may wait for company before its batch is written */
   lingerMs?: number;
 }
 
+/** An item once parsed: the copy to write, or null when it was rejected or not trusted. */
+interface Parsed {
+  copy: ParsedCopy | null;
+  archiveId: string | null;
+  copyId: unknown;
+}
+
 interface Pending {
-  items: IngestItem[];
+  items: Parsed[];
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -49,19 +55,28 @@ export class Pipeline {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly maxBatch: number;
+  private readonly lanes: number;
   private readonly lingerMs: number;
+  /** whether every lane has committed a checkpoint since this pipeline started */
+  private lanesSettled = false;
 
   constructor(private readonly o: PipelineOptions) {
     this.maxBatch = o.maxBatch ?? 500;
+    // PGlite has one connection: its transactions would only queue behind each other.
+    this.lanes = o.store.driver === "pglite" ? 1 : (o.lanes ?? DEFAULT_INGEST_LANES);
     this.lingerMs = o.lingerMs ?? 5;
   }
 
-  /** Queues items; the promise settles once they are committed (or rejected as bad input). */
+  /**
+   * Parses items and queues them; the promise settles once they are committed (or rejected as bad
+   * input). Parsing here rather than in the write lets it run while the previous batch commits.
+   */
   push(items: IngestItem[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error("ingest pipeline is closed"));
     if (items.length === 0) return Promise.resolve();
+    const parsed = items.map((item) => this.parse(item));
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ items, resolve, reject });
+      this.queue.push({ items: parsed, resolve, reject });
       this.queued += items.length;
       if (this.queued >= this.maxBatch) this.kick();
       else this.timer ??= setTimeout(() => this.kick(), this.lingerMs);
@@ -119,7 +134,26 @@ export class Pipeline {
     }
   }
 
-  private async writeWithRetry(items: IngestItem[]): Promise<void> {
+  private parse(item: IngestItem): Parsed {
+    const result = parseCopy(item.copy);
+    const parsed: Parsed = { copy: null, archiveId: item.archiveId, copyId: item.copy.attrs.id };
+    if (!result.ok) {
+      this.o.stats.reject(result.reason);
+      this.o.logger.warn(
+        { reason: result.reason, detail: result.detail, copyId: parsed.copyId },
+        "copy rejected",
+      );
+    } else if (!this.o.trustedOrigins.has(result.copy.origin)) {
+      this.o.stats.reject("foreign_origin");
+      this.o.logger.warn({ origin: result.copy.origin }, "copy from an untrusted origin rejected");
+    } else {
+      if (result.copy.ignored) this.o.stats.ignore(result.copy.ignored);
+      parsed.copy = result.copy;
+    }
+    return parsed;
+  }
+
+  private async writeWithRetry(items: Parsed[]): Promise<void> {
     let delay = 100;
     for (;;) {
       if (this.closed) throw new Error("ingest pipeline closed");
@@ -139,7 +173,7 @@ export class Pipeline {
   }
 
   /** Writes items; when the database is up but refuses them, finds and skips the culprit. */
-  private async writeIsolating(items: IngestItem[]): Promise<void> {
+  private async writeIsolating(items: Parsed[]): Promise<void> {
     try {
       await this.write(items);
     } catch (err) {
@@ -149,10 +183,10 @@ export class Pipeline {
       );
       if (!databaseUp) throw err;
       if (items.length === 1) {
-        const [item] = items as [IngestItem];
+        const [item] = items as [Parsed];
         this.o.stats.reject("store_rejected");
         this.o.logger.error(
-          { err, copyId: item.copy.attrs.id, archiveId: item.archiveId },
+          { err, copyId: item.copyId, archiveId: item.archiveId },
           "copy refused by the database, skipped",
         );
         await this.write([], item.archiveId);
@@ -164,41 +198,30 @@ export class Pipeline {
     }
   }
 
-  private async write(items: IngestItem[], extraArchiveId: string | null = null): Promise<void> {
+  private async write(items: Parsed[], extraArchiveId: string | null = null): Promise<void> {
     const copies: ParsedCopy[] = [];
     let last = extraArchiveId;
     for (const item of items) {
       if (item.archiveId && (!last || compareArchiveIds(item.archiveId, last) > 0))
         last = item.archiveId;
-      const parsed = parseCopy(item.copy);
-      if (!parsed.ok) {
-        this.o.stats.reject(parsed.reason);
-        this.o.logger.warn(
-          { reason: parsed.reason, detail: parsed.detail, copyId: item.copy.attrs.id },
-          "copy rejected",
-        );
-        continue;
-      }
-      if (!this.o.trustedOrigins.has(parsed.copy.origin)) {
-        this.o.stats.reject("foreign_origin");
-        this.o.logger.warn(
-          { origin: parsed.copy.origin },
-          "copy from an untrusted origin rejected",
-        );
-        continue;
-      }
-      if (parsed.copy.ignored) this.o.stats.ignore(parsed.copy.ignored);
-      copies.push(parsed.copy);
+      if (item.copy) copies.push(item.copy);
     }
     const checkpoint = last ? { source: this.o.checkpointSource, position: last } : undefined;
     if (copies.length === 0 && !checkpoint) return;
     const started = performance.now();
-    const result: BatchResult = await appendBatch(
+    const result: BatchResult = await appendInLanes(
       this.o.store.db,
       { copies, checkpoint },
       this.o.write,
+      this.lanes,
     );
     this.o.stats.recordBatch(result, copies, performance.now() - started);
-    if (checkpoint) this.o.stats.checkpoint = checkpoint.position;
+    if (!checkpoint) return;
+    this.o.stats.checkpoint = checkpoint.position;
+    if (!this.lanesSettled) {
+      // Rows of an earlier lane count bound nothing once every current lane has its own.
+      await dropOtherLanes(this.o.store.db, this.o.checkpointSource, this.lanes);
+      this.lanesSettled = true;
+    }
   }
 }

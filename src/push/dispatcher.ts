@@ -4,7 +4,7 @@ import { changeFeedFor } from "../api/change-feed.js";
 import { encodePosition } from "../api/position.js";
 import type { Logger } from "../logger.js";
 import { activeCalls, type CallRow } from "../store/calls.js";
-import type { Store } from "../store/db.js";
+import type { Store, Tx } from "../store/db.js";
 import { loadStoreMeta } from "../store/meta.js";
 import { accounts } from "../store/schema/accounts.js";
 import { conversations } from "../store/schema/conversations.js";
@@ -201,8 +201,18 @@ export class PushDispatcher {
     }
   }
 
-  private async findWork(device: PushDevice): Promise<Work> {
-    const db = this.o.store.db;
+  /**
+   * Reads in one snapshot, as a sync does: a commit between separate reads could give a position
+   * older than the message the push carries, and the sync from it would show the message again.
+   */
+  private findWork(device: PushDevice): Promise<Work> {
+    return this.o.store.db.transaction((tx) => this.readWork(tx, device), {
+      isolationLevel: "repeatable read",
+      accessMode: "read only",
+    });
+  }
+
+  private async readWork(db: Tx, device: PushDevice): Promise<Work> {
     const now = new Date(this.clock());
     const [account] = await db
       .select({ jid: accounts.jid, lastSeq: accounts.lastSeq })

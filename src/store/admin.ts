@@ -3,7 +3,6 @@ import type { CallRow } from "./calls.js";
 import { type Db, queryRows, type Store } from "./db.js";
 import { accounts } from "./schema/accounts.js";
 import { calls } from "./schema/calls.js";
-import { checkpoints } from "./schema/checkpoints.js";
 import { conversations } from "./schema/conversations.js";
 import { events } from "./schema/events.js";
 import { messages } from "./schema/messages.js";
@@ -99,10 +98,8 @@ export async function activeCallsOnServer(
   return rows;
 }
 
-export async function readCheckpoint(db: Db, source: string) {
-  const [row] = await db.select().from(checkpoints).where(eq(checkpoints.source, source));
-  return row ?? null;
-}
+// The admin view shows the position ingest would resume from: the lowest of its lanes'.
+export { readCheckpoint } from "./checkpoint.js";
 
 /**
  * Deletes everything syncside holds for one account, in one transaction under the account's row

@@ -39,28 +39,40 @@ export function isTerminal(state: CallState): boolean {
   return RANK[state] === 3;
 }
 
-/**
- * Folds XEP-0353 signals into each account's call rows. Idempotent (a signal applied twice leaves
- * the same row) and order-tolerant (only forward moves; missing facts are filled in late).
- */
-export async function applyCallSignals(
+/** The stored calls that signals for these (account, call id) keys refer to, or migrated to. */
+export async function loadCalls(
   tx: Tx,
+  keys: { accountId: number; callId: string }[],
+): Promise<CallRow[]> {
+  if (keys.length === 0) return [];
+  const records = sql`(select r."accountId", r."callId" from ${recordsOf(
+    { accountId: "bigint", callId: "text" },
+    keys,
+  )})`;
+  // Row-value INs over the exact (account, call) keys: the builder has none.
+  return tx
+    .select()
+    .from(calls)
+    .where(
+      sql`(${calls.accountId}, ${calls.callId}) in ${records}
+        or (${calls.accountId}, ${calls.migratedTo}) in ${records}`,
+    )
+    .prepare("select_calls")
+    .execute();
+}
+
+/**
+ * Folds XEP-0353 signals into each account's call rows (`existing`, from loadCalls) and writes
+ * the changed ones. Idempotent (a signal applied twice leaves the same row) and order-tolerant
+ * (only forward moves; missing facts are filled in late).
+ */
+export async function saveCallSignals(
+  tx: Tx,
+  existing: CallRow[],
   updates: CallUpdate[],
   timing: { ringTimeoutMs: number; maxDurationMs: number },
 ): Promise<void> {
   if (updates.length === 0) return;
-  const keys = sql`(select r."accountId", r."callId" from ${recordsOf(
-    { accountId: "bigint", callId: "text" },
-    updates.map((u) => ({ accountId: u.accountId, callId: u.signal.callId })),
-  )})`;
-  // Row-value INs over the exact (account, call) keys: the builder has none.
-  const existing = await tx
-    .select()
-    .from(calls)
-    .where(
-      sql`(${calls.accountId}, ${calls.callId}) in ${keys}
-        or (${calls.accountId}, ${calls.migratedTo}) in ${keys}`,
-    );
   const rows = new Map<string, CallInsert>();
   /** `${accountId} ${newId}` → the call that migrated to newId */
   const migratedFrom = new Map<string, CallInsert>();
@@ -114,7 +126,9 @@ export async function applyCallSignals(
         direction: sql`excluded.direction`,
         seq: sql`excluded.seq`,
       },
-    });
+    })
+    .prepare("upsert_calls")
+    .execute();
 }
 
 function newCall(update: CallUpdate): CallInsert {
@@ -205,7 +219,7 @@ export function effectiveCall(row: CallRow, now: Date): CallRow {
  * Calls a phone must act on: incoming calls still ringing, and accepted calls not yet finished.
  * Expiry is judged here, at read time, so no timer is needed for correctness.
  */
-export async function activeCalls(db: Db, accountId: number, now: Date): Promise<CallRow[]> {
+export async function activeCalls(db: Db | Tx, accountId: number, now: Date): Promise<CallRow[]> {
   const rows = await db
     .select()
     .from(calls)

@@ -1,8 +1,8 @@
 import { mkdir } from "node:fs/promises";
 import { Socket } from "node:net";
 import { PGlite } from "@electric-sql/pglite";
-import type { SQL } from "drizzle-orm";
-import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { is, type Query, SQL } from "drizzle-orm";
+import { type PgDatabase, PgDialect, type PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
@@ -193,6 +193,23 @@ async function openPglite(dataDir: string): Promise<Store> {
  */
 export async function queryRows<T>(db: Db | Tx, query: SQL): Promise<T[]> {
   const result = (await db.execute(query)) as unknown;
+  if (Array.isArray(result)) return result as T[];
+  return ((result as { rows?: T[] }).rows ?? []) as T[];
+}
+
+const dialect = new PgDialect();
+
+/**
+ * Like queryRows, as a prepared statement. drizzle sends queries unprepared, and postgres.js then
+ * has the server describe each one with parameters before it binds it: two round trips, a fresh
+ * parse and plan, and no query pipelined behind it. A prepared query is parsed once per
+ * connection, then costs one Bind/Execute and pipelines. (The name only marks it as prepared:
+ * postgres.js keys statements by their text, and PGlite has no named statements.)
+ */
+export async function preparedRows<T>(db: Db | Tx, name: string, query: SQL | Query): Promise<T[]> {
+  const result = (await db._.session
+    .prepareQuery(is(query, SQL) ? dialect.sqlToQuery(query) : query, undefined, name, false)
+    .execute()) as unknown;
   if (Array.isArray(result)) return result as T[];
   return ((result as { rows?: T[] }).rows ?? []) as T[];
 }

@@ -1,18 +1,17 @@
-import { and, eq, inArray, sql } from "drizzle-orm";
+import { sql } from "drizzle-orm";
 import type { ConversationEvent, ParsedCopy } from "../ingest/parse.js";
-import { applyCallSignals, type CallUpdate } from "./calls.js";
-import { type Db, queryRows, type Tx } from "./db.js";
-import { recordsOf, rowsOf } from "./json-rows.js";
-import { checkpoints } from "./schema/checkpoints.js";
+import { type CallRow, type CallUpdate, loadCalls, saveCallSignals } from "./calls.js";
+import { advanceCheckpoint, laneSource } from "./checkpoint.js";
+import { type Db, preparedRows, type Tx } from "./db.js";
+import { recordsOf } from "./json-rows.js";
 import { conversations } from "./schema/conversations.js";
-import { type EventKindName, events } from "./schema/events.js";
-import { messages, type Reactions } from "./schema/messages.js";
+import type { EventKindName } from "./schema/events.js";
+import type { messages, Reactions } from "./schema/messages.js";
 
 /** The channel every committed change is announced on; the payload lists account ids. */
 export const CHANGES_CHANNEL = "syncside_changes";
 
 type Direction = "in" | "out";
-type EventRow = typeof events.$inferInsert;
 type ConversationRow = typeof conversations.$inferSelect;
 type MessageRow = typeof messages.$inferInsert;
 
@@ -87,18 +86,35 @@ interface LockedAccount {
 export async function lockAccounts(tx: Tx, jids: string[]): Promise<Map<string, LockedAccount>> {
   const unique = [...new Set(jids)].sort();
   if (unique.length === 0) return new Map();
-  const batch = recordsOf(
-    { jid: "text" },
-    unique.map((jid) => ({ jid })),
-  );
+  // Nearly every account exists: lock those first, then create and lock the few that do not.
+  const locked = await selectForUpdate(tx, unique);
+  const missing = unique.filter((jid) => !locked.has(jid));
+  if (missing.length === 0) return locked;
   // drizzle's insert … select lists the identity column, which a select cannot fill.
-  await tx.execute(
-    sql`insert into accounts (jid) select r.jid from ${batch} on conflict do nothing`,
-  );
-  // Row locks are not expressible in the builder's select for PGlite and postgres.js alike.
-  const rows = await queryRows<{ id: string | number; jid: string; last_seq: string | number }>(
+  const inserted = preparedRows(
     tx,
-    sql`select id, jid, last_seq from accounts where jid in (select r.jid from ${batch})
+    "insert_accounts",
+    sql`insert into accounts (jid) select r.jid from ${jidRecords(missing)} on conflict do nothing`,
+  );
+  const created = selectForUpdate(tx, missing);
+  await settled([inserted, created]);
+  for (const [jid, account] of await created) locked.set(jid, account);
+  return locked;
+}
+
+function jidRecords(jids: string[]) {
+  return recordsOf(
+    { jid: "text" },
+    jids.map((jid) => ({ jid })),
+  );
+}
+
+async function selectForUpdate(tx: Tx, jids: string[]): Promise<Map<string, LockedAccount>> {
+  // Row locks are not expressible in the builder's select for PGlite and postgres.js alike.
+  const rows = await preparedRows<{ id: string | number; jid: string; last_seq: string | number }>(
+    tx,
+    "lock_accounts",
+    sql`select id, jid, last_seq from accounts where jid in (select r.jid from ${jidRecords(jids)})
       order by id for update`,
   );
   return new Map(
@@ -191,7 +207,7 @@ export async function notifyAccounts(tx: Tx, accountIds: number[]): Promise<void
   // pg_notify payloads are capped at 8000 bytes; ids are short, so chunks of 500 stay far below.
   for (let i = 0; i < accountIds.length; i += 500) {
     const payload = accountIds.slice(i, i + 500).join(",");
-    await tx.execute(sql`select pg_notify(${CHANGES_CHANNEL}, ${payload})`);
+    await preparedRows(tx, "notify", sql`select pg_notify(${CHANGES_CHANNEL}, ${payload})`);
   }
 }
 
@@ -205,27 +221,77 @@ export async function appendBatch(
   input: BatchInput,
   options: WriteOptions,
 ): Promise<BatchResult> {
-  return db.transaction(async (tx) => {
-    const result: BatchResult = {
-      written: 0,
-      duplicates: 0,
-      foreign: 0,
-      accountIds: [],
-      byKind: {},
-    };
-    const sides: Side[] = [];
-    for (const copy of input.copies) {
-      const copySides = sidesOf(copy, options.isLocal);
-      if (copySides.length === 0) result.foreign += copy.events.length;
-      sides.push(...copySides);
-    }
+  return appendInLanes(db, input, options, 1);
+}
 
-    const writes = sides.length > 0 ? await writeSides(tx, sides, options, result) : [];
-    if (input.checkpoint) writes.push(advanceCheckpoint(tx, input.checkpoint));
-    if (result.accountIds.length > 0) writes.push(notifyAccounts(tx, result.accountIds));
-    await settled(writes);
-    return result;
-  });
+/**
+ * appendBatch in `lanes` transactions run side by side, each on its own connection: every row
+ * ingest writes belongs to one account, so splitting the sides by account gives lanes that never
+ * touch the same rows. Each lane advances its own checkpoint row (see checkpoint.ts), even with
+ * nothing else to write, so each row says how far that lane's accounts are durable.
+ */
+export async function appendInLanes(
+  db: Db,
+  input: BatchInput,
+  options: WriteOptions,
+  lanes: number,
+): Promise<BatchResult> {
+  const result = emptyResult();
+  const byLane: Side[][] = Array.from({ length: lanes }, () => []);
+  for (const copy of input.copies) {
+    const copySides = sidesOf(copy, options.isLocal);
+    if (copySides.length === 0) result.foreign += copy.events.length;
+    for (const side of copySides) byLane[laneOf(side.account, lanes)]?.push(side);
+  }
+  const outcomes = await Promise.allSettled(
+    byLane.map((sides, lane) => {
+      const checkpoint = input.checkpoint && {
+        source: laneSource(input.checkpoint.source, lane, lanes),
+        position: input.checkpoint.position,
+      };
+      if (sides.length === 0 && !checkpoint) return Promise.resolve(emptyResult());
+      return db.transaction((tx) => writeLane(tx, sides, checkpoint, options));
+    }),
+  );
+  for (const outcome of outcomes) {
+    if (outcome.status === "rejected") throw outcome.reason;
+    const lane = outcome.value;
+    result.written += lane.written;
+    result.duplicates += lane.duplicates;
+    result.accountIds.push(...lane.accountIds);
+    for (const [kind, n] of Object.entries(lane.byKind) as [EventKindName, number][]) {
+      result.byKind[kind] = (result.byKind[kind] ?? 0) + n;
+    }
+  }
+  return result;
+}
+
+/** The lane an account's rows are written in: a stable hash of its JID (FNV-1a). */
+export function laneOf(jid: string, lanes: number): number {
+  if (lanes === 1) return 0;
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < jid.length; i++) {
+    hash = Math.imul(hash ^ jid.charCodeAt(i), 0x01000193);
+  }
+  return (hash >>> 0) % lanes;
+}
+
+function emptyResult(): BatchResult {
+  return { written: 0, duplicates: 0, foreign: 0, accountIds: [], byKind: {} };
+}
+
+async function writeLane(
+  tx: Tx,
+  sides: Side[],
+  checkpoint: BatchInput["checkpoint"],
+  options: WriteOptions,
+): Promise<BatchResult> {
+  const result = emptyResult();
+  const writes = sides.length > 0 ? await writeSides(tx, sides, options, result) : [];
+  if (checkpoint) writes.push(advanceCheckpoint(tx, checkpoint));
+  if (result.accountIds.length > 0) writes.push(notifyAccounts(tx, result.accountIds));
+  await settled(writes);
+  return result;
 }
 
 /**
@@ -239,6 +305,31 @@ async function settled(statements: Promise<unknown>[]): Promise<void> {
   }
 }
 
+/** A conversation as ingest folds it: only the columns a batch reads or changes. */
+interface ConversationState {
+  accountId: number;
+  id: number;
+  unreadCount: number;
+  readSeq: number;
+  readUntil: string | null;
+  peerReadUntil: string | null;
+  /** the seq of the batch's last event in it (version and last_event_seq alike) */
+  version: number;
+  /** the newest message and the newest event of the batch in it: the stored ones may be newer */
+  lastMessageAt: Date | null;
+  updatedAt: Date | null;
+}
+
+/** What one lane reads before it folds: all sent at once, keyed by account id and peer. */
+interface LaneState {
+  /** `${accountId} ${dedupeKey}` of the sides already stored */
+  known: Set<string>;
+  convs: Map<string, ConversationState>;
+  messages: MessageRow[];
+  early: EarlyModifier[];
+  calls: CallRow[];
+}
+
 /** Folds the sides into rows and returns their writes, already sent. */
 async function writeSides(
   tx: Tx,
@@ -250,51 +341,38 @@ async function writeSides(
     tx,
     allSides.map((s) => s.account),
   );
+  const state = await readLane(tx, allSides, locked);
 
   // Replays: drop sides whose dedupe key this account already has (and repeats inside the batch).
-  const keys = new Map(
-    allSides.map((s) => {
-      const accountId = accountOf(locked, s).id;
-      return [`${accountId} ${s.dedupeKey}`, { accountId, dedupeKey: s.dedupeKey }];
-    }),
-  );
-  const known = new Set(
-    (
-      await tx
-        .select({ accountId: events.accountId, dedupeKey: events.dedupeKey })
-        .from(events)
-        .where(
-          // A row-value IN over the exact keys: the builder only has per-column IN lists.
-          sql`(${events.accountId}, ${events.dedupeKey}) in
-            (select r."accountId", r."dedupeKey" from ${recordsOf(
-              { accountId: "bigint", dedupeKey: "text" },
-              [...keys.values()],
-            )})`,
-        )
-    ).map((r) => `${r.accountId} ${r.dedupeKey}`),
-  );
   const sides: Side[] = [];
   for (const side of allSides) {
-    const key = `${locked.get(side.account)?.id} ${side.dedupeKey}`;
-    if (known.has(key)) {
+    const key = `${accountOf(locked, side).id} ${side.dedupeKey}`;
+    if (state.known.has(key)) {
       result.duplicates++;
       continue;
     }
-    known.add(key);
+    state.known.add(key);
     sides.push(side);
   }
   if (sides.length === 0) return [];
 
-  const convs = await loadConversations(
-    tx,
-    sides.map((s) => ({ accountId: accountOf(locked, s).id, peer: s.peer })),
-  );
-  const folder = new MessageFolder(tx);
-  await folder.preload(sides, locked, convs);
+  const convs = state.convs;
+  const missing = new Map<string, { a: number; p: string }>();
+  for (const side of sides) {
+    const key = `${accountOf(locked, side).id} ${side.peer}`;
+    if (!convs.has(key)) missing.set(key, { a: accountOf(locked, side).id, p: side.peer });
+  }
+  if (missing.size > 0) {
+    for (const conv of await createConversations(tx, [...missing.values()])) {
+      convs.set(`${conv.accountId} ${conv.peer}`, conv.state);
+    }
+  }
 
-  const rows: EventRow[] = [];
+  const folder = new MessageFolder(tx);
+  folder.load(state.messages, state.early);
+  const rows: EventRecord[] = [];
   const callUpdates: CallUpdate[] = [];
-  const touchedConvs = new Set<ConversationRow>();
+  const touchedConvs = new Set<ConversationState>();
   const touchedAccounts = new Set<LockedAccount>();
 
   for (const side of sides) {
@@ -303,27 +381,12 @@ async function writeSides(
     if (!conv) throw new Error(`conversation ${account.id} ${side.peer} was not loaded`);
     const seq = ++account.lastSeq;
     const { event, copy } = side;
-    rows.push({
-      accountId: account.id,
-      seq,
-      conversationId: conv.id,
-      kind: event.kind,
-      direction: side.direction,
-      messageId: event.messageId,
-      originId: event.originId,
-      stanzaId: side.direction === "out" ? copy.senderArchiveId : null,
-      targetId: event.kind === "call" ? (event.call?.callId ?? null) : event.targetId,
-      body: event.body,
-      payload: payloadOf(event, copy),
-      sentAt: copy.sentAt,
-      dedupeKey: side.dedupeKey,
-    });
+    rows.push(eventRecord(side, account.id, conv.id, seq));
     result.written++;
     result.byKind[event.kind] = (result.byKind[event.kind] ?? 0) + 1;
     touchedAccounts.add(account);
     touchedConvs.add(conv);
     conv.version = seq;
-    conv.lastEventSeq = seq;
     conv.updatedAt = maxDate(conv.updatedAt, copy.sentAt);
 
     switch (event.kind) {
@@ -384,15 +447,353 @@ async function writeSides(
 
   result.accountIds = [...touchedAccounts].map((a) => a.id);
   return [
-    tx.insert(events).select(rowsOf(events, rows)).execute(),
+    insertEvents(tx, rows),
     folder.save(),
-    applyCallSignals(tx, callUpdates, {
+    saveCallSignals(tx, state.calls, callUpdates, {
       ringTimeoutMs: options.callRingTimeoutMs,
       maxDurationMs: options.callMaxDurationMs ?? 24 * 3_600_000,
     }),
-    saveConversations(tx, touchedConvs),
-    saveAccountSeqs(tx, touchedAccounts),
+    saveFoldedConversations(tx, touchedConvs),
+    run(
+      tx,
+      "save_lane_seqs",
+      `update accounts a set last_seq = r.s from json_to_recordset($1::json) as r(i bigint, s bigint)
+       where a.id = r.i`,
+      [...touchedAccounts].map((a) => ({ i: a.id, s: a.lastSeq })),
+    ),
   ];
+}
+
+/**
+ * Runs one of ingest's hot statements, which take a batch's rows as one json parameter
+ * (json_to_recordset, which the builder cannot say). Their text is fixed, so each is prepared
+ * once per connection and the statements of a lane pipeline (see preparedRows).
+ */
+function run<T>(tx: Tx, name: string, text: string, records: object[]): Promise<T[]> {
+  return preparedRows<T>(tx, name, { sql: text, params: [JSON.stringify(records)] });
+}
+
+/** Sends every read a lane needs before it folds, together: one round trip instead of five. */
+async function readLane(
+  tx: Tx,
+  sides: Side[],
+  locked: Map<string, LockedAccount>,
+): Promise<LaneState> {
+  const keys = new Map<string, { a: number; k: string }>();
+  const pairs = new Map<string, { a: number; p: string }>();
+  /** message ids that modifiers target, per direction they may have been sent in */
+  const targets = new Map<string, { a: number; p: string; d: Direction; i: string }>();
+  /**
+   * ids of the batch's new messages, which modifiers stored earlier may target: by account only,
+   * as events_account_target indexes them (a modifier of another conversation is never applied)
+   */
+  const newIds = new Map<string, { a: number; i: string }>();
+  const callKeys = new Map<string, { accountId: number; callId: string }>();
+  for (const side of sides) {
+    const a = accountOf(locked, side).id;
+    const p = side.peer;
+    keys.set(`${a} ${side.dedupeKey}`, { a, k: side.dedupeKey });
+    pairs.set(`${a} ${p}`, { a, p });
+    const { event } = side;
+    if (event.kind === "message") {
+      for (const i of [messageKeyOf(side), event.originId]) {
+        if (i) newIds.set(`${a} ${i}`, { a, i });
+      }
+    } else if (isModifier(event.kind) && event.targetId) {
+      for (const d of candidateDirections(event.kind, side.direction)) {
+        targets.set(`${a} ${p} ${d} ${event.targetId}`, { a, p, d, i: event.targetId });
+      }
+    } else if (event.kind === "call" && event.call) {
+      callKeys.set(`${a} ${event.call.callId}`, { accountId: a, callId: event.call.callId });
+    }
+  }
+  const known = run<{ account_id: string; dedupe_key: string }>(
+    tx,
+    "select_known_events",
+    `select r.a as account_id, r.k as dedupe_key
+      from json_to_recordset($1::json) as r(a bigint, k text)
+      where exists (select from events e where e.account_id = r.a and e.dedupe_key = r.k)`,
+    [...keys.values()],
+  );
+  const convs = selectFoldedConversations(tx, [...pairs.values()]);
+  const messages =
+    targets.size === 0
+      ? Promise.resolve([])
+      : run<StoredMessage>(
+          tx,
+          "select_target_messages",
+          `with k as (
+             select c.account_id, c.id, r.d, r.i
+             from json_to_recordset($1::json) as r(a bigint, p text, d text, i text)
+             join conversations c on c.account_id = r.a and c.peer_jid = r.p)
+           select ${STORED_MESSAGE} from messages m join k
+             on m.account_id = k.account_id and m.conversation_id = k.id
+             and m.direction = k.d and m.message_id = k.i
+           union
+           select ${STORED_MESSAGE} from messages m join k
+             on m.account_id = k.account_id and m.conversation_id = k.id and m.origin_id = k.i
+             and m.origin_id <> m.message_id`,
+          [...targets.values()],
+        );
+  // Modifiers stored by earlier batches whose message had not arrived yet.
+  const early =
+    newIds.size === 0
+      ? Promise.resolve([])
+      : run<StoredModifier>(
+          tx,
+          "select_early_modifiers",
+          `select e.account_id, e.conversation_id, e.target_id, e.kind, e.direction, e.body,
+             e.payload->>'from' as reacter, e.payload->'reactions' as reactions,
+             ${epochMs("e.sent_at")} as sent_at, e.seq
+           from json_to_recordset($1::json) as r(a bigint, i text)
+           join events e on e.account_id = r.a and e.target_id = r.i
+             and e.kind in ('edit', 'retract', 'reaction')
+           order by e.seq`,
+          [...newIds.values()],
+        );
+  const calls = loadCalls(tx, [...callKeys.values()]);
+  await settled([known, convs, messages, early, calls]);
+  return {
+    known: new Set((await known).map((r) => `${r.account_id} ${r.dedupe_key}`)),
+    convs: new Map((await convs).map((c) => [`${c.accountId} ${c.peer}`, c.state])),
+    messages: (await messages).map(messageOfStored),
+    early: (await early).map(modifierOfStored),
+    calls: await calls,
+  };
+}
+
+/** Epoch milliseconds of a timestamp, which both drivers return as a plain number. */
+function epochMs(column: string): string {
+  return `(extract(epoch from ${column}) * 1000)::float8`;
+}
+
+const STORED_MESSAGE = `m.account_id, m.conversation_id, m.direction, m.message_id, m.origin_id,
+  m.stanza_id, m.body, ${epochMs("m.sent_at")} as sent_at, ${epochMs("m.edited_at")} as edited_at,
+  ${epochMs("m.retracted_at")} as retracted_at, m.reactions, m.created_seq, m.seq`;
+
+interface StoredMessage {
+  account_id: string | number;
+  conversation_id: string | number;
+  direction: Direction;
+  message_id: string;
+  origin_id: string | null;
+  stanza_id: string | null;
+  body: string | null;
+  sent_at: number;
+  edited_at: number | null;
+  retracted_at: number | null;
+  reactions: Reactions;
+  created_seq: string | number;
+  seq: string | number;
+}
+
+function messageOfStored(m: StoredMessage): MessageRow {
+  return {
+    accountId: Number(m.account_id),
+    conversationId: Number(m.conversation_id),
+    direction: m.direction,
+    messageId: m.message_id,
+    originId: m.origin_id,
+    stanzaId: m.stanza_id,
+    body: m.body,
+    sentAt: new Date(m.sent_at),
+    editedAt: m.edited_at === null ? null : new Date(m.edited_at),
+    retractedAt: m.retracted_at === null ? null : new Date(m.retracted_at),
+    reactions: m.reactions,
+    createdSeq: Number(m.created_seq),
+    seq: Number(m.seq),
+  };
+}
+
+interface StoredModifier {
+  account_id: string | number;
+  conversation_id: string | number;
+  target_id: string;
+  kind: PendingModifier["kind"];
+  direction: Direction;
+  body: string | null;
+  reacter: string | null;
+  reactions: unknown;
+  sent_at: number;
+  seq: string | number;
+}
+
+interface EarlyModifier extends PendingModifier {
+  /** `${accountId} ${conversationId} ${targetId}` */
+  key: string;
+}
+
+function modifierOfStored(e: StoredModifier): EarlyModifier {
+  return {
+    key: `${e.account_id} ${e.conversation_id} ${e.target_id}`,
+    kind: e.kind,
+    direction: e.direction,
+    reacter: e.reacter ?? "",
+    body: e.body,
+    reactions: Array.isArray(e.reactions) ? (e.reactions as string[]) : null,
+    sentAt: new Date(e.sent_at),
+    seq: Number(e.seq),
+  };
+}
+
+const FOLDED_CONVERSATION = `c.account_id, c.id, c.peer_jid, c.unread_count, c.read_seq,
+  c.read_until, c.peer_read_until`;
+
+interface StoredConversation {
+  account_id: string | number;
+  id: string | number;
+  peer_jid: string;
+  unread_count: number;
+  read_seq: string | number;
+  read_until: string | null;
+  peer_read_until: string | null;
+}
+
+function conversationOfStored(c: StoredConversation) {
+  const accountId = Number(c.account_id);
+  return {
+    accountId,
+    peer: c.peer_jid,
+    state: {
+      accountId,
+      id: Number(c.id),
+      unreadCount: c.unread_count,
+      readSeq: Number(c.read_seq),
+      readUntil: c.read_until,
+      peerReadUntil: c.peer_read_until,
+      version: 0,
+      lastMessageAt: null,
+      updatedAt: null,
+    },
+  };
+}
+
+async function selectFoldedConversations(tx: Tx, pairs: { a: number; p: string }[]) {
+  const rows = await run<StoredConversation>(
+    tx,
+    "select_folded_conversations",
+    `select ${FOLDED_CONVERSATION}
+      from json_to_recordset($1::json) as r(a bigint, p text)
+      join conversations c on c.account_id = r.a and c.peer_jid = r.p`,
+    pairs,
+  );
+  return rows.map(conversationOfStored);
+}
+
+/** Creates the conversations a batch starts (under the account locks, so none races it). */
+async function createConversations(tx: Tx, pairs: { a: number; p: string }[]) {
+  const created = run(
+    tx,
+    "create_conversations",
+    `insert into conversations (account_id, peer_jid, version, last_event_seq)
+      select r.a, r.p, 0, 0 from json_to_recordset($1::json) as r(a bigint, p text)
+      on conflict do nothing`,
+    pairs,
+  );
+  const selected = selectFoldedConversations(tx, pairs);
+  await settled([created, selected]);
+  return selected;
+}
+
+/** Writes what ingest changes about conversations; pinned, muted and archived stay untouched. */
+function saveFoldedConversations(tx: Tx, convs: Set<ConversationState>): Promise<unknown> {
+  if (convs.size === 0) return Promise.resolve();
+  const records = [...convs].map((c) => ({
+    a: c.accountId,
+    i: c.id,
+    v: c.version,
+    u: c.unreadCount,
+    rs: c.readSeq,
+    ru: c.readUntil ?? undefined,
+    pr: c.peerReadUntil ?? undefined,
+    lm: c.lastMessageAt?.toISOString(),
+    ua: c.updatedAt?.toISOString(),
+  }));
+  // Stored times may be newer than the batch's (a settings change, a replayed older copy).
+  return run(
+    tx,
+    "save_folded_conversations",
+    `update conversations c set version = r.v, last_event_seq = r.v, unread_count = r.u,
+       read_seq = r.rs, read_until = r.ru, peer_read_until = r.pr,
+       last_message_at = greatest(c.last_message_at, r.lm),
+       updated_at = greatest(c.updated_at, r.ua)
+     from json_to_recordset($1::json) as r(a bigint, i bigint, v bigint, u integer, rs bigint,
+       ru text, pr text, lm timestamptz, ua timestamptz)
+     where c.account_id = r.a and c.id = r.i`,
+    records,
+  );
+}
+
+/** An events row as the insert's json takes it; absent fields are left out, not null. */
+interface EventRecord {
+  a: number;
+  s: number;
+  c: number;
+  k: string;
+  d: Direction;
+  m?: string;
+  o?: string;
+  si?: string;
+  t?: string;
+  b?: string;
+  raw: string;
+  cid: string;
+  f: string;
+  fr?: string;
+  x?: Record<string, unknown>;
+  at: string;
+  dk: string;
+}
+
+function eventRecord(side: Side, accountId: number, conversationId: number, seq: number) {
+  const { event, copy } = side;
+  const record: EventRecord = {
+    a: accountId,
+    s: seq,
+    c: conversationId,
+    k: event.kind,
+    d: side.direction,
+    m: event.messageId ?? undefined,
+    o: event.originId ?? undefined,
+    si: (side.direction === "out" ? copy.senderArchiveId : null) ?? undefined,
+    t: (event.kind === "call" ? event.call?.callId : event.targetId) ?? undefined,
+    b: event.body ?? undefined,
+    raw: event.raw,
+    cid: copy.copyId,
+    f: event.from,
+    fr: event.fromResource || undefined,
+    at: copy.sentAt.toISOString(),
+    dk: side.dedupeKey,
+  };
+  if (event.reactions || event.marker || event.call) {
+    record.x = {};
+    if (event.reactions) record.x.reactions = event.reactions;
+    if (event.marker) record.x.marker = event.marker;
+    if (event.call) record.x.call = event.call;
+  }
+  return record;
+}
+
+/**
+ * Appends the events. The payload is put together in SQL from plain fields: sent as nested json,
+ * each one (the raw stanza, mostly) was parsed twice, which cost about a third of the insert.
+ * Its keys are those readers know: raw, copy_id, from, from_resource, reactions, marker, call.
+ */
+function insertEvents(tx: Tx, records: EventRecord[]): Promise<unknown> {
+  return run(
+    tx,
+    "insert_events",
+    `insert into events (account_id, seq, conversation_id, kind, direction, message_id,
+       origin_id, stanza_id, target_id, body, payload, sent_at, dedupe_key)
+     select r.a, r.s, r.c, r.k, r.d, r.m, r.o, r.si, r.t, r.b,
+       jsonb_strip_nulls(jsonb_build_object('raw', r.raw, 'copy_id', r.cid, 'from', r.f,
+         'from_resource', r.fr)) || coalesce(r.x, '{}'),
+       r.at, r.dk
+     from json_to_recordset($1::json) as r(a bigint, s bigint, c bigint, k text, d text,
+       m text, o text, si text, t text, b text, raw text, cid text, f text, fr text, x jsonb,
+       at timestamptz, dk text)`,
+    records,
+  );
 }
 
 function accountOf(locked: Map<string, LockedAccount>, side: Side): LockedAccount {
@@ -409,42 +810,6 @@ export function markRead(conv: { unreadCount: number; readSeq: number }, seq: nu
 
 function maxDate(a: Date | null, b: Date): Date {
   return a && a > b ? a : b;
-}
-
-function payloadOf(event: ConversationEvent, copy: ParsedCopy): Record<string, unknown> {
-  const payload: Record<string, unknown> = {
-    raw: event.raw,
-    copy_id: copy.copyId,
-    from: event.from,
-  };
-  if (event.fromResource) payload.from_resource = event.fromResource;
-  if (event.reactions) payload.reactions = event.reactions;
-  if (event.marker) payload.marker = event.marker;
-  if (event.call) payload.call = event.call;
-  return payload;
-}
-
-async function advanceCheckpoint(tx: Tx, checkpoint: { source: string; position: string }) {
-  const [current] = await tx
-    .select({ position: checkpoints.position })
-    .from(checkpoints)
-    .where(eq(checkpoints.source, checkpoint.source))
-    .for("update");
-  // Archive ids are µs timestamps; a batch may end on an older one than an earlier batch saw.
-  if (current && compareArchiveIds(current.position, checkpoint.position) >= 0) return;
-  await tx
-    .insert(checkpoints)
-    .values({ source: checkpoint.source, position: checkpoint.position, updatedAt: new Date() })
-    .onConflictDoUpdate({
-      target: checkpoints.source,
-      set: { position: checkpoint.position, updatedAt: new Date() },
-    });
-}
-
-/** Numeric comparison of decimal archive ids (they exceed 2^53, so compare as strings). */
-export function compareArchiveIds(a: string, b: string): number {
-  if (a.length !== b.length) return a.length - b.length;
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 interface MessageState {
@@ -478,75 +843,10 @@ class MessageFolder {
     return `${accountId} ${conversationId} ${direction} ${id}`;
   }
 
-  async preload(
-    sides: Side[],
-    locked: Map<string, LockedAccount>,
-    convs: Map<string, ConversationRow>,
-  ): Promise<void> {
-    /** `${accountId} ${conversationId} ${id}` of the messages modifiers target, and of new ones */
-    const targets = new Map<string, MessageKey>();
-    const newIds = new Map<string, MessageKey>();
-    const add = (
-      into: Map<string, MessageKey>,
-      accountId: number,
-      conversationId: number,
-      id: string,
-    ) => into.set(`${accountId} ${conversationId} ${id}`, { accountId, conversationId, id });
-    for (const side of sides) {
-      const account = accountOf(locked, side);
-      const conv = convs.get(`${account.id} ${side.peer}`);
-      if (!conv) continue;
-      if (side.event.kind === "message") {
-        add(newIds, account.id, conv.id, messageKeyOf(side));
-        if (side.event.originId) add(newIds, account.id, conv.id, side.event.originId);
-      } else if (isModifier(side.event.kind) && side.event.targetId) {
-        add(targets, account.id, conv.id, side.event.targetId);
-      }
-    }
-
-    const keys = messageKeys(targets);
-    // Row-value INs over the exact (account, conversation, id) keys: the builder has none.
-    const existing =
-      targets.size === 0
-        ? Promise.resolve([])
-        : this.tx
-            .select()
-            .from(messages)
-            .where(
-              sql`(${messages.accountId}, ${messages.conversationId}, ${messages.messageId}) in ${keys}
-                or (${messages.accountId}, ${messages.conversationId}, ${messages.originId}) in ${keys}`,
-            )
-            .execute();
-    // Modifiers stored by earlier batches whose message had not arrived yet.
-    const early =
-      newIds.size === 0
-        ? Promise.resolve([])
-        : this.tx
-            .select()
-            .from(events)
-            .where(
-              and(
-                sql`(${events.accountId}, ${events.conversationId}, ${events.targetId}) in ${messageKeys(newIds)}`,
-                inArray(events.kind, [...MODIFIER_KINDS]),
-              ),
-            )
-            .orderBy(events.seq)
-            .execute();
-    await settled([existing, early]);
-
-    for (const row of await existing) this.remember(row, false);
-    for (const e of await early) {
-      if (!e.targetId) continue;
-      this.addPending(`${e.accountId} ${e.conversationId} ${e.targetId}`, {
-        kind: e.kind as PendingModifier["kind"],
-        direction: e.direction,
-        reacter: typeof e.payload.from === "string" ? e.payload.from : "",
-        body: e.body,
-        reactions: Array.isArray(e.payload.reactions) ? (e.payload.reactions as string[]) : null,
-        sentAt: e.sentAt,
-        seq: e.seq,
-      });
-    }
+  /** Takes the stored messages the batch's modifiers target and the modifiers stored early. */
+  load(stored: MessageRow[], early: EarlyModifier[]): void {
+    for (const row of stored) this.remember(row, false);
+    for (const { key, ...modifier } of early) this.addPending(key, modifier);
   }
 
   private remember(row: MessageRow, dirty: boolean): MessageState {
@@ -632,11 +932,7 @@ class MessageFolder {
       sentAt: copy.sentAt,
       seq,
     };
-    const opposite: Direction = side.direction === "out" ? "in" : "out";
-    // Reactions may target either side's message (the peer's, usually); edits only one's own.
-    const candidates: Direction[] =
-      kind === "reaction" ? [opposite, side.direction] : [side.direction];
-    for (const direction of candidates) {
+    for (const direction of candidateDirections(kind, side.direction)) {
       const state = this.states.get(this.key(accountId, conversationId, direction, target));
       if (state) {
         const before = { wasRetracted: !!state.row.retractedAt, createdSeq: state.row.createdSeq };
@@ -649,44 +945,46 @@ class MessageFolder {
     return null;
   }
 
-  async save(): Promise<void> {
-    const dirty = [...new Set([...this.states.values()].filter((s) => s.dirty))].map((s) => s.row);
-    if (dirty.length === 0) return;
-    await this.tx
-      .insert(messages)
-      .select(rowsOf(messages, dirty))
-      .onConflictDoUpdate({
-        target: [
-          messages.accountId,
-          messages.conversationId,
-          messages.direction,
-          messages.messageId,
-        ],
-        set: {
-          originId: sql`excluded.origin_id`,
-          stanzaId: sql`coalesce(excluded.stanza_id, ${messages.stanzaId})`,
-          body: sql`excluded.body`,
-          sentAt: sql`excluded.sent_at`,
-          editedAt: sql`excluded.edited_at`,
-          retractedAt: sql`excluded.retracted_at`,
-          reactions: sql`excluded.reactions`,
-          seq: sql`excluded.seq`,
-        },
-      });
+  save(): Promise<unknown> {
+    const dirty = new Set([...this.states.values()].filter((s) => s.dirty));
+    if (dirty.size === 0) return Promise.resolve();
+    const records = [...dirty].map(({ row }) => ({
+      a: row.accountId,
+      c: row.conversationId,
+      d: row.direction,
+      m: row.messageId,
+      o: row.originId ?? undefined,
+      si: row.stanzaId ?? undefined,
+      b: row.body ?? undefined,
+      at: row.sentAt.toISOString(),
+      ea: row.editedAt?.toISOString(),
+      ra: row.retractedAt?.toISOString(),
+      re: row.reactions && Object.keys(row.reactions).length > 0 ? row.reactions : undefined,
+      cs: row.createdSeq,
+      s: row.seq,
+    }));
+    return run(
+      this.tx,
+      "upsert_messages",
+      `insert into messages (account_id, conversation_id, direction, message_id, origin_id,
+         stanza_id, body, sent_at, edited_at, retracted_at, reactions, created_seq, seq)
+       select r.a, r.c, r.d, r.m, r.o, r.si, r.b, r.at, r.ea, r.ra, coalesce(r.re, '{}'), r.cs, r.s
+       from json_to_recordset($1::json) as r(a bigint, c bigint, d text, m text, o text,
+         si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb, cs bigint,
+         s bigint)
+       on conflict (account_id, conversation_id, direction, message_id) do update set
+         origin_id = excluded.origin_id, stanza_id = coalesce(excluded.stanza_id, messages.stanza_id),
+         body = excluded.body, sent_at = excluded.sent_at, edited_at = excluded.edited_at,
+         retracted_at = excluded.retracted_at, reactions = excluded.reactions, seq = excluded.seq`,
+      records,
+    );
   }
 }
 
-interface MessageKey {
-  accountId: number;
-  conversationId: number;
-  id: string;
-}
-
-function messageKeys(keys: Map<string, MessageKey>) {
-  return sql`(select r."accountId", r."conversationId", r.id from ${recordsOf(
-    { accountId: "bigint", conversationId: "bigint", id: "text" },
-    [...keys.values()],
-  )})`;
+/** Reactions may target either side's message (the peer's, usually); edits only one's own. */
+function candidateDirections(kind: PendingModifier["kind"], direction: Direction): Direction[] {
+  const opposite: Direction = direction === "out" ? "in" : "out";
+  return kind === "reaction" ? [opposite, direction] : [direction];
 }
 
 function isModifier(kind: string): kind is PendingModifier["kind"] {

@@ -1,7 +1,10 @@
 import { and, asc, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dropOtherLanes, laneSource, readCheckpoint } from "../../src/store/checkpoint.js";
 import {
   appendBatch,
+  appendInLanes,
+  laneOf,
   loadConversations,
   lockAccounts,
   saveAccountSeqs,
@@ -267,6 +270,79 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
     );
     const [row] = await t.store.db.select().from(checkpoints).where(eq(checkpoints.source, source));
     expect(row?.position).toBe("1732600000000200");
+  });
+
+  it("writes a batch in lanes: each account in one, each lane advancing its own checkpoint", async () => {
+    n++;
+    const people = Array.from({ length: 12 }, (_, i) => `lane${n}-${i}@example.org`);
+    const copies = people.flatMap((from, i) => {
+      const to = people[(i + 5) % people.length] as string;
+      return [msg(from, to, `l${i}`, `hello ${i}`), displayed(to, from, `l${i}`)];
+    });
+    const source = `lanes-${driver}`;
+    const r = await appendInLanes(
+      t.store.db,
+      { copies, checkpoint: { source, position: "1732600000000300" } },
+      options,
+      3,
+    );
+    expect(r).toMatchObject({ written: 48, duplicates: 0, foreign: 0 });
+    expect(new Set(r.accountIds).size).toBe(12);
+    expect(new Set(people.map((jid) => laneOf(jid, 3))).size).toBe(3);
+    for (const jid of people) {
+      expect((await eventRows(jid)).map((e) => e.seq)).toEqual([1, 2, 3, 4]);
+      expect((await accountId(jid)).lastSeq).toBe(4);
+    }
+    expect(await conversation(people[5] as string, people[0] as string)).toMatchObject({
+      version: 2,
+      unreadCount: 0,
+      readUntil: "l0",
+    });
+
+    // A batch with nothing to write still moves every lane's row.
+    await appendInLanes(
+      t.store.db,
+      { copies: [], checkpoint: { source, position: "1732600000000400" } },
+      options,
+      3,
+    );
+    const rows = await t.store.db
+      .select()
+      .from(checkpoints)
+      .where(
+        inArray(
+          checkpoints.source,
+          [0, 1, 2].map((lane) => laneSource(source, lane, 3)),
+        ),
+      );
+    expect(rows.map((row) => row.position)).toEqual(Array(3).fill("1732600000000400"));
+    expect((await readCheckpoint(t.store.db, source))?.position).toBe("1732600000000400");
+
+    const again = await appendInLanes(t.store.db, { copies }, options, 3);
+    expect(again).toMatchObject({ written: 0, duplicates: 48 });
+  });
+
+  it("resumes from the lowest lane, and from the start while a lane has no row yet", async () => {
+    const source = `resume-${driver}`;
+    const put = (name: string, position: string) =>
+      t.store.db
+        .insert(checkpoints)
+        .values({ source: name, position })
+        .onConflictDoUpdate({ target: checkpoints.source, set: { position } });
+    // A first batch in two lanes of which only one committed: the other lane has read nothing.
+    await put(laneSource(source, 0, 2), "1732600000000300");
+    expect(await readCheckpoint(t.store.db, source)).toBeNull();
+    // Rows of the lane count before still bound the lanes without a row of their own.
+    await put(source, "1732600000000200");
+    expect((await readCheckpoint(t.store.db, source))?.position).toBe("1732600000000200");
+    await put(laneSource(source, 1, 2), "1732600000000250");
+    expect((await readCheckpoint(t.store.db, source))?.position).toBe("1732600000000200");
+    // Once every current lane has a row, the older rows go.
+    await dropOtherLanes(t.store.db, source, 2);
+    expect((await readCheckpoint(t.store.db, source))?.position).toBe("1732600000000250");
+    expect(
+      (await t.store.db.select().from(checkpoints).where(eq(checkpoints.source, source))).length,
+    ).toBe(0);
   });
 
   it("rolls back the whole batch, checkpoint included, when any part fails", async () => {

@@ -18,6 +18,7 @@ describe("loadConfig", () => {
       },
       ingestEnabled: true,
       ingestLookBackMs: 30_000,
+      ingestLanes: 2,
       adminJids: [],
       tokenTtlMs: 30 * 86_400_000,
       callRingTimeoutMs: 60_000,
@@ -94,6 +95,15 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ METRICS_TOKEN: "short" })).toThrow(
       "METRICS_TOKEN: expected at least 16 characters",
     );
+  });
+
+  it("takes an INGEST_LANES between 1 and 8", () => {
+    expect(loadConfig({ INGEST_LANES: "4" }).ingestLanes).toBe(4);
+    expect(() => loadConfig({ INGEST_LANES: "0" })).toThrow(
+      /^invalid configuration:\n {2}INGEST_LANES: /,
+    );
+    expect(() => loadConfig({ INGEST_LANES: "9" })).toThrow(/INGEST_LANES: /);
+    expect(() => loadConfig({ INGEST_LANES: "two" })).toThrow(/INGEST_LANES: /);
   });
 
   it("treats an empty variable as unset", () => {

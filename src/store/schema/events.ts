@@ -45,6 +45,10 @@ export const events = pgTable(
     primaryKey({ columns: [t.accountId, t.seq] }),
     unique("events_account_dedupe").on(t.accountId, t.dedupeKey),
     index("events_account_conversation_seq").on(t.accountId, t.conversationId, t.seq),
-    index("events_account_conversation_target").on(t.accountId, t.conversationId, t.targetId),
+    // Only the kinds looked up by target: edits, retractions and reactions that arrived before
+    // their message, and a call's signals. Markers and messages, most events, stay out of it.
+    index("events_account_target")
+      .on(t.accountId, t.targetId)
+      .where(sql`${t.kind} in ('edit', 'retract', 'reaction', 'call')`),
   ],
 );

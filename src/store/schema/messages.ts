@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import { bigint, index, jsonb, pgTable, text, timestamp, unique } from "drizzle-orm/pg-core";
 
 /** reacter bare JID → that reacter's current emoji set */
@@ -26,6 +27,10 @@ export const messages = pgTable(
     unique("messages_key").on(t.accountId, t.conversationId, t.direction, t.messageId),
     index("messages_account_conversation_seq").on(t.accountId, t.conversationId, t.seq),
     index("messages_account_conversation_created").on(t.accountId, t.conversationId, t.createdSeq),
-    index("messages_account_conversation_origin").on(t.accountId, t.conversationId, t.originId),
+    // Only an origin-id that differs from the stanza id needs its own entry (most clients send
+    // the same id twice); ingest finds the rest by messages_key.
+    index("messages_account_conversation_origin")
+      .on(t.accountId, t.conversationId, t.originId)
+      .where(sql`${t.originId} <> ${t.messageId}`),
   ],
 );

@@ -1,0 +1,2 @@
+DROP INDEX "messages_account_conversation_origin";--> statement-breakpoint
+CREATE INDEX "messages_account_conversation_origin" ON "messages" USING btree ("account_id","conversation_id","origin_id") WHERE "messages"."origin_id" <> "messages"."message_id";
