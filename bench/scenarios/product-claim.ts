@@ -349,7 +349,7 @@ export const productClaim: Scenario = {
     const decoded = decodePosition(meta.epoch, meta.positionKey, position);
     if (!decoded.ok) throw new Error("alice's position does not decode");
     const read = () =>
-      readSync(db.store, {
+      readSync(db.store.db, {
         accountId,
         since: decoded.position,
         limit: PEERS,

@@ -144,7 +144,7 @@ async function timeRequest(s: Subject): Promise<number> {
 /** readSync alone: the store's share of a request (one repeatable-read transaction). */
 async function timeRead(s: Subject): Promise<number> {
   const started = performance.now();
-  const snapshot = await readSync(s.store, {
+  const snapshot = await readSync(s.store.db, {
     accountId: s.accountId,
     since: s.since,
     limit: 50,

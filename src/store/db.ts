@@ -6,7 +6,6 @@ import { type PgDatabase, PgDialect, type PgQueryResultHKT } from "drizzle-orm/p
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
-import { type CompiledQuery, parametersOf } from "./compiled.js";
 import { migratePgliteInstance, migratePostgresUrl } from "./migrate.js";
 
 export type Db = PgDatabase<PgQueryResultHKT>;
@@ -23,8 +22,6 @@ export interface Store {
   readonly db: Db;
   readonly driver: "postgres" | "pglite";
   ping(): Promise<void>;
-  /** Runs a statement compiled once (see compiled.ts) outside any transaction; raw rows. */
-  run<T>(query: CompiledQuery, values: Record<string, unknown>): Promise<T[]>;
   /** Applies the committed migrations (see migrate.ts). */
   migrate(): Promise<void>;
   /** Subscribes to NOTIFY on a channel; returns the unsubscribe function. */
@@ -98,11 +95,6 @@ function openPostgres(url: string, max: number): Store {
     async ping() {
       await sql`select 1`;
     },
-    async run<T>(query: CompiledQuery, values: Record<string, unknown>) {
-      // Prepared by the driver on each connection's first use, then only bound and executed.
-      const params = parametersOf(query, values) as postgres.ParameterOrJSON<never>[];
-      return (await sql.unsafe(query.text, params, { prepare: true })) as unknown as T[];
-    },
     migrate: () => migratePostgresUrl(url),
     async listen(channel, onPayload) {
       const sub = await sql.listen(channel, onPayload);
@@ -169,9 +161,6 @@ async function openPglite(dataDir: string): Promise<Store> {
     async ping() {
       await pg.query("select 1");
     },
-    async run<T>(query: CompiledQuery, values: Record<string, unknown>) {
-      return (await pg.query<T>(query.text, parametersOf(query, values))).rows;
-    },
     migrate: () => migratePgliteInstance(pg),
     async listen(channel, onPayload) {
       const unsubscribe = await pg.listen(channel, onPayload);
@@ -205,11 +194,24 @@ const dialect = new PgDialect();
  * parse and plan, and no query pipelined behind it. A prepared query is parsed once per
  * connection, then costs one Bind/Execute and pipelines. (The name only marks it as prepared:
  * postgres.js keys statements by their text, and PGlite has no named statements.)
+ *
+ * A query built once with `compile` skips the builder on every run; `values` fills its
+ * `sql.placeholder()`s. Placeholders bypass column encoders: pass timestamps as ISO text.
  */
-export async function preparedRows<T>(db: Db | Tx, name: string, query: SQL | Query): Promise<T[]> {
+export async function preparedRows<T>(
+  db: Db | Tx,
+  name: string,
+  query: SQL | Query,
+  values: Record<string, unknown> = {},
+): Promise<T[]> {
   const result = (await db._.session
-    .prepareQuery(is(query, SQL) ? dialect.sqlToQuery(query) : query, undefined, name, false)
-    .execute()) as unknown;
+    .prepareQuery(is(query, SQL) ? compile(query) : query, undefined, name, false)
+    .execute(values)) as unknown;
   if (Array.isArray(result)) return result as T[];
   return ((result as { rows?: T[] }).rows ?? []) as T[];
+}
+
+/** A statement's text and parameters, built once: for queries run on every request or batch. */
+export function compile(query: SQL): Query {
+  return dialect.sqlToQuery(query);
 }

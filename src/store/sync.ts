@@ -1,7 +1,19 @@
-import { and, asc, desc, eq, gt, inArray, isNull, lt, or, type SQL, sql } from "drizzle-orm";
+import {
+  and,
+  asc,
+  desc,
+  eq,
+  gt,
+  inArray,
+  isNull,
+  lt,
+  or,
+  type Query,
+  type SQL,
+  sql,
+} from "drizzle-orm";
 import { activeCallCandidates, activeOf, type CallRow } from "./calls.js";
-import { type CompiledQuery, compile } from "./compiled.js";
-import type { Db, Store, Tx } from "./db.js";
+import { compile, type Db, preparedRows, type Tx } from "./db.js";
 import { fromJsonRow, jsonRowOf } from "./json-rows.js";
 import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
@@ -124,10 +136,10 @@ export type SyncSnapshot =
  * to the database. `ok: false` when `since` lies beyond the account's last_seq (a position from a
  * restored or other database).
  */
-export async function readSync(store: Store, request: SyncRequest): Promise<SyncSnapshot> {
+export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapshot> {
   const { accountId, since, limit, messages: perConversation, now } = request;
   const base = since?.base ?? 0;
-  const [row] = await store.run<SyncRow>(syncQuery(since !== null, base > 0), {
+  const [row] = await preparedRows<SyncRow>(db, "sync", syncQuery(since !== null, base > 0), {
     accountId,
     since: since?.seq ?? 0,
     pageSize: since ? limit + 1 : limit,
@@ -185,7 +197,7 @@ interface SyncRow {
     | null;
 }
 
-const syncQueries = new Map<string, CompiledQuery>();
+const syncQueries = new Map<string, Query>();
 
 /**
  * The sync as one SQL statement returning JSON: per conversation of the page (changed since
@@ -194,7 +206,7 @@ const syncQueries = new Map<string, CompiledQuery>();
  * calls changed in the same window — since `base`, or on a first sync since the oldest message
  * shown. Built once per shape; the values are placeholders.
  */
-function syncQuery(paged: boolean, hasBase: boolean): CompiledQuery {
+function syncQuery(paged: boolean, hasBase: boolean): Query {
   const key = `${paged} ${hasBase}`;
   let query = syncQueries.get(key);
   if (query) return query;

@@ -181,7 +181,7 @@ export type SyncAnswer = Extract<SyncSnapshot, { ok: true }>;
 
 /** One read of everything the account's phone gets for this request. */
 export async function readSnapshot(store: Store, request: SyncRequest): Promise<SyncAnswer> {
-  const snapshot = await readSync(store, request);
+  const snapshot = await readSync(store.db, request);
   // A seq this account never reached: the position comes from a restored or other database.
   if (!snapshot.ok) throw expired();
   return snapshot;
