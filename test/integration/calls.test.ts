@@ -124,7 +124,15 @@ describe("calls, end to end through ejabberd", () => {
     const a = await online(caller);
     const deviceA = await online(callee, "device-a");
     await online(callee, "device-b");
+    // A device rings once the offer has reached it: sent from two connections at once, ejabberd
+    // could route the ringing first, and the call's history would rightly say so.
+    const offered = new Promise<void>((resolve) =>
+      deviceA.on("stanza", (stanza) => {
+        if (stanza.getChild("propose", JMI0)?.attrs.id === "talk-1") resolve();
+      }),
+    );
     await a.send(signal(callee.jid, "propose", "talk-1", JMI0, audio()));
+    await offered;
     await deviceA.send(signal(caller.jid, "ringing", "talk-1"));
     await waitFor(async () => (await sync(callee)).calls[0]?.state === "ringing", {
       what: "ringing",
