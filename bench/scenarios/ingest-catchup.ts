@@ -3,7 +3,7 @@ import type { Client } from "@xmpp/client";
 import { catchUp } from "../../src/ingest/catch-up.js";
 import { localTo } from "../../src/ingest/leader.js";
 import { Observer } from "../../src/ingest/observer.js";
-import { type IngestItem, Pipeline, type PipelineOptions } from "../../src/ingest/pipeline.js";
+import { Pipeline } from "../../src/ingest/pipeline.js";
 import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import {
@@ -19,25 +19,6 @@ import { type Figure, ratioOf, type Scenario } from "../scenario.js";
 import { Traffic } from "../traffic.js";
 
 /** Where a catch-up's time goes: awaiting a page's commit is syncside, the rest is ejabberd. */
-class TimedPipeline extends Pipeline {
-  commitMs = 0;
-  pushes = 0;
-
-  constructor(o: PipelineOptions) {
-    super(o);
-  }
-
-  override async push(items: IngestItem[]): Promise<void> {
-    const started = performance.now();
-    try {
-      await super.push(items);
-    } finally {
-      this.commitMs += performance.now() - started;
-      this.pushes++;
-    }
-  }
-}
-
 /** Registers accounts a few at a time (the HTTP API on loopback). */
 async function register(i: EjabberdInstance, prefix: string, n: number): Promise<TestUser[]> {
   const users: TestUser[] = [];
@@ -144,7 +125,7 @@ export const ingestCatchUp: Scenario = {
     const lines: Record<string, unknown>[] = [];
     const logger = capturingLogger(lines);
     const checkpointSource = `observer:${ej.observerJid}`;
-    const pipeline = new TimedPipeline({
+    const pipeline = new Pipeline({
       store: db.store,
       logger,
       stats,
@@ -182,6 +163,7 @@ export const ingestCatchUp: Scenario = {
     const done = lines.find((l) => l.msg === "caught up; following live copies");
     const catchUpMs = Number(done?.ms ?? totalMs);
     const pages = Number(done?.pages ?? 0);
+    const commitWaitMs = Number(done?.commitWaitMs ?? 0);
     const copiesRead = Number(done?.copies ?? 0);
     if (!online || stats.rejects.size > 0) {
       throw new Error(`catch-up went wrong: rejects ${[...stats.rejects]}`);
@@ -214,19 +196,19 @@ export const ingestCatchUp: Scenario = {
       { name: "catchup.ms", value: catchUpMs, unit: "ms", note: `${pages} MAM pages` },
       {
         name: "catchup.ejabberd_ms",
-        value: catchUpMs - pipeline.commitMs,
+        value: catchUpMs - commitWaitMs,
         unit: "ms",
-        note: "waiting for MAM pages (incl. xmpp.js parsing them in this process)",
+        note: "waiting for MAM pages (incl. xmpp.js parsing them in this process), while earlier pages commit",
       },
       {
         name: "catchup.syncside_ms",
-        value: pipeline.commitMs,
+        value: commitWaitMs,
         unit: "ms",
-        note: "parse + commit of each page before the next is asked for",
+        note: "waiting for commits: the pages read ahead (4) all still committing, and the last ones",
       },
       {
         name: "catchup.syncside_share",
-        value: (pipeline.commitMs / catchUpMs) * 100,
+        value: (commitWaitMs / catchUpMs) * 100,
         unit: "%",
       },
       {

@@ -15,8 +15,13 @@ export interface CatchUpOptions {
   logger: Logger;
   /** archive id to read after (exclusive), or null for the whole archive */
   after: string | null;
-  /** commits a page; the next page is only requested once this resolves */
+  /**
+   * Commits a page. Commits must finish in the order they were asked for (the pipeline's do);
+   * up to `pagesInFlight` run while the next pages are fetched.
+   */
   commit: (items: IngestItem[]) => Promise<void>;
+  /** pages read ahead of the oldest commit still running (default 4; 1 = strictly in turn) */
+  pagesInFlight?: number;
   pageTimeoutMs?: number;
   progressEveryMs?: number;
 }
@@ -26,6 +31,8 @@ export interface CatchUpResult {
   copies: number;
   last: string | null;
   ms: number;
+  /** of `ms`, the time spent waiting for commits rather than for the archive */
+  commitWaitMs: number;
 }
 
 /** `id - 1` for decimal archive ids beyond 2^53. */
@@ -43,36 +50,59 @@ export function lookBack(id: string, micros: number): string {
 let queryCounter = 0;
 
 /**
- * Reads the observer's own archive from `after` to its end with XEP-0313, page by page, each
- * page committed before the next is asked for. Pages overlap by one id (`after` = last − 1):
- * archive ids are µs timestamps from concurrent sessions and can collide, and ejabberd accepts
- * an `after` that is not itself an id. The overlap is harmless because writes are idempotent.
+ * Reads the observer's own archive from `after` to its end with XEP-0313, page by page, handing
+ * each page to `commit` and asking for the next while up to `pagesInFlight` commit, so the
+ * archive and the database work side by side; it returns once every page is committed. Pages
+ * overlap by one id (`after` = last − 1): archive ids are µs timestamps from concurrent sessions
+ * and can collide, and ejabberd accepts an `after` that is not itself an id. The overlap is
+ * harmless because writes are idempotent.
  */
 export async function catchUp(o: CatchUpOptions): Promise<CatchUpResult> {
   const started = performance.now();
-  const result: CatchUpResult = { pages: 0, copies: 0, last: null, ms: 0 };
+  const result: CatchUpResult = { pages: 0, copies: 0, last: null, ms: 0, commitWaitMs: 0 };
+  const inFlight: Promise<void>[] = [];
+  const limit = Math.max(1, o.pagesInFlight ?? 4);
+  const settle = async (keep: number) => {
+    const waitStarted = performance.now();
+    try {
+      while (inFlight.length > keep) await inFlight.shift();
+    } finally {
+      result.commitWaitMs += performance.now() - waitStarted;
+    }
+  };
   let after = o.after;
   let lastProgress = started;
-  for (;;) {
-    const page = await queryPage(o.xmpp, after, o.pageTimeoutMs ?? 60_000);
-    result.pages++;
-    result.copies += page.items.length;
-    await o.commit(page.items);
-    if (page.last) result.last = page.last;
-    const now = performance.now();
-    if (now - lastProgress > (o.progressEveryMs ?? 5000)) {
-      lastProgress = now;
-      o.logger.info(
-        { pages: result.pages, copies: result.copies, at: result.last },
-        "catching up from the archive",
-      );
+  try {
+    for (;;) {
+      const page = await queryPage(o.xmpp, after, o.pageTimeoutMs ?? 60_000);
+      result.pages++;
+      result.copies += page.items.length;
+      const commit = o.commit(page.items);
+      // Awaited in turn by settle(); until then a failure must not count as unhandled.
+      commit.catch(() => {});
+      inFlight.push(commit);
+      await settle(limit - 1);
+      if (page.last) result.last = page.last;
+      const now = performance.now();
+      if (now - lastProgress > (o.progressEveryMs ?? 5000)) {
+        lastProgress = now;
+        o.logger.info(
+          { pages: result.pages, copies: result.copies, at: result.last },
+          "catching up from the archive",
+        );
+      }
+      if (page.complete || !page.last) break;
+      const next = predecessor(page.last);
+      // A page whose items all share one id cannot move forward by overlapping; step past it.
+      after = after === next ? page.last : next;
     }
-    if (page.complete || !page.last) break;
-    const next = predecessor(page.last);
-    // A page whose items all share one id cannot move forward by overlapping; step past it.
-    after = after === next ? page.last : next;
+    await settle(0);
+  } finally {
+    // On a failed page, the commits already asked for still finish before the caller goes on.
+    await Promise.allSettled(inFlight);
   }
   result.ms = Math.round(performance.now() - started);
+  result.commitWaitMs = Math.round(result.commitWaitMs);
   return result;
 }
 

@@ -160,6 +160,7 @@ export class Observer {
         copies: first.copies + second.copies,
         pages: first.pages + second.pages,
         ms: first.ms + second.ms,
+        commitWaitMs: first.commitWaitMs + second.commitWaitMs,
       },
       "caught up; following live copies",
     );

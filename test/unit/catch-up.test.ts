@@ -1,0 +1,119 @@
+import { EventEmitter } from "node:events";
+import type { Client } from "@xmpp/client";
+import { type Element, xml } from "@xmpp/xml";
+import { describe, expect, it } from "vitest";
+import { catchUp, NS_MAM } from "../../src/ingest/catch-up.js";
+import type { IngestItem } from "../../src/ingest/pipeline.js";
+import { createLogger } from "../../src/logger.js";
+
+/**
+ * An archive of `pages` pages of two copies each, answering XEP-0313 queries the way ejabberd
+ * does: results as messages carrying the query id, then the iq result with <fin/>.
+ */
+function archive(pages: number) {
+  const stanzas = new EventEmitter();
+  const asked: (string | null)[] = [];
+  const client = {
+    on: (event: string, listener: (stanza: Element) => void) => stanzas.on(event, listener),
+    removeListener: (event: string, listener: (stanza: Element) => void) =>
+      stanzas.removeListener(event, listener),
+    iqCaller: {
+      async request(iq: Element) {
+        const query = iq.getChild("query", NS_MAM);
+        const after = query?.getChild("set")?.getChildText("after") ?? null;
+        asked.push(after);
+        const page = asked.length;
+        const ids = [page * 10 + 1, page * 10 + 2].map(String);
+        for (const id of ids) {
+          stanzas.emit(
+            "stanza",
+            xml(
+              "message",
+              {},
+              xml(
+                "result",
+                { xmlns: NS_MAM, queryid: query?.attrs.queryid, id },
+                xml("forwarded", { xmlns: "urn:xmpp:forward:0" }, xml("message", { id })),
+              ),
+            ),
+          );
+        }
+        const last = ids.at(-1) as string;
+        return xml(
+          "iq",
+          { type: "result" },
+          xml(
+            "fin",
+            { xmlns: NS_MAM, complete: page === pages ? "true" : "false" },
+            xml("set", { xmlns: "http://jabber.org/protocol/rsm" }, xml("last", {}, last)),
+          ),
+        );
+      },
+    },
+  };
+  return { client: client as unknown as Client, asked };
+}
+
+/** Commits that finish only when the test says so, in the order they were asked for. */
+function heldCommits() {
+  const pending: { items: IngestItem[]; done: (err?: Error) => void }[] = [];
+  const commit = (items: IngestItem[]) =>
+    new Promise<void>((resolve, reject) => {
+      pending.push({ items, done: (err) => (err ? reject(err) : resolve()) });
+    });
+  return { pending, commit };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
+const logger = createLogger("silent");
+
+describe("catchUp", () => {
+  it("reads ahead while pages commit, at most pagesInFlight, and ends once all are committed", async () => {
+    const { client, asked } = archive(4);
+    const { pending, commit } = heldCommits();
+    let finished = false;
+    const run = catchUp({ xmpp: client, logger, after: null, commit, pagesInFlight: 2 }).then(
+      (result) => {
+        finished = true;
+        return result;
+      },
+    );
+    await settle();
+    // Two pages handed over, the second read while the first commits; no third yet.
+    expect(asked).toEqual([null, "11"]);
+    expect(pending.map((p) => p.items.map((i) => i.archiveId))).toEqual([
+      ["11", "12"],
+      ["21", "22"],
+    ]);
+    pending[0]?.done();
+    await settle();
+    expect(asked).toEqual([null, "11", "21"]);
+    pending[1]?.done();
+    await settle();
+    expect(asked).toHaveLength(4);
+    pending[2]?.done();
+    await settle();
+    // Every page read, the last commit still running: not done yet.
+    expect(finished).toBe(false);
+    pending[3]?.done();
+    const result = await run;
+    expect(result).toMatchObject({ pages: 4, copies: 8, last: "42" });
+    expect(result.commitWaitMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("fails when a commit fails, after the commits already asked for have finished", async () => {
+    const { client } = archive(3);
+    const { pending, commit } = heldCommits();
+    const run = catchUp({ xmpp: client, logger, after: null, commit, pagesInFlight: 2 });
+    const outcome = run.then(
+      () => "resolved",
+      (err: Error) => err.message,
+    );
+    await settle();
+    pending[0]?.done(new Error("database refused"));
+    await settle();
+    pending[1]?.done();
+    pending[2]?.done();
+    expect(await outcome).toBe("database refused");
+  });
+});
