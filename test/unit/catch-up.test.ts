@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
-import type { Client } from "@xmpp/client";
-import { type Element, xml } from "@xmpp/xml";
+import { type Client, xml } from "@xmpp/client";
+import type { Element } from "@xmpp/xml";
 import { describe, expect, it } from "vitest";
 import { catchUp, NS_MAM } from "../../src/ingest/catch-up.js";
 import type { IngestItem } from "../../src/ingest/pipeline.js";
