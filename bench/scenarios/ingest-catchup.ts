@@ -8,7 +8,7 @@ import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import {
   connectUser,
-  createUser,
+  createUsers,
   type EjabberdInstance,
   type TestUser,
 } from "../../test/helpers/ejabberd.js";
@@ -17,17 +17,6 @@ import { archiveCount, observerSession } from "../archive.js";
 import { withPeakRss } from "../context.js";
 import { type Figure, ratioOf, type Scenario } from "../scenario.js";
 import { Traffic } from "../traffic.js";
-
-/** Where a catch-up's time goes: awaiting a page's commit is syncside, the rest is ejabberd. */
-/** Registers accounts a few at a time (the HTTP API on loopback). */
-async function register(i: EjabberdInstance, prefix: string, n: number): Promise<TestUser[]> {
-  const users: TestUser[] = [];
-  for (let k = 0; k < n; k += 10) {
-    const chunk = Math.min(10, n - k);
-    users.push(...(await Promise.all(Array.from({ length: chunk }, () => createUser(i, prefix)))));
-  }
-  return users;
-}
 
 /** Sends `n` stanzas from the senders' sessions, each as fast as its socket takes them. */
 async function fill(
@@ -83,8 +72,8 @@ export const ingestCatchUp: Scenario = {
     const figures: Figure[] = [];
 
     ctx.progress(`registering ${senderCount} senders and ${recipientCount} recipients`);
-    const senders = await register(ej, "cs", senderCount);
-    const recipients = await register(ej, "cr", recipientCount);
+    const senders = await createUsers(ej, "cs", senderCount);
+    const recipients = await createUsers(ej, "cr", recipientCount);
     const probe = await observerSession(ej, "bench-probe");
     ctx.defer(async () => {
       await probe.stop().catch(() => {});

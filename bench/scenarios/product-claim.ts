@@ -10,7 +10,7 @@ import { loadStoreMeta } from "../../src/store/meta.js";
 import { readSync } from "../../src/store/sync.js";
 import {
   connectUser,
-  createUser,
+  createUsers,
   type EjabberdInstance,
   type TestUser,
 } from "../../test/helpers/ejabberd.js";
@@ -169,16 +169,6 @@ function syncOnce(
 
 const delivered = (body: SyncBody) => body.conversations.reduce((n, c) => n + c.messages.length, 0);
 
-/** Registers accounts a few at a time (the HTTP API on loopback). */
-async function register(i: EjabberdInstance, prefix: string, n: number): Promise<TestUser[]> {
-  const users: TestUser[] = [];
-  for (let k = 0; k < n; k += 10) {
-    const chunk = Math.min(10, n - k);
-    users.push(...(await Promise.all(Array.from({ length: chunk }, () => createUser(i, prefix)))));
-  }
-  return users;
-}
-
 /** Every peer sends its messages to alice from its own @xmpp/client session, ten at a time. */
 async function sendAll(i: EjabberdInstance, peers: TestUser[], alice: TestUser, n: number) {
   for (let k = 0; k < peers.length; k += 10) {
@@ -224,9 +214,9 @@ export const productClaim: Scenario = {
     const ej = await ctx.ejabberd();
     const db = await ctx.postgres();
     ctx.progress(`registering alice and ${PEERS} peers`);
-    const [alice] = await register(ej, "claim-alice", 1);
+    const [alice] = await createUsers(ej, "claim-alice", 1);
     if (!alice) throw new Error("no alice");
-    const peers = await register(ej, "claim-peer", PEERS);
+    const peers = await createUsers(ej, "claim-peer", PEERS);
 
     // syncside starts after what earlier scenarios left in the archive.
     const { sidecar, port } = await startIngestingSidecar(ej, db, { probe: "bench-probe-claim" });

@@ -107,6 +107,20 @@ export async function createUser(i: EjabberdInstance, prefix = "user"): Promise<
   return { jid: `${username}@${i.domain}`, username, password };
 }
 
+/** `n` fresh accounts, registered ten at a time over ejabberd's HTTP API. */
+export async function createUsers(
+  i: EjabberdInstance,
+  prefix: string,
+  n: number,
+): Promise<TestUser[]> {
+  const users: TestUser[] = [];
+  for (let k = 0; k < n; k += 10) {
+    const chunk = Math.min(10, n - k);
+    users.push(...(await Promise.all(Array.from({ length: chunk }, () => createUser(i, prefix)))));
+  }
+  return users;
+}
+
 /** A logged-in @xmpp/client session with initial presence sent. */
 export async function connectUser(
   i: EjabberdInstance,
