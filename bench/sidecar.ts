@@ -3,9 +3,12 @@ import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { ensureAccount, issueToken } from "../src/api/auth.js";
+import type { Db } from "../src/store/db.js";
 import { checkpoints } from "../src/store/schema/checkpoints.js";
 import type { EjabberdInstance } from "../test/helpers/ejabberd.js";
 import { freePort } from "../test/helpers/private-postgres.js";
+import { waitFor } from "../test/helpers/wait.js";
 import { archiveLast, observerSession } from "./archive.js";
 import type { BenchDatabase } from "./scenario.js";
 
@@ -76,7 +79,7 @@ export async function rssMb(pid: number): Promise<number> {
 }
 
 /**
- * A sidecar — the build `npm start` runs — that ingests from the bench ejabberd into `db`,
+ * A ready sidecar — the build `npm start` runs — that ingests from the bench ejabberd into `db`,
  * starting at the end of the observer's archive: what earlier scenarios left there is not what
  * this one measures.
  */
@@ -111,5 +114,30 @@ export async function startIngestingSidecar(
     },
     { built: true },
   );
+  try {
+    await waitFor(
+      async () => {
+        if (sidecar.exited()) throw new Error("the sidecar exited");
+        return (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.ok;
+      },
+      { timeoutMs: 120_000, intervalMs: 200, what: "the sidecar to be ready" },
+    );
+  } catch (err) {
+    await sidecar.stop();
+    throw err;
+  }
   return { sidecar, port };
+}
+
+/** A bearer token for the account `jid` in the bench's store, as its phone would hold one. */
+export async function phoneToken(db: Db, jid: string): Promise<string> {
+  const accountId = await ensureAccount(db, jid);
+  const { token } = await issueToken(db, {
+    accountId,
+    scope: "account",
+    label: "bench phone",
+    ttlMs: 3_600_000,
+    now: new Date(),
+  });
+  return token;
 }

@@ -1,6 +1,6 @@
 import { xml } from "@xmpp/client";
 import { and, eq, gt } from "drizzle-orm";
-import { ensureAccount, issueToken } from "../../src/api/auth.js";
+import { ensureAccount } from "../../src/api/auth.js";
 import { CHANGES_CHANNEL } from "../../src/store/events.js";
 import { events } from "../../src/store/schema/events.js";
 import { connectUser, createUser } from "../../test/helpers/ejabberd.js";
@@ -8,7 +8,7 @@ import { waitFor } from "../../test/helpers/wait.js";
 import { observerSession } from "../archive.js";
 import type { Figure, Scenario } from "../scenario.js";
 import { targetOf } from "../scenario.js";
-import { startIngestingSidecar } from "../sidecar.js";
+import { phoneToken, startIngestingSidecar } from "../sidecar.js";
 
 interface SyncBody {
   position: string;
@@ -47,25 +47,12 @@ export const ingestLiveLag: Scenario = {
     const { sidecar, port } = await startIngestingSidecar(ej, db, { probe: "bench-probe-lag" });
     ctx.defer(() => sidecar.stop());
     const base = `http://127.0.0.1:${port}`;
-    await waitFor(
-      async () => {
-        if (sidecar.exited()) throw new Error("the sidecar exited");
-        return (await fetch(`${base}/readyz`).catch(() => null))?.ok;
-      },
-      { timeoutMs: 120_000, intervalMs: 200, what: "the sidecar to be ready" },
-    );
+    const token = await phoneToken(db.store.db, bob.jid);
     const bobId = await ensureAccount(db.store.db, bob.jid);
-    const issued = await issueToken(db.store.db, {
-      accountId: bobId,
-      scope: "account",
-      label: "bench",
-      ttlMs: 3_600_000,
-      now: new Date(),
-    });
     const sync = async (since: string | null): Promise<SyncBody> => {
       const query = since ? `?since=${encodeURIComponent(since)}&wait=20&messages=200` : "";
       const res = await fetch(`${base}/v1/sync${query}`, {
-        headers: { authorization: `Bearer ${issued.token}` },
+        headers: { authorization: `Bearer ${token}` },
       });
       if (!res.ok) throw new Error(`/v1/sync answered ${res.status}: ${await res.text()}`);
       return (await res.json()) as SyncBody;

@@ -1,10 +1,9 @@
 import { Agent, request } from "node:http";
 import { xml } from "@xmpp/client";
-import { ensureAccount, issueToken } from "../../src/api/auth.js";
 import { connectUser, createUser } from "../../test/helpers/ejabberd.js";
 import { waitFor } from "../../test/helpers/wait.js";
 import { type Figure, ratioOf, type Scenario, targetOf } from "../scenario.js";
-import { rssMb, startIngestingSidecar } from "../sidecar.js";
+import { phoneToken, rssMb, startIngestingSidecar } from "../sidecar.js";
 
 const WAIT_S = 30;
 const METRICS_TOKEN = "bench-metrics-token-0123456789";
@@ -72,13 +71,6 @@ export const longPolls: Scenario = {
       env: { METRICS_TOKEN },
     });
     ctx.defer(() => sidecar.stop());
-    await waitFor(
-      async () => {
-        if (sidecar.exited()) throw new Error("the sidecar exited");
-        return (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.ok;
-      },
-      { timeoutMs: 120_000, intervalMs: 200, what: "the sidecar to be ready" },
-    );
     const openPolls = async () => {
       const res = await fetch(`http://127.0.0.1:${port}/metrics`, {
         headers: { authorization: `Bearer ${METRICS_TOKEN}` },
@@ -101,14 +93,7 @@ export const longPolls: Scenario = {
     const agent = new Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY });
     ctx.defer(() => agent.destroy());
     const polls: Poll[] = await pool(jids, 20, async (jid) => {
-      const accountId = await ensureAccount(db.store.db, jid);
-      const { token } = await issueToken(db.store.db, {
-        accountId,
-        scope: "account",
-        label: "bench phone",
-        ttlMs: 3_600_000,
-        now: new Date(),
-      });
+      const token = await phoneToken(db.store.db, jid);
       const first = await get(agent, port, "/v1/sync", token);
       if (first.status !== 200) throw new Error(`first sync answered ${first.status}`);
       const { position } = JSON.parse(first.body) as { position: string };

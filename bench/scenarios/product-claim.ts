@@ -4,7 +4,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { client, xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
-import { ensureAccount, issueToken } from "../../src/api/auth.js";
+import { ensureAccount } from "../../src/api/auth.js";
 import { decodePosition } from "../../src/api/position.js";
 import { loadStoreMeta } from "../../src/store/meta.js";
 import { readSync } from "../../src/store/sync.js";
@@ -19,7 +19,7 @@ import { archiveLast } from "../archive.js";
 import { barChart } from "../chart.js";
 import { DelayProxy, type WireCount } from "../delay-proxy.js";
 import { type Figure, ratioOf, type Scenario, targetOf } from "../scenario.js";
-import { startIngestingSidecar } from "../sidecar.js";
+import { phoneToken, startIngestingSidecar } from "../sidecar.js";
 import { median } from "../stats.js";
 
 const NS_MAM = "urn:xmpp:mam:2";
@@ -223,21 +223,8 @@ export const productClaim: Scenario = {
     ctx.defer(() => sidecar.stop());
     const api: Target = { host: "127.0.0.1", port };
     const xmppServer: Target = { host: "127.0.0.1", port: ej.c2sPort };
-    await waitFor(
-      async () => {
-        if (sidecar.exited()) throw new Error("the sidecar exited");
-        return (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.ok;
-      },
-      { timeoutMs: 120_000, intervalMs: 200, what: "the sidecar to be ready" },
-    );
+    const token = await phoneToken(db.store.db, alice.jid);
     const accountId = await ensureAccount(db.store.db, alice.jid);
-    const { token } = await issueToken(db.store.db, {
-      accountId,
-      scope: "account",
-      label: "bench phone",
-      ttlMs: 3_600_000,
-      now: new Date(),
-    });
 
     // Alice's last sync, both ways: one message she has seen, her archive's last id and a position.
     await sendAll(ej, peers.slice(0, 1), alice, 1);

@@ -1,5 +1,5 @@
 import { createApp } from "../../src/api/app.js";
-import { ensureAccount, issueToken } from "../../src/api/auth.js";
+import { ensureAccount } from "../../src/api/auth.js";
 import type { App } from "../../src/api/context.js";
 import { decodePosition } from "../../src/api/position.js";
 import { loadConfig } from "../../src/config.js";
@@ -12,6 +12,7 @@ import { loadStoreMeta } from "../../src/store/meta.js";
 import { readSync } from "../../src/store/sync.js";
 import { msg } from "../../test/helpers/copies.js";
 import { type Figure, ratioOf, type Scenario, targetOf } from "../scenario.js";
+import { phoneToken } from "../sidecar.js";
 import { percentile } from "../stats.js";
 
 const DOMAIN = "bench.test";
@@ -94,14 +95,8 @@ async function subjectOf(label: string, store: Store, accounts: number): Promise
     readiness: { check: async () => ({ database: "ok" }) },
   });
   const jid = accountJid(Math.floor(accounts / 2));
+  const token = await phoneToken(store.db, jid);
   const accountId = await ensureAccount(store.db, jid);
-  const { token } = await issueToken(store.db, {
-    accountId,
-    scope: "account",
-    label: "bench",
-    ttlMs: 3_600_000,
-    now: new Date(),
-  });
   const first = await app.request("/v1/sync?limit=1&messages=1", {
     headers: { authorization: `Bearer ${token}` },
   });
