@@ -4,6 +4,7 @@ import { type CallRow, type CallUpdate, loadCalls, saveCallSignals } from "./cal
 import { advanceCheckpoint, laneSource } from "./checkpoint.js";
 import { type Db, preparedRows, type Tx } from "./db.js";
 import { recordsOf } from "./json-rows.js";
+import { messageColumnsOf, messageJsonSql } from "./message-json.js";
 import { conversations } from "./schema/conversations.js";
 import type { EventKindName } from "./schema/events.js";
 import type { messages, Reactions } from "./schema/messages.js";
@@ -963,23 +964,40 @@ class MessageFolder {
       cs: row.createdSeq,
       s: row.seq,
     }));
-    return run(
-      this.tx,
-      "upsert_messages",
-      `insert into messages (account_id, conversation_id, direction, message_id, origin_id,
-         stanza_id, body, sent_at, edited_at, retracted_at, reactions, created_seq, seq)
-       select r.a, r.c, r.d, r.m, r.o, r.si, r.b, r.at, r.ea, r.ra, coalesce(r.re, '{}'), r.cs, r.s
-       from json_to_recordset($1::json) as r(a bigint, c bigint, d text, m text, o text,
-         si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb, cs bigint,
-         s bigint)
-       on conflict (account_id, conversation_id, direction, message_id) do update set
-         origin_id = excluded.origin_id, stanza_id = coalesce(excluded.stanza_id, messages.stanza_id),
-         body = excluded.body, sent_at = excluded.sent_at, edited_at = excluded.edited_at,
-         retracted_at = excluded.retracted_at, reactions = excluded.reactions, seq = excluded.seq`,
-      records,
-    );
+    return run(this.tx, "upsert_messages", UPSERT_MESSAGES, records);
   }
 }
+
+/**
+ * Writes the folded messages with their API rendering (`view`), which is always rendered from
+ * the row's final values: on conflict the stored stanza id may be the one kept.
+ */
+const UPSERT_MESSAGES = `insert into messages (account_id, conversation_id, direction, message_id,
+     origin_id, stanza_id, body, sent_at, edited_at, retracted_at, reactions, created_seq, seq,
+     view)
+   select r.a, r.c, r.d, r.m, r.o, r.si, r.b, r.at, r.ea, r.ra, coalesce(r.re, '{}'), r.cs, r.s,
+     ${messageJsonSql({
+       messageId: "r.m",
+       stanzaId: "r.si",
+       direction: "r.d",
+       body: "r.b",
+       sentAt: "r.at",
+       editedAt: "r.ea",
+       retractedAt: "r.ra",
+       reactions: "coalesce(r.re, '{}')",
+       seq: "r.s",
+     })}
+   from json_to_recordset($1::json) as r(a bigint, c bigint, d text, m text, o text,
+     si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb, cs bigint,
+     s bigint)
+   on conflict (account_id, conversation_id, direction, message_id) do update set
+     origin_id = excluded.origin_id, stanza_id = coalesce(excluded.stanza_id, messages.stanza_id),
+     body = excluded.body, sent_at = excluded.sent_at, edited_at = excluded.edited_at,
+     retracted_at = excluded.retracted_at, reactions = excluded.reactions, seq = excluded.seq,
+     view = ${messageJsonSql({
+       ...messageColumnsOf("excluded"),
+       stanzaId: "coalesce(excluded.stanza_id, messages.stanza_id)",
+     })}`;
 
 /** Reactions may target either side's message (the peer's, usually); edits only one's own. */
 function candidateDirections(kind: PendingModifier["kind"], direction: Direction): Direction[] {

@@ -15,6 +15,7 @@ import {
 import { activeCallCandidates, activeOf, type CallRow } from "./calls.js";
 import { compile, type Db, preparedRows, type Tx } from "./db.js";
 import { fromJsonRow, jsonRowOf } from "./json-rows.js";
+import { storedMessageJsonSql } from "./message-json.js";
 import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
 import { events } from "./schema/events.js";
@@ -28,10 +29,10 @@ export type EventRow = typeof events.$inferSelect;
 type Reader = Db | Tx;
 
 /**
- * A message as a client sees it: its current state, with timestamps already in the ISO 8601
- * form the API answers with. A sync renders up to 10,000 of these straight from PostgreSQL
- * (`MESSAGE_VIEW`), with no Date made and formatted again per field; single rows come through
- * `messageViewOf`. The two must agree: the sync and conversation tests compare both.
+ * A message as a client sees it: its current state, with timestamps in the ISO 8601 form the
+ * API answers with. Routes that show a few rows build it with `messageViewOf`; a sync hands on
+ * the JSON text PostgreSQL renders (message-json.ts) instead. The two must agree: the sync and
+ * conversation tests compare both.
  */
 export interface MessageView {
   id: string;
@@ -61,46 +62,17 @@ export function messageViewOf(row: MessageRow): MessageView {
   };
 }
 
-/** `to_char` of a timestamptz in exactly the form of JavaScript's Date.toISOString(). */
-function isoText(column: SQL): SQL {
-  return sql`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
-}
-
-/** `MessageView`'s fields, in order, as SQL over the messages row `m`. */
-const MESSAGE_VIEW: [keyof MessageView, SQL][] = [
-  ["id", sql`m.message_id`],
-  ["stanzaId", sql`m.stanza_id`],
-  ["direction", sql`m.direction`],
-  ["body", sql`case when m.retracted_at is null then m.body end`],
-  ["sentAt", isoText(sql`m.sent_at`)],
-  ["editedAt", isoText(sql`m.edited_at`)],
-  ["retracted", sql`m.retracted_at is not null`],
-  ["reactions", sql`m.reactions`],
-  ["version", sql`m.seq`],
-];
-
-/** One message of the row `m` as a JSON array: keys travel once, in `fromMessageJson`. */
-const messageJson = sql`json_build_array(${sql.join(
-  MESSAGE_VIEW.map(([, field]) => field),
-  sql`, `,
-)})`;
-
-function fromMessageJson(json: unknown[]): MessageView {
-  const view: Record<string, unknown> = {};
-  MESSAGE_VIEW.forEach(([key], i) => {
-    view[key] = json[i];
-  });
-  return view as unknown as MessageView;
-}
-
 export interface ConversationView {
   conversation: ConversationRow;
   lastMessage: MessageView | null;
 }
 
-export interface SyncedConversation extends ConversationView {
-  /** the compacted delta, oldest first by when each message was sent */
-  messages: MessageView[];
+export interface SyncedConversation {
+  conversation: ConversationRow;
+  /** the newest message as API JSON text (see message-json.ts), null when there is none */
+  lastMessageJson: string | null;
+  /** the compacted delta as a JSON array text of API messages, oldest first by creation */
+  messagesJson: string;
   truncated: boolean;
   /** calls of this conversation changed in the same window, oldest offer first */
   calls: CallRow[];
@@ -134,12 +106,13 @@ export type SyncSnapshot =
  * Everything one sync answers, in one statement: one snapshot, so last_seq, the conversations,
  * their deltas and the calls agree with each other even while ingest commits, and one round trip
  * to the database. `ok: false` when `since` lies beyond the account's last_seq (a position from a
- * restored or other database).
+ * restored or other database). Messages come back as the JSON text the API answers with, stored
+ * by ingest, and are handed on without being parsed.
  */
 export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapshot> {
   const { accountId, since, limit, messages: perConversation, now } = request;
   const base = since?.base ?? 0;
-  const [row] = await preparedRows<SyncRow>(db, "sync", syncQuery(since !== null, base > 0), {
+  const rows = await preparedRows<SyncRow>(db, "sync", syncQuery(since !== null, base > 0), {
     accountId,
     since: since?.seq ?? 0,
     pageSize: since ? limit + 1 : limit,
@@ -149,35 +122,32 @@ export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapsh
     // A placeholder skips the column's encoder, and the drivers take timestamps as text.
     now: now.toISOString(),
   });
-  const lastSeq = Number(row?.lastSeq ?? 0);
+  // The first row carries the account-wide figures; every row is one conversation of the page.
+  const head = rows[0];
+  const lastSeq = Number(head?.lastSeq ?? 0);
   if (since && since.seq > lastSeq) return { ok: false, lastSeq };
 
-  const rows = (row?.conversations ?? []).map((c) => ({
-    conversation: fromJsonRow(conversations, c.conversation),
-    // newest first, one more than asked when there are more
-    delta: (c.delta ?? []).map(fromMessageJson),
-    /** the newest message when the delta does not start with it */
-    last: c.last ? fromMessageJson(c.last) : null,
-    calls: (c.calls ?? []).map((k) => fromJsonRow(calls, k)),
-  }));
-  const hasMore = since !== null && rows.length > limit;
-  const page = rows.slice(0, limit);
-  const seq = hasMore ? (page.at(-1)?.conversation.version ?? lastSeq) : lastSeq;
+  const page = rows.filter((r) => r.conversation !== null);
+  const hasMore = since !== null && page.length > limit;
+  const shown = page.slice(0, limit).map(
+    (r): SyncedConversation => ({
+      conversation: fromJsonRow(conversations, r.conversation as JsonRow),
+      lastMessageJson: r.last,
+      messagesJson: r.messages ?? "[]",
+      truncated: r.truncated === true,
+      calls: (r.calls ?? []).map((k) => fromJsonRow(calls, k)),
+    }),
+  );
+  const seq = hasMore ? (shown.at(-1)?.conversation.version ?? lastSeq) : lastSeq;
   return {
     ok: true,
     lastSeq,
     seq,
     base: hasMore ? base : seq,
     hasMore,
-    unreadTotal: row?.unreadTotal ?? 0,
-    calls: activeOf((row?.activeCalls ?? []).map((k) => fromJsonRow(calls, k))),
-    conversations: page.map((c) => ({
-      conversation: c.conversation,
-      lastMessage: c.last ?? c.delta[0] ?? null,
-      messages: c.delta.slice(0, request.messages).reverse(),
-      truncated: c.delta.length > request.messages,
-      calls: c.calls,
-    })),
+    unreadTotal: head?.unreadTotal ?? 0,
+    calls: activeOf((head?.activeCalls ?? []).map((k) => fromJsonRow(calls, k))),
+    conversations: shown,
   };
 }
 
@@ -187,24 +157,23 @@ interface SyncRow {
   lastSeq: number | string | null;
   unreadTotal: number;
   activeCalls: JsonRow[] | null;
-  conversations:
-    | {
-        conversation: JsonRow;
-        last: JsonRow | null;
-        delta: JsonRow[] | null;
-        calls: JsonRow[] | null;
-      }[]
-    | null;
+  /** null on the one row of a sync with no conversation */
+  conversation: JsonRow | null;
+  last: string | null;
+  messages: string | null;
+  truncated: boolean | null;
+  calls: JsonRow[] | null;
 }
 
 const syncQueries = new Map<string, Query>();
 
 /**
- * The sync as one SQL statement returning JSON: per conversation of the page (changed since
- * `since` by version, or the most recently active on a first sync), its messages changed since
- * `base` (newest first, one more than shown to tell truncation), its newest message, and its
- * calls changed in the same window — since `base`, or on a first sync since the oldest message
- * shown. Built once per shape; the values are placeholders.
+ * The sync as one SQL statement: one row per conversation of the page (changed since `since` by
+ * version, or the most recently active on a first sync) with its messages changed since `base`
+ * (the newest `shown` of them, and whether there were more), its newest message, and its calls
+ * changed in the same window — since `base`, or on a first sync since the oldest message shown.
+ * The account-wide figures come on the first row; with no conversation there is just that row.
+ * Built once per shape; the values are placeholders.
  */
 function syncQuery(paged: boolean, hasBase: boolean): Query {
   const key = `${paged} ${hasBase}`;
@@ -224,38 +193,49 @@ function syncQuery(paged: boolean, hasBase: boolean): Query {
   // The delta's newest is the newest message when it was created in the window (always, on a
   // first sync); only otherwise is the newest looked up on its own.
   const needsLast = hasBase ? sql`coalesce(d.newest <= ${p("base")}, true)` : sql`false`;
+  const first = sql`coalesce(p.ord, 1) = 1`;
   query = compile(sql`with page as materialized (${page})
     select
-      (select last_seq from accounts where id = ${accountId}) as "lastSeq",
-      (select coalesce(sum(unread_count), 0)::int from conversations
-        where account_id = ${accountId} and not archived) as "unreadTotal",
-      (select json_agg(${jsonRowOf(calls, "calls")} order by proposed_at, call_id)
-        from calls where ${activeCallCandidates(accountId, p("now"))}) as "activeCalls",
-      (select json_agg(json_build_object(
-          'conversation', ${jsonRowOf(conversations, "p")},
-          'last', l.row, 'delta', d.rows, 'calls', k.rows) order by p.ord)
-        from page p
-        left join lateral (
-          select json_agg(${messageJson} order by m.created_seq desc) as rows,
-            max(m.created_seq) as newest,
-            min(m.created_seq) filter (where m.rank <= ${p("shown")}) as oldest_shown
-          from (
-            select m.*, row_number() over (order by m.created_seq desc) as rank from messages m
-            where m.account_id = ${accountId} and m.conversation_id = p.id ${changed}
-            order by m.created_seq desc limit ${p("fetched")}
-          ) m
-        ) d on true
-        left join lateral (
-          select ${messageJson} as row from messages m
-          where m.account_id = ${accountId} and m.conversation_id = p.id and ${needsLast}
-          order by m.created_seq desc limit 1
-        ) l on true
-        left join lateral (
-          select json_agg(${jsonRowOf(calls, "k")} order by k.proposed_at, k.call_id) as rows
-          from calls k
-          where k.account_id = ${accountId} and k.conversation_id = p.id and k.seq > ${callsAfter}
-        ) k on true
-      ) as conversations`);
+      case when ${first} then (select last_seq from accounts where id = ${accountId})
+        end as "lastSeq",
+      case when ${first} then (select coalesce(sum(unread_count), 0)::int from conversations
+        where account_id = ${accountId} and not archived) end as "unreadTotal",
+      case when ${first} then (select json_agg(${jsonRowOf(calls, "calls")}
+        order by proposed_at, call_id) from calls where ${activeCallCandidates(accountId, p("now"))})
+        end as "activeCalls",
+      case when p.ord is not null then ${jsonRowOf(conversations, "p")} end as conversation,
+      coalesce(l.view, d.newest_view) as last,
+      d.messages, d.truncated, k.rows as calls
+    from (select 1) as one
+    left join (page p
+      left join lateral (
+        select
+          '[' || coalesce(string_agg(m.view, ',' order by m.created_seq)
+            filter (where m.rank <= ${p("shown")}), '') || ']' as messages,
+          count(*) > ${p("shown")} as truncated,
+          min(m.view) filter (where m.rank = 1) as newest_view,
+          max(m.created_seq) as newest,
+          min(m.created_seq) filter (where m.rank <= ${p("shown")}) as oldest_shown
+        from (
+          select ${sql.raw(storedMessageJsonSql("m"))} as view, m.created_seq,
+            row_number() over (order by m.created_seq desc) as rank
+          from messages m
+          where m.account_id = ${accountId} and m.conversation_id = p.id ${changed}
+          order by m.created_seq desc limit ${p("fetched")}
+        ) m
+      ) d on true
+      left join lateral (
+        select ${sql.raw(storedMessageJsonSql("m"))} as view from messages m
+        where m.account_id = ${accountId} and m.conversation_id = p.id and ${needsLast}
+        order by m.created_seq desc limit 1
+      ) l on true
+      left join lateral (
+        select json_agg(${jsonRowOf(calls, "k")} order by k.proposed_at, k.call_id) as rows
+        from calls k
+        where k.account_id = ${accountId} and k.conversation_id = p.id and k.seq > ${callsAfter}
+      ) k on true
+    ) on true
+    order by p.ord`);
   syncQueries.set(key, query);
   return query;
 }

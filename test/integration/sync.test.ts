@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { changeFeedFor } from "../../src/api/change-feed.js";
 import { decodePosition, encodePosition } from "../../src/api/position.js";
@@ -21,10 +22,14 @@ interface SyncBody {
     version: number;
     messages: { id: string; body: string | null; version: number }[];
     messages_truncated: boolean;
+    last_message: unknown;
   }[];
 }
 
 const at = (copy: ParsedCopy) => copy.sentAt.toISOString();
+
+/** A body every JSON escape applies to: quotes, backslashes, control characters, non-ASCII. */
+const TRICKY = 'say "hi" \\ C:\\path\nnext line\ttab \u0001 \u001f ünï 中文 🎉 </body>';
 
 /** A message as the API shows it, straight after it was sent. */
 function sent(copy: ParsedCopy, direction: "in" | "out", version: number) {
@@ -140,6 +145,12 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
       { ...msg(bob, alice, "m3", "gone soon"), ...at("2026-11-26T09:00:03.999Z") },
       { ...retract(bob, alice, "m3"), ...at("2026-11-26T09:00:04.001Z") },
       { ...react(alice, bob, "m1", ["🎉"]), ...at("2026-11-26T09:00:05.000Z") },
+      { ...react(bob, alice, "m1", ["👍", "❤️"]), ...at("2026-11-26T09:00:05.500Z") },
+      {
+        ...msg(alice, bob, 'm4 "quoted" \\ id', TRICKY),
+        ...at("2026-11-26T09:00:06.000Z"),
+        senderArchiveId: "1795697033842212",
+      },
     );
     const token = await h.token(alice);
     const [conversation] = (await sync(token)).conversations;
@@ -154,11 +165,33 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
         body: "first, edited",
         sent_at: "2026-11-26T09:00:00.123Z",
         edited_at: "2026-11-26T09:00:02.450Z",
-        reactions: { [alice]: ["🎉"] },
+        reactions: { [alice]: ["🎉"], [bob]: ["👍", "❤️"] },
       },
       { id: "m2", sent_at: "2026-11-26T09:00:01.007Z", edited_at: null, retracted: false },
       { id: "m3", body: null, sent_at: "2026-11-26T09:00:03.999Z", retracted: true },
+      { id: 'm4 "quoted" \\ id', body: TRICKY, stanza_id: "1795697033842212" },
     ]);
+    expect(conversation?.last_message).toEqual(listed.messages.find((m) => m.id.startsWith("m4")));
+  });
+
+  it("renders rows stored without a rendering (written before it existed) the same way", async () => {
+    const { alice, bob } = people();
+    const at = (iso: string) => ({ sentAt: new Date(iso) });
+    await write(
+      { ...msg(bob, alice, "m1", TRICKY), ...at("2026-11-26T09:00:00.123Z") },
+      { ...react(alice, bob, "m1", ["🎉"]), ...at("2026-11-26T09:00:01.000Z") },
+      { ...msg(alice, bob, "m2", "plain"), ...at("2026-11-26T09:00:02.000Z") },
+      { ...retract(alice, bob, "m2"), ...at("2026-11-26T09:00:03.000Z") },
+    );
+    const token = await h.token(alice);
+    const stored = await sync(token);
+    await h.store.db.execute(
+      sql`update messages set view = null
+        where account_id = (select id from accounts where jid = ${alice})`,
+    );
+    const rendered = await sync(token);
+    expect(rendered.conversations).toEqual(stored.conversations);
+    expect(rendered.conversations[0]?.messages).toHaveLength(2);
   });
 
   it("returns only what changed since, each message once in its current state", async () => {

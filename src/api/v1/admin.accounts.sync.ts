@@ -4,7 +4,14 @@ import { adminRoute } from "../auth.js";
 import type { App } from "../context.js";
 import { errorResponses } from "../schemas.js";
 import { AccountParams, knownAccount } from "./admin-params.js";
-import { decodeSince, readSnapshot, SyncResponse, syncJson, syncQueryFields } from "./sync.js";
+import {
+  decodeSince,
+  jsonText,
+  readSnapshot,
+  SyncResponse,
+  syncJson,
+  syncQueryFields,
+} from "./sync.js";
 
 const route = createRoute({
   ...adminRoute,
@@ -39,6 +46,6 @@ export function registerAdminAccountsSync(app: App): void {
     const meta = await loadStoreMeta(store);
     const since = decodeSince(meta, query.since);
     const snapshot = await readSnapshot(store, { ...query, accountId, since, now: clock() });
-    return c.json(syncJson(meta, snapshot, clock()), 200);
+    return jsonText(c, syncJson(meta, snapshot, clock()));
   });
 }

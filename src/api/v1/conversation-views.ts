@@ -2,7 +2,12 @@ import { z } from "@hono/zod-openapi";
 import type { CallRow } from "../../store/calls.js";
 import { effectiveCall } from "../../store/calls.js";
 import { CALL_STATES } from "../../store/schema/calls.js";
-import type { ConversationView, MessageView, SyncedConversation } from "../../store/sync.js";
+import type {
+  ConversationRow,
+  ConversationView,
+  MessageView,
+  SyncedConversation,
+} from "../../store/sync.js";
 import { BareJid, iso, Timestamp } from "../schemas.js";
 
 /** The JSON shapes of messages, conversations and calls, shared by /v1/sync and /v1/conversations. */
@@ -82,7 +87,6 @@ export const SyncConversationSchema = ConversationSchema.extend({
 
 export type MessageJson = z.infer<typeof MessageSchema>;
 export type ConversationJson = z.infer<typeof ConversationSchema>;
-export type SyncConversationJson = z.infer<typeof SyncConversationSchema>;
 export type CallJson = z.infer<typeof CallSchema>;
 
 export function toMessage(view: MessageView): MessageJson {
@@ -100,7 +104,13 @@ export function toMessage(view: MessageView): MessageJson {
 }
 
 export function toConversation(view: ConversationView): ConversationJson {
-  const c = view.conversation;
+  return {
+    ...conversationFields(view.conversation),
+    last_message: view.lastMessage ? toMessage(view.lastMessage) : null,
+  };
+}
+
+function conversationFields(c: ConversationRow): Omit<ConversationJson, "last_message"> {
   return {
     peer: c.peerJid,
     version: c.version,
@@ -110,17 +120,19 @@ export function toConversation(view: ConversationView): ConversationJson {
     pinned: c.pinned,
     muted_until: iso(c.mutedUntil),
     archived: c.archived,
-    last_message: view.lastMessage ? toMessage(view.lastMessage) : null,
   };
 }
 
-export function toSyncConversation(synced: SyncedConversation, now: Date): SyncConversationJson {
-  return {
-    ...toConversation(synced),
-    messages: synced.messages.map(toMessage),
-    messages_truncated: synced.truncated,
-    calls: synced.calls.map((call) => toCall(call, now)),
-  };
+/**
+ * A synced conversation as `SyncConversationSchema` JSON text. Its messages are already JSON
+ * text (rendered by PostgreSQL) and are spliced in unparsed; the rest is serialised here.
+ */
+export function syncConversationJson(synced: SyncedConversation, now: Date): string {
+  const fields = JSON.stringify(conversationFields(synced.conversation));
+  const calls = JSON.stringify(synced.calls.map((call) => toCall(call, now)));
+  return `${fields.slice(0, -1)},"last_message":${synced.lastMessageJson ?? "null"},"messages":${
+    synced.messagesJson
+  },"messages_truncated":${synced.truncated},"calls":${calls}}`;
 }
 
 /** A call as a phone must see it now: past its ring timeout an unanswered call is missed. */

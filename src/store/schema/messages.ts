@@ -21,6 +21,12 @@ export const messages = pgTable(
     reactions: jsonb("reactions").$type<Reactions>().notNull().default({}),
     createdSeq: bigint("created_seq", { mode: "number" }).notNull(),
     seq: bigint("seq", { mode: "number" }).notNull(),
+    /**
+     * The message as the API shows it (JSON text), written with every change of the row, so a
+     * sync hands on up to 10,000 messages without rendering them again. Null on rows written
+     * before it existed; readers render those on the fly (see `messageJsonSql`).
+     */
+    view: text("view"),
   },
   (t) => [
     // A client picks its own ids, so the two sides of a chat may reuse one; direction separates them.
