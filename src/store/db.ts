@@ -1,10 +1,10 @@
 import { mkdir } from "node:fs/promises";
 import { Socket } from "node:net";
 import { PGlite } from "@electric-sql/pglite";
-import { is, type Query, SQL } from "drizzle-orm";
+import { fillPlaceholders, is, type Query, SQL } from "drizzle-orm";
 import { type PgDatabase, PgDialect, type PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
-import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
+import { drizzle as drizzlePostgres, PostgresJsSession } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import { migratePgliteInstance, migratePostgresUrl } from "./migrate.js";
 
@@ -209,6 +209,27 @@ export async function preparedRows<T>(
     .execute(values)) as unknown;
   if (Array.isArray(result)) return result as T[];
   return ((result as { rows?: T[] }).rows ?? []) as T[];
+}
+
+/**
+ * Runs a compiled query whose columns are all text (cast them) and returns each row's values
+ * as the UTF-8 bytes PostgreSQL sent, in column order: for results handed on to a client
+ * without being decoded into strings and encoded again. With postgres.js these are views of
+ * the bytes as they came off the socket; PGlite decodes text itself, so its are encoded again.
+ */
+export async function preparedTextRows(
+  db: Db,
+  query: Query,
+  values: Record<string, unknown>,
+): Promise<(Buffer | null)[][]> {
+  const session = db._.session;
+  if (is(session, PostgresJsSession)) {
+    const params = fillPlaceholders(query.params, values) as postgres.ParameterOrJSON<never>[];
+    const rows = await session.client.unsafe(query.sql, params, { prepare: true }).raw();
+    return rows as unknown as (Buffer | null)[][];
+  }
+  const rows = await preparedRows<Record<string, string | null>>(db, "text rows", query, values);
+  return rows.map((row) => Object.values(row).map((v) => (v === null ? null : Buffer.from(v))));
 }
 
 /** A statement's text and parameters, built once: for queries run on every request or batch. */

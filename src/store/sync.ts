@@ -13,7 +13,7 @@ import {
   sql,
 } from "drizzle-orm";
 import { activeCallCandidates, activeOf, type CallRow } from "./calls.js";
-import { compile, type Db, preparedRows, type Tx } from "./db.js";
+import { compile, type Db, preparedTextRows, type Tx } from "./db.js";
 import { fromJsonRow, jsonRowOf } from "./json-rows.js";
 import { storedMessageJsonSql } from "./message-json.js";
 import { calls } from "./schema/calls.js";
@@ -69,10 +69,10 @@ export interface ConversationView {
 
 export interface SyncedConversation {
   conversation: ConversationRow;
-  /** the newest message as API JSON text (see message-json.ts), null when there is none */
-  lastMessageJson: string | null;
-  /** the compacted delta as a JSON array text of API messages, oldest first by creation */
-  messagesJson: string;
+  /** the newest message as API JSON (UTF-8, see message-json.ts), null when there is none */
+  lastMessageJson: Buffer | null;
+  /** the compacted delta as a JSON array (UTF-8) of API messages, oldest first by creation */
+  messagesJson: Buffer;
   truncated: boolean;
   /** calls of this conversation changed in the same window, oldest offer first */
   calls: CallRow[];
@@ -112,7 +112,7 @@ export type SyncSnapshot =
 export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapshot> {
   const { accountId, since, limit, messages: perConversation, now } = request;
   const base = since?.base ?? 0;
-  const rows = await preparedRows<SyncRow>(db, "sync", syncQuery(since !== null, base > 0), {
+  const rows = await preparedTextRows(db, syncQuery(since !== null, base > 0), {
     accountId,
     since: since?.seq ?? 0,
     pageSize: since ? limit + 1 : limit,
@@ -123,19 +123,19 @@ export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapsh
     now: now.toISOString(),
   });
   // The first row carries the account-wide figures; every row is one conversation of the page.
-  const head = rows[0];
-  const lastSeq = Number(head?.lastSeq ?? 0);
+  const head = rows[0] ?? [];
+  const lastSeq = Number(text(head[Column.lastSeq]) ?? 0);
   if (since && since.seq > lastSeq) return { ok: false, lastSeq };
 
-  const page = rows.filter((r) => r.conversation !== null);
+  const page = rows.filter((r) => r[Column.conversation] !== null);
   const hasMore = since !== null && page.length > limit;
   const shown = page.slice(0, limit).map(
     (r): SyncedConversation => ({
-      conversation: fromJsonRow(conversations, r.conversation as JsonRow),
-      lastMessageJson: r.last,
-      messagesJson: r.messages ?? "[]",
-      truncated: r.truncated === true,
-      calls: (r.calls ?? []).map((k) => fromJsonRow(calls, k)),
+      conversation: fromJsonRow(conversations, json<JsonRow>(r[Column.conversation]) ?? []),
+      lastMessageJson: r[Column.last] ?? null,
+      messagesJson: r[Column.messages] ?? EMPTY_ARRAY,
+      truncated: text(r[Column.truncated]) === "true",
+      calls: (json<JsonRow[]>(r[Column.calls]) ?? []).map((k) => fromJsonRow(calls, k)),
     }),
   );
   const seq = hasMore ? (shown.at(-1)?.conversation.version ?? lastSeq) : lastSeq;
@@ -145,24 +145,37 @@ export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapsh
     seq,
     base: hasMore ? base : seq,
     hasMore,
-    unreadTotal: head?.unreadTotal ?? 0,
-    calls: activeOf((head?.activeCalls ?? []).map((k) => fromJsonRow(calls, k))),
+    unreadTotal: Number(text(head[Column.unreadTotal]) ?? 0),
+    calls: activeOf(
+      (json<JsonRow[]>(head[Column.activeCalls]) ?? []).map((k) => fromJsonRow(calls, k)),
+    ),
     conversations: shown,
   };
 }
 
 type JsonRow = unknown[];
 
-interface SyncRow {
-  lastSeq: number | string | null;
-  unreadTotal: number;
-  activeCalls: JsonRow[] | null;
+/** The sync statement's columns, all text, in order. */
+enum Column {
+  lastSeq,
+  unreadTotal,
+  activeCalls,
   /** null on the one row of a sync with no conversation */
-  conversation: JsonRow | null;
-  last: string | null;
-  messages: string | null;
-  truncated: boolean | null;
-  calls: JsonRow[] | null;
+  conversation,
+  last,
+  messages,
+  truncated,
+  calls,
+}
+
+const EMPTY_ARRAY = Buffer.from("[]");
+
+function text(value: Buffer | null | undefined): string | null {
+  return value ? value.toString("utf8") : null;
+}
+
+function json<T>(value: Buffer | null | undefined): T | null {
+  return value ? (JSON.parse(value.toString("utf8")) as T) : null;
 }
 
 const syncQueries = new Map<string, Query>();
@@ -196,16 +209,16 @@ function syncQuery(paged: boolean, hasBase: boolean): Query {
   const first = sql`coalesce(p.ord, 1) = 1`;
   query = compile(sql`with page as materialized (${page})
     select
-      case when ${first} then (select last_seq from accounts where id = ${accountId})
+      case when ${first} then (select last_seq from accounts where id = ${accountId})::text
         end as "lastSeq",
-      case when ${first} then (select coalesce(sum(unread_count), 0)::int from conversations
-        where account_id = ${accountId} and not archived) end as "unreadTotal",
+      case when ${first} then (select coalesce(sum(unread_count), 0) from conversations
+        where account_id = ${accountId} and not archived)::text end as "unreadTotal",
       case when ${first} then (select json_agg(${jsonRowOf(calls, "calls")}
-        order by proposed_at, call_id) from calls where ${activeCallCandidates(accountId, p("now"))})
+        order by proposed_at, call_id) from calls where ${activeCallCandidates(accountId, p("now"))})::text
         end as "activeCalls",
-      case when p.ord is not null then ${jsonRowOf(conversations, "p")} end as conversation,
+      case when p.ord is not null then ${jsonRowOf(conversations, "p")}::text end as conversation,
       coalesce(l.view, d.newest_view) as last,
-      d.messages, d.truncated, k.rows as calls
+      d.messages, d.truncated::text as truncated, k.rows::text as calls
     from (select 1) as one
     left join (page p
       left join lateral (

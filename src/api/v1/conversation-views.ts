@@ -124,16 +124,23 @@ function conversationFields(c: ConversationRow): Omit<ConversationJson, "last_me
 }
 
 /**
- * A synced conversation as `SyncConversationSchema` JSON text. Its messages are already JSON
- * text (rendered by PostgreSQL) and are spliced in unparsed; the rest is serialised here.
+ * A synced conversation as `SyncConversationSchema` JSON, in UTF-8 pieces: its messages come as
+ * PostgreSQL rendered them and are spliced in unparsed; the rest is serialised here.
  */
-export function syncConversationJson(synced: SyncedConversation, now: Date): string {
+export function syncConversationJson(synced: SyncedConversation, now: Date): Buffer[] {
   const fields = JSON.stringify(conversationFields(synced.conversation));
   const calls = JSON.stringify(synced.calls.map((call) => toCall(call, now)));
-  return `${fields.slice(0, -1)},"last_message":${synced.lastMessageJson ?? "null"},"messages":${
-    synced.messagesJson
-  },"messages_truncated":${synced.truncated},"calls":${calls}}`;
+  return [
+    Buffer.from(`${fields.slice(0, -1)},"last_message":`),
+    synced.lastMessageJson ?? NULL,
+    MESSAGES_KEY,
+    synced.messagesJson,
+    Buffer.from(`,"messages_truncated":${synced.truncated},"calls":${calls}}`),
+  ];
 }
+
+const NULL = Buffer.from("null");
+const MESSAGES_KEY = Buffer.from(',"messages":');
 
 /** A call as a phone must see it now: past its ring timeout an unanswered call is missed. */
 export function toCall(row: CallRow, now: Date): CallJson {

@@ -189,10 +189,11 @@ export async function readSnapshot(store: Store, request: SyncRequest): Promise<
 }
 
 /**
- * The `SyncResponse` as JSON text. The messages are spliced in as the JSON text PostgreSQL
- * rendered them in: parsing and serialising them again was most of a large sync's work here.
+ * The `SyncResponse` as JSON (UTF-8). The messages are spliced in as the bytes PostgreSQL
+ * rendered them in: decoding, parsing, serialising and encoding them again was most of a large
+ * sync's work in this process.
  */
-export function syncJson(meta: StoreMeta, snapshot: SyncAnswer, now: Date): string {
+export function syncJson(meta: StoreMeta, snapshot: SyncAnswer, now: Date): Buffer<ArrayBuffer> {
   const head: Omit<SyncJson, "conversations"> = {
     position: encodePosition(meta.epoch, meta.positionKey, {
       seq: snapshot.seq,
@@ -203,17 +204,25 @@ export function syncJson(meta: StoreMeta, snapshot: SyncAnswer, now: Date): stri
     unread_total: snapshot.unreadTotal,
     calls: snapshot.calls.map((call) => toCall(call, now)),
   };
-  const conversations = snapshot.conversations.map((c) => syncConversationJson(c, now));
-  return `${JSON.stringify(head).slice(0, -1)},"conversations":[${conversations.join(",")}]}`;
+  const parts: Buffer[] = [Buffer.from(`${JSON.stringify(head).slice(0, -1)},"conversations":[`)];
+  snapshot.conversations.forEach((c, i) => {
+    if (i > 0) parts.push(COMMA);
+    parts.push(...syncConversationJson(c, now));
+  });
+  parts.push(END);
+  return Buffer.concat(parts);
 }
 
+const COMMA = Buffer.from(",");
+const END = Buffer.from("]}");
+
 /**
- * Answers 200 with a body that is already JSON text, as `c.json` would answer an object. The
- * route's schema still describes it: the contract tests validate every answer against it.
+ * Answers 200 with a body that is already JSON, as `c.json` would answer an object. The route's
+ * schema still describes it: the contract tests validate every answer against it.
  */
-export function jsonText(c: Context, text: string) {
-  // The typed-response helper only takes objects; the text is a `SyncResponse` nonetheless.
-  return c.body(text, 200, { "content-type": "application/json" }) as unknown as TypedResponse<
+export function jsonText(c: Context, body: Buffer<ArrayBuffer>) {
+  // The typed-response helper only takes objects; the body is a `SyncResponse` nonetheless.
+  return c.body(body, 200, { "content-type": "application/json" }) as unknown as TypedResponse<
     SyncJson,
     200,
     "json"
