@@ -5,6 +5,7 @@ import { AppError, handleError, problemResponse } from "../errors.js";
 import { IngestStats } from "../ingest/stats.js";
 import { createMetrics } from "../metrics.js";
 import { accessLog } from "./access-log.js";
+import { compressReads } from "./compression.js";
 import type { App, AppDeps, AppEnv } from "./context.js";
 import { registerDocs } from "./docs.js";
 import { registerHealth } from "./health.js";
@@ -59,6 +60,7 @@ export function createApp(deps: AppDeps): App {
     await next();
   });
   app.use(accessLog);
+  app.use(compressReads);
   app.use(
     bodyLimit({
       maxSize: MAX_BODY_BYTES,

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { gunzipSync } from "node:zlib";
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { changeFeedFor } from "../../src/api/change-feed.js";
@@ -172,6 +173,20 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
       { id: 'm4 "quoted" \\ id', body: TRICKY, stanza_id: "1795697033842212" },
     ]);
     expect(conversation?.last_message).toEqual(listed.messages.find((m) => m.id.startsWith("m4")));
+  });
+
+  it("compresses the answer for a phone that accepts gzip, to the same JSON", async () => {
+    const { alice, bob } = people();
+    await write(...Array.from({ length: 30 }, (_, i) => msg(bob, alice, `z${i}`, `message ${i}`)));
+    const token = await h.token(alice);
+    const plain = await sync(token);
+    const res = await h.get("/v1/sync", token, { headers: { "accept-encoding": "gzip" } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-encoding")).toBe("gzip");
+    const zipped = Buffer.from(await res.arrayBuffer());
+    const body = JSON.parse(gunzipSync(zipped).toString("utf8")) as SyncBody;
+    expect(zipped.length).toBeLessThan(JSON.stringify(body).length / 2);
+    expect({ ...body, position: "" }).toEqual({ ...plain, position: "" });
   });
 
   it("renders rows stored without a rendering (written before it existed) the same way", async () => {
