@@ -2,6 +2,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { gunzipSync } from "node:zlib";
 import { client, xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
 import { ensureAccount } from "../../src/api/auth.js";
@@ -130,15 +131,19 @@ interface SyncBody {
   conversations: { messages: unknown[] }[];
 }
 
-/** A phone holding its token: one GET /v1/sync on a fresh connection, read and parsed. */
 /** syncs answered before the measured ones (see the warm-up) */
 const SIDECAR_WARM_UP = 30;
 
+/**
+ * A phone holding its token: one GET /v1/sync on a fresh connection, read and parsed; with
+ * `gzip`, asking for a compressed answer as phones' HTTP stacks do. `bytes`: the body as sent.
+ */
 function syncOnce(
   api: Target,
   token: string,
   since: string | null,
-): Promise<{ ms: number; body: SyncBody }> {
+  o: { gzip?: boolean } = {},
+): Promise<{ ms: number; body: SyncBody; bytes: number }> {
   const started = performance.now();
   const from = since === null ? "" : `since=${encodeURIComponent(since)}&`;
   const path = `/v1/sync?${from}limit=${PEERS}&messages=${PER_PEER}`;
@@ -149,18 +154,27 @@ function syncOnce(
         port: api.port,
         path,
         agent: false,
-        headers: { authorization: `Bearer ${token}` },
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(o.gzip ? { "accept-encoding": "gzip" } : {}),
+        },
       },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          if (res.statusCode !== 200) {
+          const sent = Buffer.concat(chunks);
+          const zipped = res.headers["content-encoding"] === "gzip";
+          const text = (zipped ? gunzipSync(sent) : sent).toString("utf8");
+          if (res.statusCode !== 200 || zipped !== (o.gzip ?? false)) {
             reject(new Error(`/v1/sync answered ${res.statusCode}: ${text.slice(0, 200)}`));
             return;
           }
-          resolve({ ms: performance.now() - started, body: JSON.parse(text) as SyncBody });
+          resolve({
+            ms: performance.now() - started,
+            body: JSON.parse(text) as SyncBody,
+            bytes: sent.length,
+          });
         });
         res.on("error", reject);
       },
@@ -326,6 +340,9 @@ export const productClaim: Scenario = {
       delayed.syncside.wire = apiProxy.take();
     }
     if (ctx.signal.aborted) throw new Error("interrupted");
+    // The same answer as a phone's HTTP stack asks for it: compressed.
+    const zipped = await syncOnce(api, token, position, { gzip: true });
+    check("syncside (gzip)", delivered(zipped.body));
 
     // The store's share of syncside's answer: the same read, from this process.
     const meta = await loadStoreMeta(db.store);
@@ -386,6 +403,12 @@ export const productClaim: Scenario = {
       );
     }
     figures.push({
+      name: "syncside.gzip_bytes",
+      value: zipped.bytes,
+      unit: "B",
+      note: "the same answer's body with Accept-Encoding: gzip, as phones' HTTP stacks send it",
+    });
+    figures.push({
       name: "syncside.read.ms",
       value: median(reads),
       unit: "ms",
@@ -412,6 +435,7 @@ export const productClaim: Scenario = {
         `rtt${RTT_MS}.syncside.ms`,
       ),
       ratioOf(figures, "bytes: shipped / syncside", "shipped.bytes", "syncside.bytes"),
+      ratioOf(figures, "bytes: shipped / syncside gzip", "shipped.bytes", "syncside.gzip_bytes"),
     ];
     const ratioTarget = (name: string, value: number) => {
       const ratio = ratios.find((r) => r.name === name)?.value ?? Number.NaN;
