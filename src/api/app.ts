@@ -61,12 +61,16 @@ export function createApp(deps: AppDeps): App {
   });
   app.use(accessLog);
   app.use(compressReads);
-  app.use(
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: (c) =>
-        problemResponse(c, "payload_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`),
-    }),
+  const limitBody = bodyLimit({
+    maxSize: MAX_BODY_BYTES,
+    onError: (c) =>
+      problemResponse(c, "payload_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`),
+  });
+  // No GET or HEAD route reads a body. The check asks for the request's body stream, for which
+  // the Node adapter builds a whole fetch Request (headers, stream, abort controller) from the
+  // incoming message: for small syncs, 40% of what outlived their answers into the old generation.
+  app.use((c, next) =>
+    c.req.method === "GET" || c.req.method === "HEAD" ? next() : limitBody(c, next),
   );
 
   registerHealth(app);

@@ -134,13 +134,16 @@ export function registerSync(app: App): void {
     const subscription =
       since && query.wait > 0 ? await changeFeedFor(store, logger).subscribe(accountId) : null;
     const deadline = Date.now() + query.wait * 1000;
-    const signal = c.req.raw.signal;
+    // Only a long-poll watches for the client going away. Asked for on every request, the abort
+    // controller behind the signal is made for each and outlives its answer.
+    const signal = subscription ? c.req.raw.signal : null;
     let waiting = false;
     try {
       let snapshot = await read();
       const initialCalls = callsKey(snapshot.calls);
       while (
         subscription &&
+        signal &&
         snapshot.conversations.length === 0 &&
         callsKey(snapshot.calls) === initialCalls &&
         Date.now() < deadline &&
