@@ -3,6 +3,7 @@ import {
   asc,
   desc,
   eq,
+  getTableColumns,
   gt,
   inArray,
   isNull,
@@ -22,11 +23,15 @@ import { events } from "./schema/events.js";
 import { messages, type Reactions } from "./schema/messages.js";
 
 export type ConversationRow = typeof conversations.$inferSelect;
-export type MessageRow = typeof messages.$inferSelect;
+/** A messages row as the routes that render rows here read it: without its stored rendering. */
+export type MessageRow = Omit<typeof messages.$inferSelect, "view">;
 export type EventRow = typeof events.$inferSelect;
 
 /** Either the pool or one transaction: every read here works in both. */
 type Reader = Db | Tx;
+
+/** Every messages column but `view`, which only a sync reads: rows here are rendered in JS. */
+const { view: _view, ...MESSAGE_COLUMNS } = getTableColumns(messages);
 
 /**
  * A message as a client sees it: its current state, with timestamps in the ISO 8601 form the
@@ -301,7 +306,7 @@ export async function withLastMessages(
 ): Promise<ConversationView[]> {
   if (rows.length === 0) return [];
   const newest = db
-    .select()
+    .select(MESSAGE_COLUMNS)
     .from(messages)
     .where(and(eq(messages.accountId, accountId), eq(messages.conversationId, conversations.id)))
     .orderBy(desc(messages.createdSeq))
@@ -347,7 +352,7 @@ export function messagesChangedAfter(
   limit: number,
 ) {
   return db
-    .select()
+    .select(MESSAGE_COLUMNS)
     .from(messages)
     .where(
       and(
@@ -368,7 +373,7 @@ export function messagesBefore(
   limit: number,
 ) {
   return db
-    .select()
+    .select(MESSAGE_COLUMNS)
     .from(messages)
     .where(
       and(
@@ -391,7 +396,7 @@ export async function findMessage(
   messageId: string,
 ): Promise<MessageRow | null> {
   const [row] = await db
-    .select()
+    .select(MESSAGE_COLUMNS)
     .from(messages)
     .where(
       and(
