@@ -2,6 +2,7 @@ import type { Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
 import type { Store } from "../store/db.js";
+import { StoreUpkeep } from "../store/upkeep.js";
 import { Observer } from "./observer.js";
 import { Pipeline } from "./pipeline.js";
 import type { IngestStats } from "./stats.js";
@@ -52,6 +53,7 @@ export async function runIngest(o: IngestOptions): Promise<void> {
     }
     o.stats.role = "leader";
     log.info("ingest leader");
+    const upkeep = new StoreUpkeep({ store: o.store, logger: log });
     const pipeline = new Pipeline({
       store: o.store,
       logger: log,
@@ -64,6 +66,7 @@ export async function runIngest(o: IngestOptions): Promise<void> {
       trustedOrigins: domains,
       checkpointSource: source,
       lanes: o.config.ingestLanes,
+      upkeep,
     });
     const observer = new Observer({
       service: o.config.xmpp.service,
@@ -91,6 +94,7 @@ export async function runIngest(o: IngestOptions): Promise<void> {
     await observer.stop();
     await Promise.race([pipeline.drain(), sleep(5000)]);
     pipeline.close();
+    await upkeep.idle();
     await lock.release().catch(() => {});
     o.stats.role = "standby";
     o.stats.connected = false;

@@ -5,6 +5,7 @@ import { sleep } from "../retry.js";
 import { compareArchiveIds, dropOtherLanes } from "../store/checkpoint.js";
 import type { Store } from "../store/db.js";
 import { appendInLanes, type BatchResult, type WriteOptions } from "../store/events.js";
+import type { StoreUpkeep } from "../store/upkeep.js";
 import { type ParsedCopy, parseCopy } from "./parse.js";
 import type { IngestStats } from "./stats.js";
 
@@ -28,6 +29,8 @@ export interface PipelineOptions {
   lanes?: number;
   /** how long a live copy may wait for company before its batch is written */
   lingerMs?: number;
+  /** told what each batch wrote, to keep the store's statistics and tables in shape */
+  upkeep?: StoreUpkeep;
 }
 
 /** An item once parsed: the copy to write, or null when it was rejected or not trusted. */
@@ -216,6 +219,7 @@ export class Pipeline {
       this.lanes,
     );
     this.o.stats.recordBatch(result, copies, performance.now() - started);
+    this.o.upkeep?.afterWrite(result.written);
     if (!checkpoint) return;
     this.o.stats.checkpoint = checkpoint.position;
     if (!this.lanesSettled) {
