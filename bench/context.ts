@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -121,5 +122,25 @@ export async function withPeakRss<T>(
     clearInterval(timer);
   }
 }
+
+/**
+ * CPU time of the whole machine (every process, kernel included) in ms, from /proc/stat; NaN
+ * where there is none. Beside process.cpuUsage() it tells this process's share from the rest:
+ * on the bench machine, mostly PostgreSQL.
+ */
+export function machineCpuMs(): number {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? "";
+    // cpu user nice system idle iowait irq softirq steal …: all but idle and iowait are busy.
+    const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    const busy = ticks.reduce((sum, t, i) => (i === 3 || i === 4 ? sum : sum + t), 0);
+    return (busy * 1000) / CLOCK_TICKS;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** USER_HZ, the unit of /proc/stat: 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS = 100;
 
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;

@@ -6,6 +6,7 @@ import { Observer } from "../../src/ingest/observer.js";
 import { Pipeline } from "../../src/ingest/pipeline.js";
 import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
+import { StoreUpkeep } from "../../src/store/upkeep.js";
 import {
   connectUser,
   createUsers,
@@ -121,6 +122,8 @@ export const ingestCatchUp: Scenario = {
       write: { isLocal: localTo(domains), callRingTimeoutMs: 60_000 },
       trustedOrigins: domains,
       checkpointSource,
+      // As the leader runs it (leader.ts): a fresh store is analyzed once it holds some rows.
+      upkeep: new StoreUpkeep({ store: db.store, logger }),
     });
     const observer = new Observer({
       service: ej.service,

@@ -1,3 +1,4 @@
+import { cpus } from "node:os";
 import { count } from "drizzle-orm";
 import { DEFAULT_INGEST_LANES } from "../../src/config.js";
 import { localTo } from "../../src/ingest/leader.js";
@@ -7,7 +8,8 @@ import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import type { Store } from "../../src/store/db.js";
 import { events } from "../../src/store/schema/events.js";
-import { withPeakRss } from "../context.js";
+import { StoreUpkeep } from "../../src/store/upkeep.js";
+import { machineCpuMs, withPeakRss } from "../context.js";
 import { CopyRecorder, type RecordedCopy, StanzaReader } from "../copies.js";
 import { type Figure, ratioOf, type Scenario, targetOf } from "../scenario.js";
 import { MIX, random, Traffic } from "../traffic.js";
@@ -48,6 +50,10 @@ interface FeedOptions {
 
 interface FeedResult {
   ms: number;
+  /** CPU time of this process (parsing, folding, the driver) while it ran */
+  processCpuMs: number;
+  /** CPU time of the whole machine while it ran: this process, PostgreSQL, the kernel */
+  machineCpuMs: number;
   stats: IngestStats;
   batches: number;
   /** wall time inside appendBatch (the transactions), summed over batches */
@@ -66,17 +72,22 @@ async function feed(store: Store, copies: RecordedCopy[], o: FeedOptions): Promi
     commitMs += ms;
     record(result, parsed, ms);
   };
+  const logger = createLogger(process.env.BENCH_LOG_LEVEL ?? "silent");
   const pipeline = new Pipeline({
     store,
-    logger: createLogger(process.env.BENCH_LOG_LEVEL ?? "silent"),
+    logger,
     stats,
     write: { isLocal: localTo(domains), callRingTimeoutMs: 60_000 },
     trustedOrigins: domains,
     checkpointSource: `observer:${OBSERVER}`,
     ...(o.maxBatch ? { maxBatch: o.maxBatch } : {}),
+    // As the leader runs it (leader.ts): a fresh store is analyzed once it holds some rows.
+    upkeep: new StoreUpkeep({ store, logger }),
   });
   const reader = new StanzaReader();
   const pending: Promise<void>[] = [];
+  const cpuBefore = process.cpuUsage();
+  const machineBefore = machineCpuMs();
   const started = performance.now();
   for (let i = 0; i < copies.length; i += o.page) {
     const items: IngestItem[] = copies
@@ -87,9 +98,18 @@ async function feed(store: Store, copies: RecordedCopy[], o: FeedOptions): Promi
   }
   await Promise.all(pending);
   const ms = performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
+  const machine = machineCpuMs() - machineBefore;
   pipeline.close();
   if (stats.rejects.size > 0) throw new Error(`copies rejected: ${[...stats.rejects]}`);
-  return { ms, stats, batches, commitMs };
+  return {
+    ms,
+    processCpuMs: (cpu.user + cpu.system) / 1000,
+    machineCpuMs: machine,
+    stats,
+    batches,
+    commitMs,
+  };
 }
 
 async function storedEvents(store: Store): Promise<number> {
@@ -181,6 +201,24 @@ export const ingestPipeline: Scenario = {
         value: parseMs / onPg.value.batches,
         unit: "ms",
         note: "of batch_ms: parsing a batch's copies, from the parse-only run",
+      },
+      {
+        name: "pipeline.pg.process_cpu_ms_per_1k",
+        value: (onPg.value.processCpuMs / parsedEvents) * 1000,
+        unit: "ms",
+        note: "CPU of this process per 1,000 events: stream parsing, parseCopy, folding, the driver (what a sidecar spends)",
+      },
+      {
+        name: "pipeline.pg.other_cpu_ms_per_1k",
+        value: ((onPg.value.machineCpuMs - onPg.value.processCpuMs) / parsedEvents) * 1000,
+        unit: "ms",
+        note: "CPU of everything else on the machine per 1,000 events (/proc/stat): PostgreSQL, the kernel",
+      },
+      {
+        name: "pipeline.pg.machine_busy",
+        value: (onPg.value.machineCpuMs / (onPg.value.ms * cpus().length)) * 100,
+        unit: "%",
+        note: `of the ${cpus().length} cores' time while the run lasted`,
       },
       {
         name: "pipeline.pg.peak_rss",
