@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import type { Client } from "@xmpp/client";
-import { catchUp } from "../../src/ingest/catch-up.js";
+import { catchUp, PAGES_IN_FLIGHT } from "../../src/ingest/catch-up.js";
 import { localTo } from "../../src/ingest/leader.js";
 import { Observer } from "../../src/ingest/observer.js";
 import { Pipeline } from "../../src/ingest/pipeline.js";
@@ -196,7 +196,7 @@ export const ingestCatchUp: Scenario = {
         name: "catchup.syncside_ms",
         value: commitWaitMs,
         unit: "ms",
-        note: "waiting for commits: the pages read ahead (4) all still committing, and the last ones",
+        note: `waiting for commits: the pages read ahead (${PAGES_IN_FLIGHT}) all still committing, and the last ones`,
       },
       {
         name: "catchup.syncside_share",

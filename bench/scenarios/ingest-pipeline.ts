@@ -1,9 +1,10 @@
 import { cpus } from "node:os";
 import { count } from "drizzle-orm";
 import { DEFAULT_INGEST_LANES } from "../../src/config.js";
+import { MAM_PAGE, PAGES_IN_FLIGHT } from "../../src/ingest/catch-up.js";
 import { localTo } from "../../src/ingest/leader.js";
 import { parseCopy } from "../../src/ingest/parse.js";
-import { type IngestItem, Pipeline } from "../../src/ingest/pipeline.js";
+import { DEFAULT_MAX_BATCH, type IngestItem, Pipeline } from "../../src/ingest/pipeline.js";
 import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import type { Store } from "../../src/store/db.js";
@@ -41,7 +42,7 @@ function record(n: number, accounts: number): RecordedCopy[] {
 }
 
 interface FeedOptions {
-  /** copies handed over per push: 250 is one MAM page, 1 is a live copy */
+  /** copies handed over per push: MAM_PAGE is one MAM page, 1 is a live copy */
   page: number;
   /** pushes not yet committed before the feed waits (catch-up waits for each page) */
   inflight: number;
@@ -61,6 +62,9 @@ interface FeedResult {
 }
 
 /** Runs copies through the real path: stream parser → Pipeline (parse, batch) → appendBatch. */
+/** Pages as catch-up reads them, as many awaiting commit as it lets. */
+const AS_CATCH_UP: FeedOptions = { page: MAM_PAGE, inflight: PAGES_IN_FLIGHT };
+
 async function feed(store: Store, copies: RecordedCopy[], o: FeedOptions): Promise<FeedResult> {
   const domains = new Set([DOMAIN]);
   const stats = new IngestStats();
@@ -132,7 +136,7 @@ export const ingestPipeline: Scenario = {
 
     ctx.progress(`pipeline on PostgreSQL: ${n} copies in MAM-sized pages`);
     const pg = await ctx.postgres();
-    const onPg = await withPeakRss(() => feed(pg.store, copies, { page: 250, inflight: 4 }));
+    const onPg = await withPeakRss(() => feed(pg.store, copies, AS_CATCH_UP));
     const pgRows = await storedEvents(pg.store);
     if (pgRows !== onPg.value.stats.eventsWritten) {
       throw new Error(`${pgRows} event rows stored, ${onPg.value.stats.eventsWritten} reported`);
@@ -140,9 +144,7 @@ export const ingestPipeline: Scenario = {
 
     ctx.progress(`pipeline on PGlite: ${liteN} copies`);
     const lite = await ctx.pglite();
-    const onLite = await withPeakRss(() =>
-      feed(lite.store, copies.slice(0, liteN), { page: 250, inflight: 4 }),
-    );
+    const onLite = await withPeakRss(() => feed(lite.store, copies.slice(0, liteN), AS_CATCH_UP));
 
     ctx.progress(`baseline: ${naiveN} copies, one transaction each`);
     const naivePg = await ctx.postgres();
@@ -252,7 +254,7 @@ export const ingestPipeline: Scenario = {
       )
         .map(([k, v]) => `${k} ${Math.round(v * 100)}%`)
         .join(", ")}; both sides local.`,
-      `fed as catch-up does: pages of 250 copies pushed into the real Pipeline (maxBatch 500, its default of ${DEFAULT_INGEST_LANES} lanes on PostgreSQL, 1 on PGlite), at most 4 pages awaiting commit.`,
+      `fed as catch-up does: pages of ${MAM_PAGE} copies pushed into the real Pipeline (its defaults: batches of up to ${DEFAULT_MAX_BATCH} copies, ${DEFAULT_INGEST_LANES} lanes on PostgreSQL, 1 on PGlite), at most ${PAGES_IN_FLIGHT} pages awaiting commit.`,
       "baseline: the same Pipeline and appendBatch with maxBatch 1 and each copy awaited — one transaction per copy, what ingest would do without batching. The ratio is what batching buys; the parse-only ceiling is what the CPU allows before any database work.",
       `peak RSS is the whole bench process, which also holds the ${n} recorded copies; the growth over the RSS before the run is what ingest adds.`,
     );

@@ -10,6 +10,13 @@ const NS_FORWARD = "urn:xmpp:forward:0";
 /** ejabberd caps a MAM page at 250 results whatever the client asks for. */
 export const MAM_PAGE = 250;
 
+/**
+ * Pages a catch-up reads ahead of the oldest commit still running: enough to fill the
+ * pipeline's largest batch (DEFAULT_MAX_BATCH) while another commits, so a catch-up that
+ * outruns the database commits in big batches.
+ */
+export const PAGES_IN_FLIGHT = 16;
+
 export interface CatchUpOptions {
   xmpp: Client;
   logger: Logger;
@@ -20,7 +27,7 @@ export interface CatchUpOptions {
    * up to `pagesInFlight` run while the next pages are fetched.
    */
   commit: (items: IngestItem[]) => Promise<void>;
-  /** pages read ahead of the oldest commit still running (default 4; 1 = strictly in turn) */
+  /** pages read ahead of the oldest commit still running (default PAGES_IN_FLIGHT; 1 = in turn) */
   pagesInFlight?: number;
   pageTimeoutMs?: number;
   progressEveryMs?: number;
@@ -61,7 +68,7 @@ export async function catchUp(o: CatchUpOptions): Promise<CatchUpResult> {
   const started = performance.now();
   const result: CatchUpResult = { pages: 0, copies: 0, last: null, ms: 0, commitWaitMs: 0 };
   const inFlight: Promise<void>[] = [];
-  const limit = Math.max(1, o.pagesInFlight ?? 4);
+  const limit = Math.max(1, o.pagesInFlight ?? PAGES_IN_FLIGHT);
   const settle = async (keep: number) => {
     const waitStarted = performance.now();
     try {

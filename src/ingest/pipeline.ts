@@ -24,6 +24,7 @@ export interface PipelineOptions {
   /** the server domains whose copies are trusted: anyone can send the observer a lookalike */
   trustedOrigins: ReadonlySet<string>;
   checkpointSource: string;
+  /** copies per batch at most (default DEFAULT_MAX_BATCH) */
   maxBatch?: number;
   /** transactions a batch is split into by account, written side by side; PGlite has one */
   lanes?: number;
@@ -32,6 +33,14 @@ export interface PipelineOptions {
   /** told what each batch wrote, to keep the store's statistics and tables in shape */
   upkeep?: StoreUpkeep;
 }
+
+/**
+ * Copies a batch holds at most. Most of a batch's cost in the database is per row, but enough is
+ * per batch (each statement's round trip and execution set-up, the account locks, the commit)
+ * that on two cores 2,000 copies commit about a third faster per copy than 500. Batches only
+ * grow this large when copies queue up, as in a catch-up: a live copy waits at most `lingerMs`.
+ */
+export const DEFAULT_MAX_BATCH = 2000;
 
 /** An item once parsed: the copy to write, or null when it was rejected or not trusted. */
 interface Parsed {
@@ -64,7 +73,7 @@ export class Pipeline {
   private lanesSettled = false;
 
   constructor(private readonly o: PipelineOptions) {
-    this.maxBatch = o.maxBatch ?? 500;
+    this.maxBatch = o.maxBatch ?? DEFAULT_MAX_BATCH;
     // PGlite has one connection: its transactions would only queue behind each other.
     this.lanes = o.store.driver === "pglite" ? 1 : (o.lanes ?? DEFAULT_INGEST_LANES);
     this.lingerMs = o.lingerMs ?? 5;
