@@ -4,7 +4,7 @@ import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
 import { compareArchiveIds, dropOtherLanes } from "../store/checkpoint.js";
 import type { Store } from "../store/db.js";
-import { appendInLanes, type BatchResult, type WriteOptions } from "../store/events.js";
+import { appendLane, type BatchResult, type WriteOptions } from "../store/events.js";
 import type { StoreUpkeep } from "../store/upkeep.js";
 import { type ParsedCopy, parseCopy } from "./parse.js";
 import type { IngestStats } from "./stats.js";
@@ -56,46 +56,154 @@ interface Pending {
 }
 
 /**
- * Parses copies and writes them in batches, one transaction each, in arrival order. A batch that
- * fails with the database up is split until the one bad copy is found and skipped, so bad input
- * never stops ingest; with the database down the batch waits and is retried, so nothing is lost.
+ * Parses copies and writes them in batches, in arrival order. A batch is split by account into
+ * lanes (see appendLane), and each lane writes its share of every batch on its own: one
+ * transaction per batch and lane, in order, never waiting for the other lanes, so one lane's
+ * work in this process overlaps the others' in the database. A batch that fails with the
+ * database up is split until the one bad copy is found and skipped, so bad input never stops
+ * ingest; with the database down the batch waits and is retried, so nothing is lost.
  */
 export class Pipeline {
-  private queue: Pending[] = [];
-  private queued = 0;
-  private writing = false;
-  private timer: NodeJS.Timeout | null = null;
   private closed = false;
-  private readonly maxBatch: number;
-  private readonly lanes: number;
-  private readonly lingerMs: number;
+  private readonly lanes: LaneWriter[];
+  /** each lane's last committed checkpoint, once it has one */
+  private readonly positions: (string | null)[];
   /** whether every lane has committed a checkpoint since this pipeline started */
   private lanesSettled = false;
 
   constructor(private readonly o: PipelineOptions) {
-    this.maxBatch = o.maxBatch ?? DEFAULT_MAX_BATCH;
+    const maxBatch = o.maxBatch ?? DEFAULT_MAX_BATCH;
     // PGlite has one connection: its transactions would only queue behind each other.
-    this.lanes = o.store.driver === "pglite" ? 1 : (o.lanes ?? DEFAULT_INGEST_LANES);
-    this.lingerMs = o.lingerMs ?? 5;
+    const lanes = o.store.driver === "pglite" ? 1 : (o.lanes ?? DEFAULT_INGEST_LANES);
+    const lingerMs = o.lingerMs ?? 5;
+    this.positions = Array.from({ length: lanes }, () => null);
+    this.lanes = Array.from(
+      { length: lanes },
+      (_, lane) =>
+        new LaneWriter({
+          maxBatch,
+          lingerMs,
+          write: (items, extra) => this.write(lane, items, extra),
+          logger: o.logger,
+          stats: o.stats,
+          ping: () => o.store.ping(),
+        }),
+    );
   }
 
   /**
-   * Parses items and queues them; the promise settles once they are committed (or rejected as bad
-   * input). Parsing here rather than in the write lets it run while the previous batch commits.
+   * Parses items and queues them; the promise settles once every lane has committed them (or
+   * rejected them as bad input). Parsing here rather than in the write lets it run while
+   * earlier batches commit.
    */
   push(items: IngestItem[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error("ingest pipeline is closed"));
     if (items.length === 0) return Promise.resolve();
     const parsed = items.map((item) => this.parse(item));
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ items: parsed, resolve, reject });
-      this.queued += items.length;
-      if (this.queued >= this.maxBatch) this.kick();
-      else this.timer ??= setTimeout(() => this.kick(), this.lingerMs);
-    });
+    return Promise.all(this.lanes.map((lane) => lane.enqueue(parsed))).then(() => undefined);
   }
 
   /** Waits for everything queued so far. */
+  async drain(): Promise<void> {
+    await Promise.all(this.lanes.map((lane) => lane.drain()));
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const lane of this.lanes) lane.close();
+  }
+
+  private parse(item: IngestItem): Parsed {
+    const result = parseCopy(item.copy);
+    const parsed: Parsed = { copy: null, archiveId: item.archiveId, copyId: item.copy.attrs.id };
+    if (!result.ok) {
+      this.o.stats.reject(result.reason);
+      this.o.logger.warn(
+        { reason: result.reason, detail: result.detail, copyId: parsed.copyId },
+        "copy rejected",
+      );
+    } else if (!this.o.trustedOrigins.has(result.copy.origin)) {
+      this.o.stats.reject("foreign_origin");
+      this.o.logger.warn({ origin: result.copy.origin }, "copy from an untrusted origin rejected");
+    } else {
+      if (result.copy.ignored) this.o.stats.ignore(result.copy.ignored);
+      parsed.copy = result.copy;
+    }
+    return parsed;
+  }
+
+  /** Writes one lane's share of items, and the lane's checkpoint. */
+  private async write(lane: number, items: Parsed[], extraArchiveId: string | null): Promise<void> {
+    const copies: ParsedCopy[] = [];
+    let last = extraArchiveId;
+    for (const item of items) {
+      if (item.archiveId && (!last || compareArchiveIds(item.archiveId, last) > 0))
+        last = item.archiveId;
+      if (item.copy) copies.push(item.copy);
+    }
+    const checkpoint = last ? { source: this.o.checkpointSource, position: last } : undefined;
+    if (copies.length === 0 && !checkpoint) return;
+    const started = performance.now();
+    const lanes = this.lanes.length;
+    const result: BatchResult = await appendLane(
+      this.o.store.db,
+      { copies, checkpoint },
+      this.o.write,
+      lane,
+      lanes,
+    );
+    this.o.stats.recordBatch(result, copies, performance.now() - started);
+    this.o.upkeep?.afterWrite(result.written);
+    if (!checkpoint) return;
+    this.positions[lane] = checkpoint.position;
+    this.o.stats.checkpoint = lowest(this.positions);
+    if (!this.lanesSettled && this.positions.every((p) => p !== null)) {
+      // Rows of an earlier lane count bound nothing once every current lane has its own.
+      this.lanesSettled = true;
+      await dropOtherLanes(this.o.store.db, this.o.checkpointSource, lanes);
+    }
+  }
+}
+
+/** The lowest archive id of those given; null while any is missing. */
+function lowest(positions: (string | null)[]): string | null {
+  let low: string | null = null;
+  for (const p of positions) {
+    if (p === null) return null;
+    if (low === null || compareArchiveIds(p, low) < 0) low = p;
+  }
+  return low;
+}
+
+interface LaneWriterOptions {
+  maxBatch: number;
+  lingerMs: number;
+  /** writes the lane's share of items; `extra`: an archive id to advance the checkpoint to */
+  write: (items: Parsed[], extra: string | null) => Promise<void>;
+  logger: Logger;
+  stats: IngestStats;
+  ping: () => Promise<void>;
+}
+
+/** One lane's queue: batches of it are written one at a time, in order. */
+class LaneWriter {
+  private queue: Pending[] = [];
+  private queued = 0;
+  private writing = false;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(private readonly o: LaneWriterOptions) {}
+
+  enqueue(items: Parsed[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ items, resolve, reject });
+      this.queued += items.length;
+      if (this.queued >= this.o.maxBatch) this.kick();
+      else this.timer ??= setTimeout(() => this.kick(), this.o.lingerMs);
+    });
+  }
+
   async drain(): Promise<void> {
     while (this.queue.length > 0 || this.writing) {
       this.kick();
@@ -130,7 +238,7 @@ export class Pipeline {
       let count = 0;
       while (
         this.queue.length > 0 &&
-        (count === 0 || count + (this.queue[0]?.items.length ?? 0) <= this.maxBatch)
+        (count === 0 || count + (this.queue[0]?.items.length ?? 0) <= this.o.maxBatch)
       ) {
         const next = this.queue.shift() as Pending;
         taken.push(next);
@@ -144,25 +252,6 @@ export class Pipeline {
         for (const p of taken) p.reject(err);
       }
     }
-  }
-
-  private parse(item: IngestItem): Parsed {
-    const result = parseCopy(item.copy);
-    const parsed: Parsed = { copy: null, archiveId: item.archiveId, copyId: item.copy.attrs.id };
-    if (!result.ok) {
-      this.o.stats.reject(result.reason);
-      this.o.logger.warn(
-        { reason: result.reason, detail: result.detail, copyId: parsed.copyId },
-        "copy rejected",
-      );
-    } else if (!this.o.trustedOrigins.has(result.copy.origin)) {
-      this.o.stats.reject("foreign_origin");
-      this.o.logger.warn({ origin: result.copy.origin }, "copy from an untrusted origin rejected");
-    } else {
-      if (result.copy.ignored) this.o.stats.ignore(result.copy.ignored);
-      parsed.copy = result.copy;
-    }
-    return parsed;
   }
 
   private async writeWithRetry(items: Parsed[]): Promise<void> {
@@ -187,9 +276,9 @@ export class Pipeline {
   /** Writes items; when the database is up but refuses them, finds and skips the culprit. */
   private async writeIsolating(items: Parsed[]): Promise<void> {
     try {
-      await this.write(items);
+      await this.o.write(items, null);
     } catch (err) {
-      const databaseUp = await this.o.store.ping().then(
+      const databaseUp = await this.o.ping().then(
         () => true,
         () => false,
       );
@@ -201,40 +290,12 @@ export class Pipeline {
           { err, copyId: item.copyId, archiveId: item.archiveId },
           "copy refused by the database, skipped",
         );
-        await this.write([], item.archiveId);
+        await this.o.write([], item.archiveId);
         return;
       }
       const half = Math.ceil(items.length / 2);
       await this.writeIsolating(items.slice(0, half));
       await this.writeIsolating(items.slice(half));
-    }
-  }
-
-  private async write(items: Parsed[], extraArchiveId: string | null = null): Promise<void> {
-    const copies: ParsedCopy[] = [];
-    let last = extraArchiveId;
-    for (const item of items) {
-      if (item.archiveId && (!last || compareArchiveIds(item.archiveId, last) > 0))
-        last = item.archiveId;
-      if (item.copy) copies.push(item.copy);
-    }
-    const checkpoint = last ? { source: this.o.checkpointSource, position: last } : undefined;
-    if (copies.length === 0 && !checkpoint) return;
-    const started = performance.now();
-    const result: BatchResult = await appendInLanes(
-      this.o.store.db,
-      { copies, checkpoint },
-      this.o.write,
-      this.lanes,
-    );
-    this.o.stats.recordBatch(result, copies, performance.now() - started);
-    this.o.upkeep?.afterWrite(result.written);
-    if (!checkpoint) return;
-    this.o.stats.checkpoint = checkpoint.position;
-    if (!this.lanesSettled) {
-      // Rows of an earlier lane count bound nothing once every current lane has its own.
-      await dropOtherLanes(this.o.store.db, this.o.checkpointSource, this.lanes);
-      this.lanesSettled = true;
     }
   }
 }

@@ -237,33 +237,53 @@ export async function appendInLanes(
   options: WriteOptions,
   lanes: number,
 ): Promise<BatchResult> {
-  const result = emptyResult();
-  const byLane: Side[][] = Array.from({ length: lanes }, () => []);
-  for (const copy of input.copies) {
-    const copySides = sidesOf(copy, options.isLocal);
-    if (copySides.length === 0) result.foreign += copy.events.length;
-    for (const side of copySides) byLane[laneOf(side.account, lanes)]?.push(side);
-  }
   const outcomes = await Promise.allSettled(
-    byLane.map((sides, lane) => {
-      const checkpoint = input.checkpoint && {
-        source: laneSource(input.checkpoint.source, lane, lanes),
-        position: input.checkpoint.position,
-      };
-      if (sides.length === 0 && !checkpoint) return Promise.resolve(emptyResult());
-      return db.transaction((tx) => writeLane(tx, sides, checkpoint, options));
-    }),
+    Array.from({ length: lanes }, (_, lane) => appendLane(db, input, options, lane, lanes)),
   );
+  const result = emptyResult();
   for (const outcome of outcomes) {
     if (outcome.status === "rejected") throw outcome.reason;
     const lane = outcome.value;
     result.written += lane.written;
     result.duplicates += lane.duplicates;
+    result.foreign += lane.foreign;
     result.accountIds.push(...lane.accountIds);
     for (const [kind, n] of Object.entries(lane.byKind) as [EventKindName, number][]) {
       result.byKind[kind] = (result.byKind[kind] ?? 0) + n;
     }
   }
+  return result;
+}
+
+/**
+ * Lane `lane` of `lanes` of a batch, in one transaction: the sides of the batch's copies whose
+ * account hashes to this lane, and the lane's checkpoint. Lanes share no rows, so each may run
+ * ahead of the others: a lane's checkpoint only vouches for its own accounts. Copies with no
+ * local side are counted as foreign by lane 0 alone.
+ */
+export async function appendLane(
+  db: Db,
+  input: BatchInput,
+  options: WriteOptions,
+  lane: number,
+  lanes: number,
+): Promise<BatchResult> {
+  const sides: Side[] = [];
+  let foreign = 0;
+  for (const copy of input.copies) {
+    const copySides = sidesOf(copy, options.isLocal);
+    if (copySides.length === 0) foreign += copy.events.length;
+    for (const side of copySides) if (laneOf(side.account, lanes) === lane) sides.push(side);
+  }
+  const checkpoint = input.checkpoint && {
+    source: laneSource(input.checkpoint.source, lane, lanes),
+    position: input.checkpoint.position,
+  };
+  const result =
+    sides.length === 0 && !checkpoint
+      ? emptyResult()
+      : await db.transaction((tx) => writeLane(tx, sides, checkpoint, options));
+  if (lane === 0) result.foreign = foreign;
   return result;
 }
 

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import xml, { type Element } from "@xmpp/xml";
 import type { CallSignal, ConversationEvent, ParsedCopy } from "../../src/ingest/parse.js";
 
 let clock = Date.parse("2026-11-26T08:00:00Z");
@@ -68,5 +69,33 @@ export function callSignal(
       call: { media: [], reason: null, migratedTo: null, ...signal },
     },
     options.sentAt ? { sentAt: options.sentAt } : {},
+  );
+}
+
+/**
+ * A copy as the observer receives it (XML, before parsing): a chat message from `from` to `to`
+ * forwarded by the server `example.org`, for tests that run the whole ingest pipeline.
+ */
+export function wireCopy(o: {
+  from: string;
+  to: string;
+  id: string;
+  body: string;
+  copyId?: string;
+  stamp?: string;
+}): Element {
+  return xml(
+    "message",
+    { from: "example.org", to: "observer@example.org", id: o.copyId ?? randomUUID() },
+    xml(
+      "forwarded",
+      { xmlns: "urn:xmpp:forward:0" },
+      xml("delay", { xmlns: "urn:xmpp:delay", stamp: o.stamp ?? nextTime().toISOString() }),
+      xml(
+        "message",
+        { xmlns: "jabber:client", from: `${o.from}/phone`, to: o.to, type: "chat", id: o.id },
+        xml("body", {}, o.body),
+      ),
+    ),
   );
 }

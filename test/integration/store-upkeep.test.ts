@@ -1,5 +1,4 @@
 import { Writable } from "node:stream";
-import xml from "@xmpp/xml";
 import { sql } from "drizzle-orm";
 import { afterEach, describe, expect, it } from "vitest";
 import { Pipeline } from "../../src/ingest/pipeline.js";
@@ -8,7 +7,7 @@ import { createLogger } from "../../src/logger.js";
 import { queryRows, type Store } from "../../src/store/db.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
 import { INGEST_TABLES, neverAnalyzed, StoreUpkeep } from "../../src/store/upkeep.js";
-import { msg } from "../helpers/copies.js";
+import { msg, wireCopy } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
 
 const options: WriteOptions = {
@@ -91,26 +90,12 @@ describe.each(["postgres", "pglite"] as const)("store upkeep on %s", (driver) =>
       checkpointSource: "upkeep-test",
       upkeep,
     });
-    const copy = xml(
-      "message",
-      { from: "example.org", to: "observer@example.org", id: "copy-1" },
-      xml(
-        "forwarded",
-        { xmlns: "urn:xmpp:forward:0" },
-        xml("delay", { xmlns: "urn:xmpp:delay", stamp: "2026-11-26T08:00:00Z" }),
-        xml(
-          "message",
-          {
-            xmlns: "jabber:client",
-            from: "alice@example.org/phone",
-            to: "bob@example.org",
-            type: "chat",
-            id: "m1",
-          },
-          xml("body", {}, "hello"),
-        ),
-      ),
-    );
+    const copy = wireCopy({
+      from: "alice@example.org",
+      to: "bob@example.org",
+      id: "m1",
+      body: "hello",
+    });
     await pipeline.push([{ copy, archiveId: "1000" }]);
     pipeline.close();
     await upkeep.idle();

@@ -1,0 +1,111 @@
+import { eq, sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Pipeline } from "../../src/ingest/pipeline.js";
+import { IngestStats } from "../../src/ingest/stats.js";
+import { createLogger } from "../../src/logger.js";
+import { readCheckpoint } from "../../src/store/checkpoint.js";
+import { laneOf, type WriteOptions } from "../../src/store/events.js";
+import { accounts } from "../../src/store/schema/accounts.js";
+import { events } from "../../src/store/schema/events.js";
+import { wireCopy } from "../helpers/copies.js";
+import { openTestStore, type TestStore } from "../helpers/database.js";
+import { waitFor } from "../helpers/wait.js";
+
+const options: WriteOptions = {
+  isLocal: (jid) => jid.endsWith("@example.org"),
+  callRingTimeoutMs: 60_000,
+};
+const SOURCE = "observer:pipeline-test";
+
+/** Two JIDs whose rows both go to `lane` of 2, so a message between them is that lane's alone. */
+function pairIn(lane: number): [string, string] {
+  const found: string[] = [];
+  for (let i = 0; found.length < 2; i++) {
+    const jid = `lane${lane}-user${i}@example.org`;
+    if (laneOf(jid, 2) === lane) found.push(jid);
+  }
+  return found as [string, string];
+}
+
+async function eventCount(t: TestStore, jid: string): Promise<number> {
+  const rows = await t.store.db
+    .select({ n: sql<number>`count(*)::int` })
+    .from(events)
+    .innerJoin(accounts, eq(accounts.id, events.accountId))
+    .where(eq(accounts.jid, jid));
+  return rows[0]?.n ?? 0;
+}
+
+describe("ingest pipeline lanes on postgres", () => {
+  let t: TestStore;
+  beforeAll(async () => {
+    t = await openTestStore("postgres");
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it("lets a lane run batches ahead while another waits, and keeps the checkpoint at the slower one", async () => {
+    const [a0, b0] = pairIn(0);
+    const [a1, b1] = pairIn(1);
+    const pipeline = new Pipeline({
+      store: t.store,
+      logger: createLogger("silent"),
+      stats: new IngestStats(),
+      write: options,
+      trustedOrigins: new Set(["example.org"]),
+      checkpointSource: SOURCE,
+      lanes: 2,
+      lingerMs: 1,
+    });
+    const copy = (from: string, to: string, id: string) =>
+      wireCopy({ from, to, id, body: `message ${id}` });
+
+    await pipeline.push([
+      { copy: copy(a0, b0, "first-0"), archiveId: "1000" },
+      { copy: copy(a1, b1, "first-1"), archiveId: "1001" },
+    ]);
+    expect((await readCheckpoint(t.store.db, SOURCE))?.position).toBe("1001");
+
+    // Another writer holds lane 1's account row: that lane's next transaction must wait for it.
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let locked = () => {};
+    const isLocked = new Promise<void>((resolve) => {
+      locked = resolve;
+    });
+    const holder = t.store.db.transaction(async (tx) => {
+      await tx.execute(sql`select id from accounts where jid = ${a1} for update`);
+      locked();
+      await held;
+    });
+    await isLocked;
+
+    const second = pipeline.push([
+      { copy: copy(a0, b0, "second-0"), archiveId: "1002" },
+      { copy: copy(a1, b1, "second-1"), archiveId: "1003" },
+    ]);
+    // Lane 0 commits its share, and goes on to the next batch, without waiting for lane 1 ...
+    await waitFor(async () => (await eventCount(t, a0)) === 2, {
+      timeoutMs: 10_000,
+      what: "lane 0's second message",
+    });
+    const third = pipeline.push([{ copy: copy(a0, b0, "third-0"), archiveId: "1004" }]);
+    await waitFor(async () => (await eventCount(t, a0)) === 3, {
+      timeoutMs: 10_000,
+      what: "lane 0's third message, in a batch after the one lane 1 is stuck in",
+    });
+    expect(await eventCount(t, a1)).toBe(1);
+    // ... but the checkpoint ingest resumes from stays where lane 1 is durable.
+    expect((await readCheckpoint(t.store.db, SOURCE))?.position).toBe("1001");
+
+    release();
+    await holder;
+    await Promise.all([second, third]);
+    expect(await eventCount(t, a1)).toBe(2);
+    expect((await readCheckpoint(t.store.db, SOURCE))?.position).toBe("1004");
+    pipeline.close();
+  });
+});
