@@ -540,22 +540,9 @@ async function readLane(
   const messages =
     targets.size === 0
       ? Promise.resolve([])
-      : run<StoredMessage>(
-          tx,
-          "select_target_messages",
-          `with k as (
-             select c.account_id, c.id, r.d, r.i
-             from json_to_recordset($1::json) as r(a bigint, p text, d text, i text)
-             join conversations c on c.account_id = r.a and c.peer_jid = r.p)
-           select ${STORED_MESSAGE} from messages m join k
-             on m.account_id = k.account_id and m.conversation_id = k.id
-             and m.direction = k.d and m.message_id = k.i
-           union
-           select ${STORED_MESSAGE} from messages m join k
-             on m.account_id = k.account_id and m.conversation_id = k.id and m.origin_id = k.i
-             and m.origin_id <> m.message_id`,
-          [...targets.values()],
-        );
+      : run<StoredMessage>(tx, "select_target_messages", SELECT_TARGET_MESSAGES, [
+          ...targets.values(),
+        ]);
   // Modifiers stored by earlier batches whose message had not arrived yet.
   const early =
     newIds.size === 0
@@ -591,6 +578,30 @@ function epochMs(column: string): string {
 const STORED_MESSAGE = `m.account_id, m.conversation_id, m.direction, m.message_id, m.origin_id,
   m.stanza_id, m.body, ${epochMs("m.sent_at")} as sent_at, ${epochMs("m.edited_at")} as edited_at,
   ${epochMs("m.retracted_at")} as retracted_at, m.reactions, m.created_seq, m.seq`;
+
+/**
+ * The stored messages that a batch's edits, reactions and retractions target, by message id or
+ * origin-id: one row of `$1` per target (account, peer, direction, id).
+ *
+ * A target is looked up by its unique key, messages_key. Joined plainly, PostgreSQL estimates
+ * one row per (account, conversation) as well as per full key (it takes the join's columns as
+ * independent) and may pick messages_account_conversation_created, reading every message of
+ * the conversation to filter one out: O(conversation length) per edit, reaction or
+ * retraction. Ordered by the key's own columns, only messages_key answers without a sort.
+ */
+export const SELECT_TARGET_MESSAGES = `with k as (
+    select c.account_id, c.id, r.d, r.i
+    from json_to_recordset($1::json) as r(a bigint, p text, d text, i text)
+    join conversations c on c.account_id = r.a and c.peer_jid = r.p)
+  select t.* from k cross join lateral (
+    select ${STORED_MESSAGE} from messages m
+    where m.account_id = k.account_id and m.conversation_id = k.id
+      and m.direction = k.d and m.message_id = k.i
+    order by m.direction, m.message_id limit 1) t
+  union
+  select ${STORED_MESSAGE} from messages m join k
+    on m.account_id = k.account_id and m.conversation_id = k.id and m.origin_id = k.i
+    and m.origin_id <> m.message_id`;
 
 interface StoredMessage {
   account_id: string | number;

@@ -1,12 +1,14 @@
-import { and, asc, eq, inArray } from "drizzle-orm";
+import { and, asc, eq, inArray, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dropOtherLanes, laneSource, readCheckpoint } from "../../src/store/checkpoint.js";
+import { queryRows } from "../../src/store/db.js";
 import {
   appendBatch,
   appendInLanes,
   laneOf,
   loadConversations,
   lockAccounts,
+  SELECT_TARGET_MESSAGES,
   saveAccountSeqs,
   saveConversations,
   type WriteOptions,
@@ -443,5 +445,54 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
       unreadCount: 0,
       readUntil: "w0",
     });
+  });
+});
+
+describe("the lookup of the messages a batch modifies, on postgres", () => {
+  let t: TestStore;
+  beforeAll(async () => {
+    t = await openTestStore("postgres");
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it("finds a target by its unique key, not by reading its whole conversation", async () => {
+    // Many accounts with a few conversations each: PostgreSQL, taking account and conversation as
+    // independent, then expects under one message per conversation, as per message id.
+    const user = (i: number) => `user${i}@example.org`;
+    const copies = [];
+    for (let a = 0; a < 60; a++) {
+      for (let k = 1; k <= 5; k++) {
+        for (let m = 0; m < 10; m++) {
+          copies.push(msg(user(a), user((a + k * 7) % 60), `u${a}-k${k}-m${m}`, `m${m}`));
+        }
+      }
+    }
+    await appendBatch(t.store.db, { copies }, options);
+    await t.store.db.execute(sql`analyze messages, conversations, accounts`);
+    const [owner] = await t.store.db
+      .select()
+      .from(accounts)
+      .where(eq(accounts.jid, user(3)));
+    const targets = JSON.stringify([
+      { a: owner?.id, p: user(10), d: "out", i: "u3-k1-m4" },
+      { a: owner?.id, p: user(17), d: "out", i: "u3-k2-m9" },
+    ]);
+    // The plan every run of the prepared statement keeps once it goes generic.
+    const plan = await t.store.db.transaction(async (tx) => {
+      await tx.execute(sql`set local plan_cache_mode = force_generic_plan`);
+      await tx.execute(sql.raw(`prepare target_lookup(json) as ${SELECT_TARGET_MESSAGES}`));
+      // EXECUTE takes no bound parameter under EXPLAIN: the ids above are plain, quote-free text.
+      const rows = await queryRows<{ "QUERY PLAN": string }>(
+        tx,
+        sql.raw(`explain (analyze, costs off) execute target_lookup('${targets}')`),
+      );
+      await tx.execute(sql`deallocate target_lookup`);
+      return rows.map((r) => r["QUERY PLAN"]).join("\n");
+    });
+    expect(plan).toContain("Index Scan using messages_key on messages");
+    expect(plan).not.toContain("messages_account_conversation_created");
+    expect(plan).not.toContain("Rows Removed by Filter");
   });
 });
