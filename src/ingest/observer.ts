@@ -51,8 +51,9 @@ export function ignoreDataAfterStreamClosed(xmpp: Client): void {
 /**
  * The observer account's session. On every (re)connect: catch up from the checkpoint without
  * presence (so no live copies interleave), send presence, catch up once more for what arrived
- * meanwhile, then take live copies. Live copies only move the checkpoint once no catch-up is
- * running, so a crash mid-catch-up can never make the next start skip unread archive pages.
+ * meanwhile, then take live copies; a look-back later, read the archive once more for copies
+ * ejabberd wrote late (see settleLater). Live copies only move the checkpoint while no catch-up
+ * is running, so a crash mid-catch-up can never make the next start skip unread archive pages.
  */
 /**
  * Hides XEP-0198 from xmpp.js by removing it from the server's stream features before the
@@ -74,6 +75,9 @@ export class Observer {
   private live = false;
   private generation = 0;
   private pingTimer: NodeJS.Timeout | null = null;
+  private settleTimer: NodeJS.Timeout | null = null;
+  /** while the settling pass reads the archive again, live copies do not move the checkpoint */
+  private settling = false;
   private readonly stopping = new AbortController();
 
   constructor(private readonly o: ObserverOptions) {}
@@ -123,6 +127,7 @@ export class Observer {
     this.stopping.abort();
     this.generation++;
     if (this.pingTimer) clearInterval(this.pingTimer);
+    if (this.settleTimer) clearTimeout(this.settleTimer);
     const xmpp = this.xmpp;
     this.xmpp = null;
     this.onDown();
@@ -165,6 +170,46 @@ export class Observer {
       "caught up; following live copies",
     );
     this.startPing(generation);
+    this.settleLater(generation, second.last ?? first.last);
+  }
+
+  /**
+   * ejabberd gives a copy its archive id (a µs timestamp) when it routes it, but writes it to the
+   * archive when its turn in the SQL pool comes: under load, seconds later. A copy routed before
+   * presence can therefore land in the archive, under an id the last pass has already read past,
+   * after that pass. Live delivery never brings it (the observer was not available when it was
+   * routed). So once the look-back has passed, the archive is read once more from the last pass's
+   * end minus the look-back: the lag the look-back is sized for, as at every start.
+   */
+  private settleLater(generation: number, last: string | null): void {
+    if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = null;
+      void this.settle(generation, last).catch((err) => {
+        this.o.logger.warn({ err }, "settling pass interrupted; the next connection reads again");
+      });
+    }, this.o.lookBackMs);
+    this.settleTimer.unref();
+  }
+
+  private async settle(generation: number, last: string | null): Promise<void> {
+    const xmpp = this.xmpp;
+    if (!xmpp || generation !== this.generation) return;
+    this.settling = true;
+    try {
+      const result = await catchUp({
+        xmpp,
+        logger: this.o.logger,
+        after: last === null ? null : lookBack(last, this.o.lookBackMs * 1000),
+        commit: (items) => this.o.pipeline.push(items),
+      });
+      this.o.logger.info(
+        { copies: result.copies, pages: result.pages, ms: result.ms },
+        "archive read again for copies written late",
+      );
+    } finally {
+      this.settling = false;
+    }
   }
 
   private async catchUpOnce(generation: number) {
@@ -187,7 +232,8 @@ export class Observer {
     const sid = stanza.getChildren("stanza-id", NS_SID).find((s) => s.attrs.by === bare);
     const item: IngestItem = {
       copy: stanza,
-      archiveId: this.live ? ((sid?.attrs.id as string | undefined) ?? null) : null,
+      archiveId:
+        this.live && !this.settling ? ((sid?.attrs.id as string | undefined) ?? null) : null,
     };
     this.o.pipeline.push([item]).catch((err) => {
       this.o.logger.warn({ err }, "live copy not written; the next catch-up reads it again");

@@ -1,0 +1,86 @@
+import { randomUUID } from "node:crypto";
+import { type Client, xml } from "@xmpp/client";
+import { eq } from "drizzle-orm";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { readCheckpoint } from "../../src/store/checkpoint.js";
+import { accounts } from "../../src/store/schema/accounts.js";
+import { events } from "../../src/store/schema/events.js";
+import { openTestStore, type TestStore } from "../helpers/database.js";
+import { connectUser, createUser } from "../helpers/ejabberd.js";
+import { type RunningIngest, startIngest } from "../helpers/ingest.js";
+import { waitFor } from "../helpers/wait.js";
+
+const ejabberd = inject("ejabberd");
+const LOOK_BACK_MS = 2000;
+
+describe("ingest and copies ejabberd archives late", () => {
+  let t: TestStore;
+  let ingest: RunningIngest | undefined;
+  let archive: postgres.Sql;
+  beforeAll(async () => {
+    t = await openTestStore("postgres");
+    archive = postgres(ejabberd.sql, { max: 1, onnotice: () => {} });
+  });
+  afterAll(async () => {
+    await ingest?.stop();
+    await archive?.end();
+    await t?.close();
+  });
+
+  async function messageIdsOf(jid: string): Promise<(string | null)[]> {
+    const rows = await t.store.db
+      .select({ messageId: events.messageId })
+      .from(events)
+      .innerJoin(accounts, eq(accounts.id, events.accountId))
+      .where(eq(accounts.jid, jid));
+    return rows.map((r) => r.messageId);
+  }
+
+  it("reads the archive again a look-back after going live, for copies written under an older id", async () => {
+    const alice = await createUser(ejabberd, "alice");
+    const bob = await createUser(ejabberd, "bob");
+    const template = `template-${randomUUID()}`;
+    const a: Client = await connectUser(ejabberd, alice, "phone");
+    try {
+      await a.send(
+        xml("message", { to: bob.jid, id: template, type: "chat" }, xml("body", {}, "hi")),
+      );
+    } finally {
+      await a.stop();
+    }
+    const [observer] = ejabberd.observerJid.split("@");
+    // The copy as ejabberd archived it for the observer: the shape a late write has too.
+    const [row] = await archive<{ xml: string; peer: string; bare_peer: string; kind: string }[]>`
+      select xml, peer, bare_peer, kind from archive
+      where username = ${observer as string} and xml like ${`%${template}%`}`;
+    expect(row).toBeDefined();
+
+    ingest = await startIngest(t.store, ejabberd, { INGEST_LOOKBACK: `${LOOK_BACK_MS}ms` });
+    await waitFor(async () => (await messageIdsOf(bob.jid)).includes(template), {
+      what: "the template message",
+    });
+
+    // Live now. A copy routed before presence lands in the archive only now, under an id from
+    // before where the catch-up passes read up to: what ejabberd's SQL pool does under load.
+    const position = (await readCheckpoint(t.store.db, `observer:${ejabberd.observerJid}`))
+      ?.position;
+    expect(position).toBeDefined();
+    const late = `late-${randomUUID()}`;
+    const copyId = /^<message[^>]* id='([^']+)'/.exec(row?.xml ?? "")?.[1];
+    expect(copyId).toBeDefined();
+    const lateXml = (row?.xml ?? "")
+      .replace(`id='${copyId}'`, `id='copy-${late}'`)
+      .replaceAll(template, late);
+    await archive`
+      insert into archive (username, timestamp, peer, bare_peer, xml, txt, kind, nick)
+      values (${observer as string}, ${(BigInt(position as string) - BigInt(LOOK_BACK_MS * 250)).toString()}::bigint,
+        ${row?.peer ?? ""}, ${row?.bare_peer ?? ""}, ${lateXml}, '', ${row?.kind ?? "chat"}, '')`;
+
+    await waitFor(async () => (await messageIdsOf(bob.jid)).includes(late), {
+      what: "the late copy, read by the settling pass",
+      timeoutMs: LOOK_BACK_MS + 15_000,
+    });
+    expect((await messageIdsOf(alice.jid)).filter((id) => id === late)).toHaveLength(1);
+  });
+});
