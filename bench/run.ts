@@ -4,6 +4,7 @@ import { BenchSession, progress } from "./context.js";
 import { machine, render, writeResult } from "./report.js";
 import type { Scenario } from "./scenario.js";
 import { ingestCatchUp } from "./scenarios/ingest-catchup.js";
+import { ingestFaults } from "./scenarios/ingest-faults.js";
 import { ingestLiveLag } from "./scenarios/ingest-live-lag.js";
 import { ingestPipeline } from "./scenarios/ingest-pipeline.js";
 import { longPolls } from "./scenarios/long-polls.js";
@@ -16,6 +17,7 @@ const SCENARIOS: Scenario[] = [
   ingestPipeline,
   ingestLiveLag,
   ingestCatchUp,
+  ingestFaults,
   syncScale,
   productClaim,
   longPolls,

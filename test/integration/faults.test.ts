@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { cleanupFaultScenarios, runFaultScenario } from "../helpers/fault-scenario.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-// Small enough for CI; the benchmark runs the same scenario with 10,000 and more.
+// Small enough for CI; `npm run bench -- ingest-faults` runs the same scenario with 10,000.
 const stanzas = Number(process.env.FAULT_STANZAS ?? 1500);
 
 describe("ingest under faults", () => {
