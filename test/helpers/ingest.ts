@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { loadConfig } from "../../src/config.js";
 import { runIngest } from "../../src/ingest/leader.js";
+import { Pipeline, type PipelineOptions } from "../../src/ingest/pipeline.js";
 import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import type { Store } from "../../src/store/db.js";
@@ -63,4 +64,20 @@ export async function startIngest(
       await done;
     },
   };
+}
+
+/**
+ * A Pipeline on `store` for tests that feed it copies themselves: copies from the server
+ * example.org between its accounts, a checkpoint source of its own unless given.
+ */
+export function pipelineFor(store: Store, o: Partial<PipelineOptions> = {}): Pipeline {
+  return new Pipeline({
+    store,
+    logger: createLogger("silent"),
+    stats: new IngestStats(),
+    write: { isLocal: (jid) => jid.endsWith("@example.org"), callRingTimeoutMs: 60_000 },
+    trustedOrigins: new Set(["example.org"]),
+    checkpointSource: `observer:test-${randomBytes(4).toString("hex")}`,
+    ...o,
+  });
 }

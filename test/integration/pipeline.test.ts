@@ -1,20 +1,14 @@
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Pipeline } from "../../src/ingest/pipeline.js";
-import { IngestStats } from "../../src/ingest/stats.js";
-import { createLogger } from "../../src/logger.js";
 import { readCheckpoint } from "../../src/store/checkpoint.js";
-import { laneOf, type WriteOptions } from "../../src/store/events.js";
+import { laneOf } from "../../src/store/events.js";
 import { accounts } from "../../src/store/schema/accounts.js";
 import { events } from "../../src/store/schema/events.js";
 import { wireCopy } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
+import { pipelineFor } from "../helpers/ingest.js";
 import { waitFor } from "../helpers/wait.js";
 
-const options: WriteOptions = {
-  isLocal: (jid) => jid.endsWith("@example.org"),
-  callRingTimeoutMs: 60_000,
-};
 const SOURCE = "observer:pipeline-test";
 
 /** Two JIDs whose rows both go to `lane` of 2, so a message between them is that lane's alone. */
@@ -48,16 +42,7 @@ describe("ingest pipeline lanes on postgres", () => {
   it("lets a lane run batches ahead while another waits, and keeps the checkpoint at the slower one", async () => {
     const [a0, b0] = pairIn(0);
     const [a1, b1] = pairIn(1);
-    const pipeline = new Pipeline({
-      store: t.store,
-      logger: createLogger("silent"),
-      stats: new IngestStats(),
-      write: options,
-      trustedOrigins: new Set(["example.org"]),
-      checkpointSource: SOURCE,
-      lanes: 2,
-      lingerMs: 1,
-    });
+    const pipeline = pipelineFor(t.store, { checkpointSource: SOURCE, lanes: 2, lingerMs: 1 });
     const copy = (from: string, to: string, id: string) =>
       wireCopy({ from, to, id, body: `message ${id}` });
 

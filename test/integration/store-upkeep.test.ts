@@ -1,14 +1,13 @@
 import { Writable } from "node:stream";
 import { sql } from "drizzle-orm";
 import { afterEach, describe, expect, it } from "vitest";
-import { Pipeline } from "../../src/ingest/pipeline.js";
-import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import { queryRows, type Store } from "../../src/store/db.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
 import { INGEST_TABLES, neverAnalyzed, StoreUpkeep } from "../../src/store/upkeep.js";
 import { msg, wireCopy } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
+import { pipelineFor } from "../helpers/ingest.js";
 
 const options: WriteOptions = {
   isLocal: (jid) => jid.endsWith("@example.org"),
@@ -81,15 +80,7 @@ describe.each(["postgres", "pglite"] as const)("store upkeep on %s", (driver) =>
       logger: createLogger("silent"),
       firstAfterRows: 2,
     });
-    const pipeline = new Pipeline({
-      store: t.store,
-      logger: createLogger("silent"),
-      stats: new IngestStats(),
-      write: options,
-      trustedOrigins: new Set(["example.org"]),
-      checkpointSource: "upkeep-test",
-      upkeep,
-    });
+    const pipeline = pipelineFor(t.store, { upkeep });
     const copy = wireCopy({
       from: "alice@example.org",
       to: "bob@example.org",
