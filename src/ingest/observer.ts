@@ -170,7 +170,9 @@ export class Observer {
       "caught up; following live copies",
     );
     this.startPing(generation);
-    this.settleLater(generation, second.last ?? first.last);
+    // Where the passes stopped; when they read nothing, where the last one started (never the
+    // archive's beginning: a quiet server's catch-up reads nothing).
+    this.settleLater(generation, second.last ?? first.last ?? second.after);
   }
 
   /**
@@ -181,18 +183,18 @@ export class Observer {
    * routed). So once the look-back has passed, the archive is read once more from the last pass's
    * end minus the look-back: the lag the look-back is sized for, as at every start.
    */
-  private settleLater(generation: number, last: string | null): void {
+  private settleLater(generation: number, from: string | null): void {
     if (this.settleTimer) clearTimeout(this.settleTimer);
     this.settleTimer = setTimeout(() => {
       this.settleTimer = null;
-      void this.settle(generation, last).catch((err) => {
+      void this.settle(generation, from).catch((err) => {
         this.o.logger.warn({ err }, "settling pass interrupted; the next connection reads again");
       });
     }, this.o.lookBackMs);
     this.settleTimer.unref();
   }
 
-  private async settle(generation: number, last: string | null): Promise<void> {
+  private async settle(generation: number, from: string | null): Promise<void> {
     const xmpp = this.xmpp;
     if (!xmpp || generation !== this.generation) return;
     this.settling = true;
@@ -200,7 +202,7 @@ export class Observer {
       const result = await catchUp({
         xmpp,
         logger: this.o.logger,
-        after: last === null ? null : lookBack(last, this.o.lookBackMs * 1000),
+        after: from === null ? null : lookBack(from, this.o.lookBackMs * 1000),
         commit: (items) => this.o.pipeline.push(items),
       });
       this.o.logger.info(
@@ -217,12 +219,13 @@ export class Observer {
     if (!xmpp || generation !== this.generation) throw new Error("observer session replaced");
     const row = await readCheckpoint(this.o.store.db, this.o.checkpointSource);
     const after = row ? lookBack(row.position, this.o.lookBackMs * 1000) : null;
-    return catchUp({
+    const result = await catchUp({
       xmpp,
       logger: this.o.logger,
       after,
       commit: (items) => this.o.pipeline.push(items),
     });
+    return { ...result, after };
   }
 
   private onStanza(stanza: Element): void {

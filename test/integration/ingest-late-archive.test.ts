@@ -1,10 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { type Client, xml } from "@xmpp/client";
-import { eq } from "drizzle-orm";
+import { count, eq } from "drizzle-orm";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { sleep } from "../../src/retry.js";
 import { readCheckpoint } from "../../src/store/checkpoint.js";
 import { accounts } from "../../src/store/schema/accounts.js";
+import { checkpoints } from "../../src/store/schema/checkpoints.js";
 import { events } from "../../src/store/schema/events.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
 import { connectUser, createUser } from "../helpers/ejabberd.js";
@@ -82,5 +84,50 @@ describe("ingest and copies ejabberd archives late", () => {
       timeoutMs: LOOK_BACK_MS + 15_000,
     });
     expect((await messageIdsOf(alice.jid)).filter((id) => id === late)).toHaveLength(1);
+  });
+
+  it("never reads the archive again from its beginning when the catch-up found nothing", async () => {
+    // At least one copy in the archive, older than the checkpoint below.
+    const alice = await createUser(ejabberd, "alice");
+    const bob = await createUser(ejabberd, "bob");
+    const before = `before-${randomUUID()}`;
+    const a: Client = await connectUser(ejabberd, alice, "phone");
+    try {
+      await a.send(
+        xml("message", { to: bob.jid, id: before, type: "chat" }, xml("body", {}, "hi")),
+      );
+    } finally {
+      await a.stop();
+    }
+    const [observer] = ejabberd.observerJid.split("@");
+    await waitFor(
+      async () =>
+        (
+          await archive`select 1 from archive
+            where username = ${observer as string} and xml like ${`%${before}%`}`
+        ).length > 0,
+      { what: "the copy in the observer's archive" },
+    );
+    const quiet = await openTestStore("postgres");
+    const source = `observer:${ejabberd.observerJid}`;
+    // A checkpoint past every copy in the shared archive: both passes read nothing.
+    await quiet.store.db
+      .insert(checkpoints)
+      .values({ source, position: String((Date.now() + 600_000) * 1000) });
+    const running = await startIngest(quiet.store, ejabberd, {
+      INGEST_LOOKBACK: `${LOOK_BACK_MS}ms`,
+    });
+    try {
+      await sleep(LOOK_BACK_MS + 3000);
+      // Live copies of other tests may arrive meanwhile; the old copy must not.
+      const old = await quiet.store.db
+        .select({ n: count() })
+        .from(events)
+        .where(eq(events.messageId, before));
+      expect(old[0]?.n).toBe(0);
+    } finally {
+      await running.stop();
+      await quiet.close();
+    }
   });
 });
