@@ -1,11 +1,9 @@
-import { Writable } from "node:stream";
 import type { Client } from "@xmpp/client";
 import { catchUp, PAGES_IN_FLIGHT } from "../../src/ingest/catch-up.js";
 import { localTo } from "../../src/ingest/leader.js";
 import { Observer } from "../../src/ingest/observer.js";
 import { Pipeline } from "../../src/ingest/pipeline.js";
 import { IngestStats } from "../../src/ingest/stats.js";
-import { createLogger } from "../../src/logger.js";
 import { StoreUpkeep } from "../../src/store/upkeep.js";
 import {
   connectUser,
@@ -13,6 +11,7 @@ import {
   type EjabberdInstance,
   type TestUser,
 } from "../../test/helpers/ejabberd.js";
+import { capturingLogger } from "../../test/helpers/log.js";
 import { waitFor } from "../../test/helpers/wait.js";
 import { archiveCount, observerSession } from "../archive.js";
 import { withPeakRss } from "../context.js";
@@ -47,19 +46,6 @@ async function fill(
   } finally {
     await Promise.all(sessions.map((s) => s.stop().catch(() => {})));
   }
-}
-
-/** The log lines ingest writes, as objects, so the bench can read its own account of a run. */
-function capturingLogger(lines: Record<string, unknown>[]) {
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n")) {
-        if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
-      }
-      done();
-    },
-  });
-  return createLogger("info", sink);
 }
 
 export const ingestCatchUp: Scenario = {
@@ -112,8 +98,8 @@ export const ingestCatchUp: Scenario = {
     const db = await ctx.postgres();
     const domains = new Set([ej.domain]);
     const stats = new IngestStats();
-    const lines: Record<string, unknown>[] = [];
-    const logger = capturingLogger(lines);
+    // Ingest's log lines, parsed: the bench reads its own account of the run from them.
+    const { logger, lines } = capturingLogger();
     const checkpointSource = `observer:${ej.observerJid}`;
     const pipeline = new Pipeline({
       store: db.store,

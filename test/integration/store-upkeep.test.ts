@@ -1,4 +1,3 @@
-import { Writable } from "node:stream";
 import { sql } from "drizzle-orm";
 import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/logger.js";
@@ -8,25 +7,12 @@ import { INGEST_TABLES, neverAnalyzed, StoreUpkeep } from "../../src/store/upkee
 import { msg, wireCopy } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
 import { pipelineFor } from "../helpers/ingest.js";
+import { capturingLogger } from "../helpers/log.js";
 
 const options: WriteOptions = {
   isLocal: (jid) => jid.endsWith("@example.org"),
   callRingTimeoutMs: 60_000,
 };
-
-/** A logger whose lines the test reads back. */
-function capturing() {
-  const lines: { msg: string; level: number }[] = [];
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n")) {
-        if (line.trim()) lines.push(JSON.parse(line) as { msg: string; level: number });
-      }
-      done();
-    },
-  });
-  return { logger: createLogger("info", sink), lines };
-}
 
 /** Writes one message (two event rows: both sides are local) and tells upkeep. */
 async function writeOne(store: Store, upkeep: StoreUpkeep, n: number) {
@@ -56,7 +42,7 @@ describe.each(["postgres", "pglite"] as const)("store upkeep on %s", (driver) =>
 
   it("waits for its first rows, then leaves no ingest table without statistics", async () => {
     t = await openTestStore(driver);
-    const { logger, lines } = capturing();
+    const { logger, lines } = capturingLogger();
     const upkeep = new StoreUpkeep({ store: t.store, logger, firstAfterRows: 4 });
     expect(await neverAnalyzed(t.store)).toEqual([...INGEST_TABLES]);
 
@@ -96,7 +82,7 @@ describe.each(["postgres", "pglite"] as const)("store upkeep on %s", (driver) =>
   if (driver === "postgres") {
     it("analyzes once: autovacuum keeps the statistics from there", async () => {
       t = await openTestStore(driver);
-      const { logger, lines } = capturing();
+      const { logger, lines } = capturingLogger();
       const upkeep = new StoreUpkeep({ store: t.store, logger, firstAfterRows: 2 });
       for (let n = 0; n < 4; n++) await writeOne(t.store, upkeep, n);
       expect(lines.map((l) => l.msg)).toEqual([
@@ -106,7 +92,7 @@ describe.each(["postgres", "pglite"] as const)("store upkeep on %s", (driver) =>
   } else {
     it("vacuums the embedded store again every so many rows: it has no autovacuum", async () => {
       t = await openTestStore(driver);
-      const { logger, lines } = capturing();
+      const { logger, lines } = capturingLogger();
       const upkeep = new StoreUpkeep({
         store: t.store,
         logger,
@@ -134,7 +120,7 @@ describe("store upkeep when the database fails it", () => {
       driver: "postgres",
       db: { execute: () => Promise.reject(new Error("connection refused")) },
     } as unknown as Store;
-    const { logger, lines } = capturing();
+    const { logger, lines } = capturingLogger();
     const upkeep = new StoreUpkeep({ store: failing, logger, firstAfterRows: 1 });
     upkeep.afterWrite(5);
     await upkeep.idle();
