@@ -199,12 +199,7 @@ export class Observer {
     if (!xmpp || generation !== this.generation) return;
     this.settling = true;
     try {
-      const result = await catchUp({
-        xmpp,
-        logger: this.o.logger,
-        after: from === null ? null : lookBack(from, this.o.lookBackMs * 1000),
-        commit: (items) => this.o.pipeline.push(items),
-      });
+      const result = await this.readArchive(xmpp, from);
       this.o.logger.info(
         { copies: result.copies, pages: result.pages, ms: result.ms },
         "archive read again for copies written late",
@@ -218,7 +213,15 @@ export class Observer {
     const xmpp = this.xmpp;
     if (!xmpp || generation !== this.generation) throw new Error("observer session replaced");
     const row = await readCheckpoint(this.o.store.db, this.o.checkpointSource);
-    const after = row ? lookBack(row.position, this.o.lookBackMs * 1000) : null;
+    return this.readArchive(xmpp, row?.position ?? null);
+  }
+
+  /**
+   * Reads the archive into the pipeline from the look-back before `from` (from its beginning
+   * for null) to its end; `after` says where the read started.
+   */
+  private async readArchive(xmpp: Client, from: string | null) {
+    const after = from === null ? null : lookBack(from, this.o.lookBackMs * 1000);
     const result = await catchUp({
       xmpp,
       logger: this.o.logger,
