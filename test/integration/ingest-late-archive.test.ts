@@ -39,18 +39,22 @@ describe("ingest and copies ejabberd archives late", () => {
     return rows.map((r) => r.messageId);
   }
 
-  it("reads the archive again a look-back after going live, for copies written under an older id", async () => {
+  /** Two new accounts, and one chat message with the id `id` from the first to the second. */
+  async function chatBetweenNewUsers(id: string) {
     const alice = await createUser(ejabberd, "alice");
     const bob = await createUser(ejabberd, "bob");
-    const template = `template-${randomUUID()}`;
     const a: Client = await connectUser(ejabberd, alice, "phone");
     try {
-      await a.send(
-        xml("message", { to: bob.jid, id: template, type: "chat" }, xml("body", {}, "hi")),
-      );
+      await a.send(xml("message", { to: bob.jid, id, type: "chat" }, xml("body", {}, "hi")));
     } finally {
       await a.stop();
     }
+    return { alice, bob };
+  }
+
+  it("reads the archive again a look-back after going live, for copies written under an older id", async () => {
+    const template = `template-${randomUUID()}`;
+    const { alice, bob } = await chatBetweenNewUsers(template);
     const [observer] = ejabberd.observerJid.split("@");
     // The copy as ejabberd archived it for the observer: the shape a late write has too.
     const [row] = await archive<{ xml: string; peer: string; bare_peer: string; kind: string }[]>`
@@ -88,17 +92,8 @@ describe("ingest and copies ejabberd archives late", () => {
 
   it("never reads the archive again from its beginning when the catch-up found nothing", async () => {
     // At least one copy in the archive, older than the checkpoint below.
-    const alice = await createUser(ejabberd, "alice");
-    const bob = await createUser(ejabberd, "bob");
     const before = `before-${randomUUID()}`;
-    const a: Client = await connectUser(ejabberd, alice, "phone");
-    try {
-      await a.send(
-        xml("message", { to: bob.jid, id: before, type: "chat" }, xml("body", {}, "hi")),
-      );
-    } finally {
-      await a.stop();
-    }
+    await chatBetweenNewUsers(before);
     const [observer] = ejabberd.observerJid.split("@");
     await waitFor(
       async () =>
