@@ -1,5 +1,7 @@
 /**
- * A message as the API shows it, rendered by PostgreSQL as compact JSON text: the same object,
+ * API JSON rendered by PostgreSQL as compact text.
+ *
+ * A message as the API shows it: the same object,
  * key for key, as `toMessage(messageViewOf(row))` (api/v1/conversation-views.ts), which the sync
  * and conversation tests hold equal. Ingest stores it in `messages.view` with every change of
  * the row, so a sync concatenates stored text instead of building, parsing and re-serialising
@@ -60,4 +62,39 @@ export function messageColumnsOf(alias: string): MessageColumns {
 /** The stored rendering of the messages row `alias`, rendered on the fly where none is stored. */
 export function storedMessageJsonSql(alias: string): string {
   return `coalesce(${alias}.view, ${messageJsonSql(messageColumnsOf(alias))})`;
+}
+
+/** The columns of a conversations row and the parts of a sync that complete it, as SQL. */
+export interface SyncConversationColumns {
+  /** the conversations row's alias */
+  conversation: string;
+  /** the newest message's rendering, null when there is none */
+  lastMessage: string;
+  /** the compacted delta, already a JSON array */
+  messages: string;
+  /** a boolean */
+  truncated: string;
+}
+
+/**
+ * A synced conversation as `SyncConversationSchema` JSON up to its calls, which the API adds
+ * (a call's state depends on the time it answers): `{"peer":…,"messages_truncated":false,"calls":`.
+ * Its fields are those of `conversationFields` (api/v1/conversation-views.ts), key for key, which
+ * the sync tests hold equal to the conversation routes' answers.
+ */
+export function syncConversationJsonSql(c: SyncConversationColumns): string {
+  const a = c.conversation;
+  const flag = (column: string) => `case when ${column} then 'true' else 'false' end`;
+  return `('{"peer":' || to_json(${a}.peer_jid::text)::text
+    || ',"version":' || (${a}.version)::text
+    || ',"unread_count":' || (${a}.unread_count)::text
+    || ',"read_until":' || ${textJson(`${a}.read_until`)}
+    || ',"peer_read_until":' || ${textJson(`${a}.peer_read_until`)}
+    || ',"pinned":' || ${flag(`${a}.pinned`)}
+    || ',"muted_until":' || coalesce(${isoJson(`${a}.muted_until`)}, 'null')
+    || ',"archived":' || ${flag(`${a}.archived`)}
+    || ',"last_message":' || coalesce(${c.lastMessage}, 'null')
+    || ',"messages":' || ${c.messages}
+    || ',"messages_truncated":' || ${flag(c.truncated)}
+    || ',"calls":')`;
 }

@@ -16,7 +16,7 @@ import {
 import { activeCallCandidates, activeOf, type CallRow } from "./calls.js";
 import { compile, type Db, preparedTextRows, type Tx } from "./db.js";
 import { fromJsonRow, jsonRowOf } from "./json-rows.js";
-import { storedMessageJsonSql } from "./message-json.js";
+import { storedMessageJsonSql, syncConversationJsonSql } from "./message-json.js";
 import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
 import { events } from "./schema/events.js";
@@ -73,12 +73,13 @@ export interface ConversationView {
 }
 
 export interface SyncedConversation {
-  conversation: ConversationRow;
-  /** the newest message as API JSON (UTF-8, see message-json.ts), null when there is none */
-  lastMessageJson: Buffer | null;
-  /** the compacted delta as a JSON array (UTF-8) of API messages, oldest first by creation */
-  messagesJson: Buffer;
-  truncated: boolean;
+  /** the conversation's version: the seq of its latest event */
+  version: number;
+  /**
+   * The conversation as API JSON (UTF-8, see syncConversationJsonSql) up to its calls: its
+   * fields, its newest message and its compacted delta, oldest first by creation.
+   */
+  json: Buffer;
   /** calls of this conversation changed in the same window, oldest offer first */
   calls: CallRow[];
 }
@@ -136,14 +137,12 @@ export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapsh
   const hasMore = since !== null && page.length > limit;
   const shown = page.slice(0, limit).map(
     (r): SyncedConversation => ({
-      conversation: fromJsonRow(conversations, json<JsonRow>(r[Column.conversation]) ?? []),
-      lastMessageJson: r[Column.last] ?? null,
-      messagesJson: r[Column.messages] ?? EMPTY_ARRAY,
-      truncated: text(r[Column.truncated]) === "true",
-      calls: (json<JsonRow[]>(r[Column.calls]) ?? []).map((k) => fromJsonRow(calls, k)),
+      version: Number(text(r[Column.version])),
+      json: r[Column.conversation] as Buffer,
+      calls: r[Column.calls] ? callsOf(r[Column.calls]) : [],
     }),
   );
-  const seq = hasMore ? (shown.at(-1)?.conversation.version ?? lastSeq) : lastSeq;
+  const seq = hasMore ? (shown.at(-1)?.version ?? lastSeq) : lastSeq;
   return {
     ok: true,
     lastSeq,
@@ -151,9 +150,7 @@ export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapsh
     base: hasMore ? base : seq,
     hasMore,
     unreadTotal: Number(text(head[Column.unreadTotal]) ?? 0),
-    calls: activeOf(
-      (json<JsonRow[]>(head[Column.activeCalls]) ?? []).map((k) => fromJsonRow(calls, k)),
-    ),
+    calls: activeOf(head[Column.activeCalls] ? callsOf(head[Column.activeCalls]) : []),
     conversations: shown,
   };
 }
@@ -166,21 +163,19 @@ enum Column {
   unreadTotal,
   activeCalls,
   /** null on the one row of a sync with no conversation */
+  version,
+  /** the conversation's JSON up to its calls */
   conversation,
-  last,
-  messages,
-  truncated,
+  /** null when no call of the conversation changed */
   calls,
 }
-
-const EMPTY_ARRAY = Buffer.from("[]");
 
 function text(value: Buffer | null | undefined): string | null {
   return value ? value.toString("utf8") : null;
 }
 
-function json<T>(value: Buffer | null | undefined): T | null {
-  return value ? (JSON.parse(value.toString("utf8")) as T) : null;
+function callsOf(value: Buffer): CallRow[] {
+  return (JSON.parse(value.toString("utf8")) as JsonRow[]).map((k) => fromJsonRow(calls, k));
 }
 
 const syncQueries = new Map<string, Query>();
@@ -221,9 +216,16 @@ function syncQuery(paged: boolean, hasBase: boolean): Query {
       case when ${first} then (select json_agg(${jsonRowOf(calls, "calls")}
         order by proposed_at, call_id) from calls where ${activeCallCandidates(accountId, p("now"))})::text
         end as "activeCalls",
-      case when p.ord is not null then ${jsonRowOf(conversations, "p")}::text end as conversation,
-      coalesce(l.view, d.newest_view) as last,
-      d.messages, d.truncated::text as truncated, k.rows::text as calls
+      p.version::text as version,
+      ${sql.raw(
+        syncConversationJsonSql({
+          conversation: "p",
+          lastMessage: "coalesce(l.view, d.newest_view)",
+          messages: "d.messages",
+          truncated: "d.truncated",
+        }),
+      )} as conversation,
+      k.rows::text as calls
     from (select 1) as one
     left join (page p
       left join lateral (

@@ -24,6 +24,7 @@ interface SyncBody {
     messages: { id: string; body: string | null; version: number }[];
     messages_truncated: boolean;
     last_message: unknown;
+    calls: unknown[];
   }[];
 }
 
@@ -173,6 +174,54 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
       { id: 'm4 "quoted" \\ id', body: TRICKY, stanza_id: "1795697033842212" },
     ]);
     expect(conversation?.last_message).toEqual(listed.messages.find((m) => m.id.startsWith("m4")));
+  });
+
+  it("renders each conversation exactly as the conversation routes do", async () => {
+    const { alice, bob } = people();
+    const zoe = `zoë-${n}@example.org`;
+    const quoted = 'm "1" \\ ü';
+    await write(
+      msg(bob, alice, quoted, "hi"),
+      msg(alice, bob, "m2", TRICKY),
+      displayed(alice, bob, quoted),
+      displayed(bob, alice, "m2"),
+      msg(zoe, alice, "z1", "unread"),
+    );
+    const token = await h.token(alice);
+    const patch = await h.get(`/v1/conversations/${encodeURIComponent(bob)}`, token, {
+      method: "PATCH",
+      body: JSON.stringify({
+        pinned: true,
+        archived: true,
+        muted_until: "2026-12-01T10:00:00.5+01:00",
+      }),
+      headers: { "content-type": "application/json" },
+    });
+    expect(patch.status).toBe(200);
+    const synced = (await sync(token)).conversations;
+    expect(synced.map((c) => c.peer).sort()).toEqual([bob, zoe].sort());
+    for (const conversation of synced) {
+      const path = `/v1/conversations/${encodeURIComponent(conversation.peer)}`;
+      const shown = await expectContract(await h.get(path, token), "GET", path);
+      const { messages: _m, messages_truncated: _t, calls: _c, ...fields } = conversation;
+      expect(fields).toEqual(shown);
+    }
+    expect(synced.find((c) => c.peer === bob)).toMatchObject({
+      read_until: quoted,
+      peer_read_until: "m2",
+      pinned: true,
+      archived: true,
+      muted_until: "2026-12-01T09:00:00.500Z",
+      unread_count: 0,
+    });
+    expect(synced.find((c) => c.peer === zoe)).toMatchObject({
+      read_until: null,
+      peer_read_until: null,
+      pinned: false,
+      archived: false,
+      muted_until: null,
+      unread_count: 1,
+    });
   });
 
   it("compresses the answer for a phone that accepts gzip, to the same JSON", async () => {

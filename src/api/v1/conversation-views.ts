@@ -110,6 +110,7 @@ export function toConversation(view: ConversationView): ConversationJson {
   };
 }
 
+/** A sync renders the same fields in SQL: syncConversationJsonSql (store/message-json.ts). */
 function conversationFields(c: ConversationRow): Omit<ConversationJson, "last_message"> {
   return {
     peer: c.peerJid,
@@ -124,23 +125,16 @@ function conversationFields(c: ConversationRow): Omit<ConversationJson, "last_me
 }
 
 /**
- * A synced conversation as `SyncConversationSchema` JSON, in UTF-8 pieces: its messages come as
- * PostgreSQL rendered them and are spliced in unparsed; the rest is serialised here.
+ * A synced conversation as `SyncConversationSchema` JSON, in UTF-8 pieces: all but its calls
+ * come as PostgreSQL rendered them and are spliced in unparsed.
  */
 export function syncConversationJson(synced: SyncedConversation, now: Date): Buffer[] {
-  const fields = JSON.stringify(conversationFields(synced.conversation));
+  if (synced.calls.length === 0) return [synced.json, NO_CALLS];
   const calls = JSON.stringify(synced.calls.map((call) => toCall(call, now)));
-  return [
-    Buffer.from(`${fields.slice(0, -1)},"last_message":`),
-    synced.lastMessageJson ?? NULL,
-    MESSAGES_KEY,
-    synced.messagesJson,
-    Buffer.from(`,"messages_truncated":${synced.truncated},"calls":${calls}}`),
-  ];
+  return [synced.json, Buffer.from(`${calls}}`)];
 }
 
-const NULL = Buffer.from("null");
-const MESSAGES_KEY = Buffer.from(',"messages":');
+const NO_CALLS = Buffer.from("[]}");
 
 /** A call as a phone must see it now: past its ring timeout an unanswered call is missed. */
 export function toCall(row: CallRow, now: Date): CallJson {
