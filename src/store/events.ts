@@ -51,19 +51,51 @@ interface Side {
   dedupeKey: string;
 }
 
-function sidesOf(copy: ParsedCopy, isLocal: (jid: string) => boolean): Side[] {
-  const sides: Side[] = [];
+/**
+ * Adds to `sides` those sides of the copy that `keep` takes (by account: a lane's share) and
+ * returns how many local sides the copy has in all, taken or not.
+ */
+function addSides(
+  copy: ParsedCopy,
+  isLocal: (jid: string) => boolean,
+  keep: (account: string) => boolean,
+  sides: Side[],
+): number {
+  let local = 0;
   copy.events.forEach((event, index) => {
-    const dedupeKey = `copy:${copy.copyId}:${index}`;
     // The server's word (registered account or not) beats a guess from the domain.
-    if (copy.fromLocal ?? isLocal(event.from)) {
-      sides.push({ account: event.from, peer: event.to, direction: "out", event, copy, dedupeKey });
+    const out = copy.fromLocal ?? isLocal(event.from);
+    const into = copy.toLocal ?? isLocal(event.to);
+    if (!out && !into) return;
+    const dedupeKey = `copy:${copy.copyId}:${index}`;
+    if (out) {
+      local++;
+      if (keep(event.from)) {
+        sides.push({
+          account: event.from,
+          peer: event.to,
+          direction: "out",
+          event,
+          copy,
+          dedupeKey,
+        });
+      }
     }
-    if (copy.toLocal ?? isLocal(event.to)) {
-      sides.push({ account: event.to, peer: event.from, direction: "in", event, copy, dedupeKey });
+    if (into) {
+      local++;
+      if (keep(event.to)) {
+        sides.push({
+          account: event.to,
+          peer: event.from,
+          direction: "in",
+          event,
+          copy,
+          dedupeKey,
+        });
+      }
     }
   });
-  return sides;
+  return local;
 }
 
 const MODIFIER_KINDS = ["edit", "retract", "reaction"] as const;
@@ -270,10 +302,10 @@ export async function appendLane(
 ): Promise<BatchResult> {
   const sides: Side[] = [];
   let foreign = 0;
+  // Only this lane's sides are built: every lane goes through every copy of the batch.
+  const keep = lanes === 1 ? () => true : (account: string) => laneOf(account, lanes) === lane;
   for (const copy of input.copies) {
-    const copySides = sidesOf(copy, options.isLocal);
-    if (copySides.length === 0) foreign += copy.events.length;
-    for (const side of copySides) if (laneOf(side.account, lanes) === lane) sides.push(side);
+    if (addSides(copy, options.isLocal, keep, sides) === 0) foreign += copy.events.length;
   }
   const checkpoint = input.checkpoint && {
     source: laneSource(input.checkpoint.source, lane, lanes),
