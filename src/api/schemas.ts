@@ -41,3 +41,21 @@ export const BareJid = z
 export function iso(date: Date | null | undefined): string | null {
   return date ? date.toISOString() : null;
 }
+
+/**
+ * Where a validated input holds the character U+0000, as a field path ("read_until",
+ * "encryption.auth"), or null. PostgreSQL's text and jsonb cannot store it, and no JID, id or
+ * token may contain it (XML forbids it in stanzas), so such input is refused as invalid.
+ */
+export function nulPath(value: unknown, path: string[] = []): string | null {
+  if (typeof value === "string") {
+    return value.includes("\u0000") ? path.join(".") || "body" : null;
+  }
+  if (value && typeof value === "object") {
+    for (const [key, inner] of Object.entries(value)) {
+      const found = nulPath(inner, [...path, key]);
+      if (found !== null) return found;
+    }
+  }
+  return null;
+}

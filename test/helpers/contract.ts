@@ -6,6 +6,8 @@ import { expect } from "vitest";
 import { parse } from "yaml";
 
 interface Operation {
+  parameters?: { in: string; name: string }[];
+  requestBody?: unknown;
   responses: Record<string, { content?: Record<string, { schema?: unknown }> }>;
 }
 type Spec = {
@@ -86,6 +88,23 @@ export async function expectContract<T = unknown>(
     expect(ok, `${key}: ${ajv.errorsText(validate.errors)}\n${text.slice(0, 2000)}`).toBe(true);
   }
   return body as T;
+}
+
+/** Every operation of the spec with the parameters it declares and whether it takes a body. */
+export function specOperations(): {
+  method: string;
+  path: string;
+  parameters: { in: string; name: string }[];
+  hasBody: boolean;
+}[] {
+  return Object.entries(spec.paths).flatMap(([path, ops]) =>
+    Object.entries(ops).map(([method, op]) => ({
+      method: method.toUpperCase(),
+      path,
+      parameters: (op.parameters ?? []).map((p) => ({ in: p.in, name: p.name })),
+      hasBody: op.requestBody !== undefined,
+    })),
+  );
 }
 
 export function specRoutes(): string[] {

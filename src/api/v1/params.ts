@@ -2,6 +2,7 @@ import { z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
 import type { Db } from "../../store/db.js";
 import { type ConversationRow, findConversation } from "../../store/sync.js";
+import { nulPath } from "../schemas.js";
 
 /** A page size with its documented default and maximum; 0, negatives and non-numbers are 400s. */
 export function limitQuery(fallback: number, max: number, what: string) {
@@ -66,7 +67,7 @@ export function decodeCursor<T>(text: string, schema: z.ZodType<T>): T {
     parsed = undefined;
   }
   const result = schema.safeParse(parsed);
-  if (!result.success) {
+  if (!result.success || nulPath(result.data) !== null) {
     throw new AppError("validation_failed", "cursor: not a cursor this API issued");
   }
   return result.data;

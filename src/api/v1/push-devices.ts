@@ -149,7 +149,7 @@ const remove = createRoute({
   request: { params: DeviceId },
   responses: {
     204: { description: "deleted; ejabberd's next publish for it is refused" },
-    ...errorResponses("unauthorized", "not_found"),
+    ...errorResponses("validation_failed", "unauthorized", "not_found"),
   },
 });
 

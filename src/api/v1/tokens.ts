@@ -95,6 +95,7 @@ const jsonBody: MiddlewareHandler<AppEnv> = async (c, next) => {
 
 const failures = errorResponses(
   "validation_failed",
+  "payload_too_large",
   "invalid_credentials",
   "too_many_attempts",
   "service_unavailable",
@@ -152,7 +153,7 @@ const revokeToken = createRoute({
   request: { params: TokenId },
   responses: {
     204: { description: "revoked" },
-    ...errorResponses("unauthorized", "not_found"),
+    ...errorResponses("validation_failed", "unauthorized", "not_found"),
   },
 });
 
