@@ -3,6 +3,15 @@ import type { Element } from "@xmpp/xml";
 
 export const MAX_STANZA_BYTES = 64 * 1024;
 
+/**
+ * The longest stanza, origin, target or call id used, in UTF-8 bytes. These ids are index keys
+ * in the store, and PostgreSQL refuses an index entry over about 2.7 kB: one longer id failed
+ * its whole batch. Clients send ids of UUID size; the API takes message ids up to this length
+ * too (read_until). A message with a longer id is kept under its copy id; an edit, retraction,
+ * reaction, marker or call signal naming one is ignored, since no stored id can match it.
+ */
+export const MAX_ID_BYTES = 1024;
+
 export type EventKind =
   | "message"
   | "edit"
@@ -253,8 +262,8 @@ function readOriginal(original: Element, raw: string): Pick<ParsedCopy, "events"
     from: from.bare,
     fromResource: from.resource,
     to: to.bare,
-    messageId: attr(original, "id"),
-    originId: attr(original.getChild("origin-id", NS.sid), "id"),
+    messageId: usableId(attr(original, "id")),
+    originId: usableId(attr(original.getChild("origin-id", NS.sid), "id")),
     raw,
   };
   // Order matters: with any of the specific payloads present, a <body> is only a fallback text.
@@ -306,6 +315,9 @@ function readCallSignal(signal: Element, action: CallAction, envelope: Envelope)
   if (callId === null) {
     return { ignored: "bad_call" };
   }
+  if (usableId(callId) === null) {
+    return { ignored: "oversized_id" };
+  }
   const namespace = signal.getNS();
   const call: CallSignal = {
     action,
@@ -352,6 +364,9 @@ function readRetract(original: Element, envelope: Envelope): Outcome {
   if (targetId === null) {
     return { ignored: "bad_retract" };
   }
+  if (usableId(targetId) === null) {
+    return { ignored: "oversized_id" };
+  }
   return { event: makeEvent(envelope, { kind: "retract", targetId }) };
 }
 
@@ -363,6 +378,9 @@ function readReactions(original: Element, envelope: Envelope): Outcome {
   const targetId = attr(reactions, "id");
   if (targetId === null) {
     return { ignored: "bad_reaction" };
+  }
+  if (usableId(targetId) === null) {
+    return { ignored: "oversized_id" };
   }
   const emojis = unique(
     reactions
@@ -382,6 +400,9 @@ function readEdit(original: Element, envelope: Envelope): Outcome {
   const body = readBody(original);
   if (targetId === null || body === null) {
     return { ignored: "bad_edit" };
+  }
+  if (usableId(targetId) === null) {
+    return { ignored: "oversized_id" };
   }
   return { event: makeEvent(envelope, { kind: "edit", targetId, body }) };
 }
@@ -417,6 +438,10 @@ function readMarkers(
     const targetId = attr(child, "id");
     if (targetId === null) {
       ignored = "bad_marker";
+      continue;
+    }
+    if (usableId(targetId) === null) {
+      ignored = "oversized_id";
       continue;
     }
     const marker = name as "received" | "displayed" | "acknowledged";
@@ -515,6 +540,12 @@ function isIn(element: Element, name: string, namespaces: ReadonlySet<string>): 
 function attr(element: Element | undefined, name: string): string | null {
   const value: unknown = element?.attrs[name];
   return typeof value === "string" && value !== "" ? value : null;
+}
+
+/** The id, or null when it is too long to be a key of the store (see MAX_ID_BYTES). */
+function usableId(id: string | null): string | null {
+  if (id === null || id.length * 3 <= MAX_ID_BYTES) return id;
+  return Buffer.byteLength(id, "utf8") <= MAX_ID_BYTES ? id : null;
 }
 
 function flag(element: Element | undefined, name: string): boolean | null {

@@ -1,5 +1,7 @@
+import { randomBytes } from "node:crypto";
 import { and, asc, eq, inArray, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MAX_ID_BYTES } from "../../src/ingest/parse.js";
 import { dropOtherLanes, laneSource, readCheckpoint } from "../../src/store/checkpoint.js";
 import { queryRows } from "../../src/store/db.js";
 import {
@@ -18,7 +20,7 @@ import { checkpoints } from "../../src/store/schema/checkpoints.js";
 import { conversations } from "../../src/store/schema/conversations.js";
 import { events } from "../../src/store/schema/events.js";
 import { messages } from "../../src/store/schema/messages.js";
-import { copyOf, displayed, edit, msg, react, retract } from "../helpers/copies.js";
+import { callSignal, copyOf, displayed, edit, msg, react, retract } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
 
 const options: WriteOptions = {
@@ -161,6 +163,39 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
       "retract",
       "reaction",
     ]);
+  });
+
+  it("stores ids of the longest length parsing keeps, incompressible, in every index", async () => {
+    const [alice, bob] = pair();
+    // Random text does not compress: an index entry holds all of it.
+    const longest = () => randomBytes((MAX_ID_BYTES / 4) * 3).toString("base64");
+    const id = longest();
+    const callId = longest();
+    expect(Buffer.byteLength(id)).toBe(MAX_ID_BYTES);
+    await appendBatch(
+      t.store.db,
+      {
+        copies: [
+          copyOf({
+            kind: "message",
+            from: alice,
+            to: bob,
+            messageId: id,
+            originId: id,
+            body: "hi",
+          }),
+          edit(alice, bob, id, "hi!"),
+          react(bob, alice, id, ["👍"]),
+          displayed(bob, alice, id),
+          callSignal(alice, bob, { action: "propose", callId }),
+        ],
+      },
+      options,
+    );
+    expect(await messageRows(bob)).toMatchObject([
+      { messageId: id, body: "hi!", reactions: { [bob]: ["👍"] } },
+    ]);
+    expect((await conversation(alice, bob))?.peerReadUntil).toBe(id);
   });
 
   it("ends in the right state when an edit and a reaction arrive before their message", async () => {

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import {
   type CallSignal,
   type ConversationEvent,
+  MAX_ID_BYTES,
   MAX_STANZA_BYTES,
   type ParseResult,
   parseCopy,
@@ -788,6 +789,70 @@ describe("parseCopy: calls (XEP-0353)", () => {
       ]),
     );
   });
+});
+
+describe("parseCopy: ids too long to be keys of the store", () => {
+  // 3-byte characters: the limit is in UTF-8 bytes, not characters.
+  const atLimit = "€".repeat(MAX_ID_BYTES / 4) + "x".repeat(MAX_ID_BYTES / 4);
+  const over = `${atLimit}x`;
+
+  it("keeps ids of MAX_ID_BYTES bytes", () => {
+    expect(Buffer.byteLength(atLimit)).toBe(MAX_ID_BYTES);
+    const original = chat(
+      { id: atLimit },
+      xml("body", {}, "hi"),
+      xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: atLimit }),
+    );
+    expect(parseCopy(copyOf(original))).toEqual(
+      accepted([
+        event({
+          kind: "message",
+          ...ALICE,
+          messageId: atLimit,
+          originId: atLimit,
+          body: "hi",
+          raw: original.toString(),
+        }),
+      ]),
+    );
+  });
+
+  it("keeps a message whose ids are longer, without them: it is stored under its copy id", () => {
+    const original = chat(
+      { id: over },
+      xml("body", {}, "hi"),
+      xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: over }),
+    );
+    expect(parseCopy(copyOf(original))).toEqual(
+      accepted([event({ kind: "message", ...ALICE, body: "hi", raw: original.toString() })]),
+    );
+  });
+
+  const naming: [string, Element[]][] = [
+    [
+      "an edit",
+      [xml("body", {}, "fixed"), xml("replace", { xmlns: "urn:xmpp:message-correct:0", id: over })],
+    ],
+    [
+      "a retraction",
+      [
+        xml("body", {}, "fallback"),
+        xml("retract", { xmlns: "urn:xmpp:message-retract:1", id: over }),
+      ],
+    ],
+    [
+      "a reaction",
+      [xml("reactions", { xmlns: "urn:xmpp:reactions:0", id: over }, xml("reaction", {}, "👍"))],
+    ],
+    ["a marker", [xml("displayed", { xmlns: "urn:xmpp:chat-markers:0", id: over })]],
+    ["a call signal", [xml("propose", { xmlns: "urn:xmpp:jingle-message:0", id: over })]],
+  ];
+  it.each(naming)(
+    "ignores %s that names a longer id, fallback body included: it can match nothing stored",
+    (_, children) => {
+      expect(parseCopy(copyOf(chat({}, ...children)))).toEqual(accepted([], "oversized_id"));
+    },
+  );
 });
 
 describe("parseCopy: ignored copies", () => {
