@@ -50,6 +50,9 @@ const HOSTILE_VALUES: [label: string, encoded: string][] = [
 
 /** Values for each field of a JSON body, of every wrong kind and at the edges of the right one. */
 const HOSTILE_FIELDS: unknown[] = [
+  // Random text does not compress: as long as a schema allows, it must still fit every index.
+  randomBytes(768).toString("base64url"),
+  randomBytes(3072).toString("base64url"),
   null,
   0,
   -1,

@@ -19,11 +19,15 @@ const P256DH = base64urlOf(65, "a 65-byte uncompressed P-256 point").refine(
   "expected an uncompressed P-256 point (first byte 0x04)",
 );
 
-/** Provider tokens: APNs hex, FCM base64url-ish with ":"; never whitespace. */
+/**
+ * Provider tokens: APNs hex, FCM base64url-ish with ":"; never whitespace. Real ones are a few
+ * hundred bytes at most (APNs 64 hex digits, FCM about 160 characters). The bound keeps a token
+ * an index key of the store: PostgreSQL refuses entries over about 2.7 kB.
+ */
 const ProviderToken = z
   .string()
   .min(1)
-  .max(4096)
+  .max(1024)
   .regex(/^[^\s]+$/, "must not contain spaces");
 
 const DeviceRequest = z
