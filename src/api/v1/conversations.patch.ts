@@ -8,12 +8,23 @@ import { errorResponses } from "../schemas.js";
 import { ConversationSchema, toConversation } from "./conversation-views.js";
 import { normalizePeer, PeerParams } from "./params.js";
 
+/** Years whose times every reader writes alike (toISOString and PostgreSQL's to_char). */
+function inIsoYears(date: Date): boolean {
+  const year = date.getUTCFullYear();
+  return year >= 1 && year <= 9999;
+}
+
 const SettingsBody = z
   .strictObject({
     pinned: z.boolean().optional(),
-    muted_until: z.iso.datetime({ offset: true }).nullable().optional().openapi({
-      description: "RFC 3339 time until which notifications stay silent; null unmutes",
-    }),
+    muted_until: z.iso
+      .datetime({ offset: true })
+      .refine((text) => inIsoYears(new Date(text)), "must lie in the years 0001 to 9999 (UTC)")
+      .nullable()
+      .optional()
+      .openapi({
+        description: "RFC 3339 time until which notifications stay silent; null unmutes",
+      }),
     archived: z.boolean().optional(),
     read_until: z.string().min(1).max(1024).optional().openapi({
       description:

@@ -42,11 +42,18 @@ export const cursorQuery = z
 
 const BARE_JID = /^[^@/\s"&'<>:]+@[^@/\s"&'<>:]+$/;
 
+/** RFC 7622: each part of a JID is at most 1,023 bytes (also what a store index can hold). */
+const MAX_JID_PART_BYTES = 1023;
+
 export const PeerParams = z.object({
   peer: z
     .string()
     .max(3071)
     .regex(BARE_JID, "expected a bare JID like bob@example.org")
+    .refine(
+      (jid) => jid.split("@").every((part) => Buffer.byteLength(part) <= MAX_JID_PART_BYTES),
+      `each part of the JID must be at most ${MAX_JID_PART_BYTES} bytes`,
+    )
     .openapi({
       param: { name: "peer", in: "path" },
       description: "the peer's bare JID, URL-encoded",

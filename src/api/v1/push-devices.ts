@@ -20,15 +20,15 @@ const P256DH = base64urlOf(65, "a 65-byte uncompressed P-256 point").refine(
 );
 
 /**
- * Provider tokens: APNs hex, FCM base64url-ish with ":"; never whitespace. Real ones are a few
- * hundred bytes at most (APNs 64 hex digits, FCM about 160 characters). The bound keeps a token
- * an index key of the store: PostgreSQL refuses entries over about 2.7 kB.
+ * Provider tokens: APNs hex, FCM base64url-ish with ":"; printable ASCII, never whitespace. Real
+ * ones are a few hundred characters at most (APNs 64 hex digits, FCM about 160). Both bounds
+ * keep a token an index key of the store, which PostgreSQL refuses over about 2.7 kB.
  */
 const ProviderToken = z
   .string()
   .min(1)
   .max(1024)
-  .regex(/^[^\s]+$/, "must not contain spaces");
+  .regex(/^[\x21-\x7e]+$/, "expected printable ASCII without spaces");
 
 const DeviceRequest = z
   .strictObject({
