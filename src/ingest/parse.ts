@@ -7,8 +7,9 @@ export const MAX_STANZA_BYTES = 64 * 1024;
  * The longest stanza, origin, target or call id used, in UTF-8 bytes. These ids are index keys
  * in the store, and PostgreSQL refuses an index entry over about 2.7 kB: one longer id failed
  * its whole batch. Clients send ids of UUID size; the API takes message ids up to this length
- * too (read_until). A message with a longer id is kept under its copy id; an edit, retraction,
- * reaction, marker or call signal naming one is ignored, since no stored id can match it.
+ * too (read_until). A message keeps no longer id: it is stored under its origin-id if that is
+ * short enough, else its copy id. An edit, retraction, reaction, marker or call signal naming a
+ * longer id is ignored, since no stored id can match it.
  */
 export const MAX_ID_BYTES = 1024;
 
@@ -235,7 +236,11 @@ function parseDateTime(stamp: string): Date | null {
     return null;
   }
   const offsetMinutes = (match[8] === "-" ? -1 : 1) * (field(9) * 60 + field(10));
-  return new Date(utc - offsetMinutes * 60_000);
+  const sentAt = new Date(utc - offsetMinutes * 60_000);
+  // An offset can carry 9999-12-31 into year 10000 (or 0001-01-01 into year 0), which
+  // toISOString and PostgreSQL's to_char write differently: the API would not agree with itself.
+  const year = sentAt.getUTCFullYear();
+  return year >= 1 && year <= 9999 ? sentAt : null;
 }
 
 function readOriginal(original: Element, raw: string): Pick<ParsedCopy, "events" | "ignored"> {
