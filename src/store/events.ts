@@ -897,7 +897,10 @@ interface PendingModifier {
  * arrived before their message (replays can reorder) when the message itself shows up.
  */
 class MessageFolder {
-  private readonly states = new Map<string, MessageState>();
+  /** by key(…, messageId): each message of the batch once, as messages_key holds it */
+  private readonly byId = new Map<string, MessageState>();
+  /** by key(…, originId), for an origin-id that differs from the message id */
+  private readonly byOrigin = new Map<string, MessageState>();
   /** by `${accountId} ${conversationId} ${targetId}`: modifiers whose message is not stored yet */
   private readonly pending = new Map<string, PendingModifier[]>();
 
@@ -913,17 +916,32 @@ class MessageFolder {
     for (const { key, ...modifier } of early) this.addPending(key, modifier);
   }
 
+  /** The message a modifier's id names: its message id first, as the store looks it up. */
+  private find(accountId: number, conversationId: number, direction: Direction, id: string) {
+    const key = this.key(accountId, conversationId, direction, id);
+    return this.byId.get(key) ?? this.byOrigin.get(key);
+  }
+
   private remember(row: MessageRow, dirty: boolean): MessageState {
-    const state = { row, dirty };
-    this.states.set(
-      this.key(row.accountId, row.conversationId, row.direction, row.messageId),
-      state,
-    );
+    const key = this.key(row.accountId, row.conversationId, row.direction, row.messageId);
+    let state = this.byId.get(key);
+    if (state) {
+      // A message id used again (clients may reuse one): the later message replaces the
+      // earlier, as the upsert does across batches, which keeps the row's created_seq.
+      state.row = {
+        ...row,
+        stanzaId: row.stanzaId ?? state.row.stanzaId,
+        createdSeq: state.row.createdSeq,
+      };
+      state.dirty ||= dirty;
+    } else {
+      state = { row, dirty };
+      this.byId.set(key, state);
+    }
     if (row.originId && row.originId !== row.messageId) {
-      this.states.set(
-        this.key(row.accountId, row.conversationId, row.direction, row.originId),
-        state,
-      );
+      const originKey = this.key(row.accountId, row.conversationId, row.direction, row.originId);
+      // Another message's origin-id never hides a message found by its own id (see find).
+      if (!this.byOrigin.has(originKey)) this.byOrigin.set(originKey, state);
     }
     return state;
   }
@@ -997,7 +1015,7 @@ class MessageFolder {
       seq,
     };
     for (const direction of candidateDirections(kind, side.direction)) {
-      const state = this.states.get(this.key(accountId, conversationId, direction, target));
+      const state = this.find(accountId, conversationId, direction, target);
       if (state) {
         const before = { wasRetracted: !!state.row.retractedAt, createdSeq: state.row.createdSeq };
         applyModifier(state.row, modifier, seq);
@@ -1010,9 +1028,9 @@ class MessageFolder {
   }
 
   save(): Promise<unknown> {
-    const dirty = new Set([...this.states.values()].filter((s) => s.dirty));
-    if (dirty.size === 0) return Promise.resolve();
-    const records = [...dirty].map(({ row }) => ({
+    const dirty = [...this.byId.values()].filter((s) => s.dirty);
+    if (dirty.length === 0) return Promise.resolve();
+    const records = dirty.map(({ row }) => ({
       a: row.accountId,
       c: row.conversationId,
       d: row.direction,

@@ -198,6 +198,38 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
     expect((await conversation(alice, bob))?.peerReadUntil).toBe(id);
   });
 
+  it("takes a message id used twice in one batch as the store does across batches", async () => {
+    const [alice, bob] = pair();
+    const first = msg(alice, bob, "dup", "first");
+    await appendBatch(t.store.db, { copies: [first, msg(alice, bob, "dup", "second")] }, options);
+    // One row, the later text, created where the id first appeared.
+    expect(await messageRows(bob)).toMatchObject([
+      { messageId: "dup", body: "second", createdSeq: 1 },
+    ]);
+    await appendBatch(t.store.db, { copies: [msg(alice, bob, "dup", "third")] }, options);
+    expect(await messageRows(bob)).toMatchObject([
+      { messageId: "dup", body: "third", createdSeq: 1 },
+    ]);
+  });
+
+  it("keeps a message whose id is another message's origin-id, and edits the one it names", async () => {
+    const [alice, bob] = pair();
+    const a = msg(alice, bob, "x", "a");
+    const b = copyOf({
+      kind: "message",
+      from: alice,
+      to: bob,
+      messageId: "y",
+      originId: "x",
+      body: "b",
+    });
+    await appendBatch(t.store.db, { copies: [a, b, edit(alice, bob, "x", "a, edited")] }, options);
+    expect((await messageRows(bob)).map((m) => [m.messageId, m.body])).toEqual([
+      ["x", "a, edited"],
+      ["y", "b"],
+    ]);
+  });
+
   it("ends in the right state when an edit and a reaction arrive before their message", async () => {
     const [alice, bob] = pair();
     const m = msg(alice, bob, "late", "first draft");
