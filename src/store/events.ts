@@ -673,7 +673,7 @@ interface StoredModifier {
   account_id: string | number;
   conversation_id: string | number;
   target_id: string;
-  kind: PendingModifier["kind"];
+  kind: Modifier["kind"];
   direction: Direction;
   body: string | null;
   reacter: string | null;
@@ -682,7 +682,7 @@ interface StoredModifier {
   seq: string | number;
 }
 
-interface EarlyModifier extends PendingModifier {
+interface EarlyModifier extends Modifier {
   /** `${accountId} ${conversationId} ${targetId}` */
   key: string;
 }
@@ -881,7 +881,7 @@ interface MessageState {
   dirty: boolean;
 }
 
-interface PendingModifier {
+interface Modifier {
   kind: "edit" | "retract" | "reaction";
   direction: Direction;
   reacter: string;
@@ -901,8 +901,12 @@ class MessageFolder {
   private readonly byId = new Map<string, MessageState>();
   /** by key(…, originId), for an origin-id that differs from the message id */
   private readonly byOrigin = new Map<string, MessageState>();
-  /** by `${accountId} ${conversationId} ${targetId}`: modifiers whose message is not stored yet */
-  private readonly pending = new Map<string, PendingModifier[]>();
+  /**
+   * by `${accountId} ${conversationId} ${targetId}`: every edit, retraction and reaction known to
+   * name that id, in seq order (those stored by earlier batches, then the batch's own), applied
+   * or not: a message that arrives with the id, first or again, gets all of them.
+   */
+  private readonly history = new Map<string, Modifier[]>();
 
   constructor(private readonly tx: Tx) {}
 
@@ -913,7 +917,7 @@ class MessageFolder {
   /** Takes the stored messages the batch's modifiers target and the modifiers stored early. */
   load(stored: MessageRow[], early: EarlyModifier[]): void {
     for (const row of stored) this.remember(row, false);
-    for (const { key, ...modifier } of early) this.addPending(key, modifier);
+    for (const { key, ...modifier } of early) this.record(key, modifier);
   }
 
   /** The message a modifier's id names: its message id first, as the store looks it up. */
@@ -946,13 +950,17 @@ class MessageFolder {
     return state;
   }
 
-  private addPending(key: string, modifier: PendingModifier) {
-    const list = this.pending.get(key) ?? [];
+  private record(key: string, modifier: Modifier) {
+    const list = this.history.get(key) ?? [];
     list.push(modifier);
-    this.pending.set(key, list);
+    this.history.set(key, list);
   }
 
-  /** Stores a new message (applying modifiers that arrived before it) and returns its state. */
+  /**
+   * Stores a new message, or a message whose id is used again, and applies every modifier that
+   * named its ids so far: that is what makes the result the same however copies are batched (a
+   * later batch finds them all as stored modifiers). Returns its state.
+   */
   addMessage(accountId: number, conversationId: number, side: Side, seq: number): MessageRow {
     const { event, copy } = side;
     const messageId = messageKeyOf(side);
@@ -974,26 +982,21 @@ class MessageFolder {
       },
       true,
     );
-    for (const id of new Set([messageId, event.originId].filter((x): x is string => !!x))) {
-      const key = `${accountId} ${conversationId} ${id}`;
-      const early = this.pending.get(key);
-      if (!early) continue;
-      this.pending.delete(key);
-      for (const modifier of early) {
-        // An edit or retraction only ever comes from the message's own sender.
-        if (modifier.kind !== "reaction" && modifier.direction !== side.direction) {
-          this.addPending(key, modifier);
-          continue;
-        }
-        applyModifier(state.row, modifier, Math.max(seq, modifier.seq));
-      }
+    const ids = new Set([messageId, event.originId].filter((x): x is string => !!x));
+    const named = [...ids]
+      .flatMap((id) => this.history.get(`${accountId} ${conversationId} ${id}`) ?? [])
+      .sort((x, y) => x.seq - y.seq);
+    for (const modifier of named) {
+      // An edit or retraction only ever comes from the message's own sender.
+      if (modifier.kind !== "reaction" && modifier.direction !== side.direction) continue;
+      applyModifier(state.row, modifier, Math.max(seq, modifier.seq));
     }
     return state.row;
   }
 
   /**
-   * Applies an edit, retraction or reaction to its message, or keeps it until the message
-   * arrives. Returns what the target was before, when it is known.
+   * Applies an edit, retraction or reaction to its message, and keeps it for a message that
+   * arrives with that id later in the batch. Returns what the target was before, when known.
    */
   modify(
     accountId: number,
@@ -1004,8 +1007,8 @@ class MessageFolder {
     const { event, copy } = side;
     const target = event.targetId;
     if (!target) return null;
-    const kind = event.kind as PendingModifier["kind"];
-    const modifier: PendingModifier = {
+    const kind = event.kind as Modifier["kind"];
+    const modifier: Modifier = {
       kind,
       direction: side.direction,
       reacter: event.from,
@@ -1014,6 +1017,7 @@ class MessageFolder {
       sentAt: copy.sentAt,
       seq,
     };
+    this.record(`${accountId} ${conversationId} ${target}`, modifier);
     for (const direction of candidateDirections(kind, side.direction)) {
       const state = this.find(accountId, conversationId, direction, target);
       if (state) {
@@ -1023,7 +1027,6 @@ class MessageFolder {
         return before;
       }
     }
-    this.addPending(`${accountId} ${conversationId} ${target}`, modifier);
     return null;
   }
 
@@ -1081,16 +1084,16 @@ const UPSERT_MESSAGES = `insert into messages (account_id, conversation_id, dire
      })}`;
 
 /** Reactions may target either side's message (the peer's, usually); edits only one's own. */
-function candidateDirections(kind: PendingModifier["kind"], direction: Direction): Direction[] {
+function candidateDirections(kind: Modifier["kind"], direction: Direction): Direction[] {
   const opposite: Direction = direction === "out" ? "in" : "out";
   return kind === "reaction" ? [opposite, direction] : [direction];
 }
 
-function isModifier(kind: string): kind is PendingModifier["kind"] {
+function isModifier(kind: string): kind is Modifier["kind"] {
   return (MODIFIER_KINDS as readonly string[]).includes(kind);
 }
 
-function applyModifier(row: MessageRow, modifier: PendingModifier, seq: number): void {
+function applyModifier(row: MessageRow, modifier: Modifier, seq: number): void {
   row.seq = Math.max(row.seq ?? 0, seq);
   switch (modifier.kind) {
     case "retract":

@@ -1,0 +1,159 @@
+import { asc, eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ParsedCopy } from "../../src/ingest/parse.js";
+import { appendBatch, type WriteOptions } from "../../src/store/events.js";
+import { accounts } from "../../src/store/schema/accounts.js";
+import { conversations } from "../../src/store/schema/conversations.js";
+import { messages } from "../../src/store/schema/messages.js";
+import { copyOf, nextTime } from "../helpers/copies.js";
+import { openTestStore, type TestStore } from "../helpers/database.js";
+
+/**
+ * How copies are grouped into batches is an accident of timing (live copies, catch-up pages,
+ * retries that split a batch), so it must never change what is stored. Random conversations
+ * with reused ids, edits, retractions, reactions and markers, often before their message, are
+ * written once a copy per batch and once in random batches; both must end in the same state.
+ */
+
+const options: WriteOptions = {
+  isLocal: (jid) => jid.endsWith("@example.org"),
+  callRingTimeoutMs: 60_000,
+};
+
+function generator(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  return { int, pick: <T>(list: readonly T[]): T => list[int(list.length)] as T };
+}
+
+type Step = (me: string, peer: string) => ParsedCopy;
+
+/** A random conversation between two local accounts, as steps to write for any pair. */
+function conversation(seed: number, length: number): Step[] {
+  const g = generator(seed);
+  // Few ids, so they are reused, named before they exist, and shared by both sides.
+  const ids = ["m1", "m2", "m3", "m4", "m5"];
+  return Array.from({ length }, (): Step => {
+    const mine = g.int(2) === 0;
+    const id = g.pick(ids);
+    const sentAt = nextTime();
+    const kind = g.pick([
+      "message",
+      "message",
+      "message",
+      "edit",
+      "retract",
+      "reaction",
+      "displayed",
+    ] as const);
+    const origin = g.int(4) === 0 ? g.pick(ids) : null;
+    const body = `text ${g.int(1000)}`;
+    const reactions = g.pick([[], ["👍"], ["👍", "🎉"], ["❤️"]]);
+    const editId = `e${g.int(1_000_000)}`;
+    return (me, peer) => {
+      const [from, to] = mine ? [me, peer] : [peer, me];
+      const common = { from, to, fromResource: "phone" };
+      switch (kind) {
+        case "message":
+          return copyOf({ kind, ...common, messageId: id, originId: origin, body }, { sentAt });
+        case "edit":
+          return copyOf({ kind, ...common, messageId: editId, targetId: id, body }, { sentAt });
+        case "retract":
+          return copyOf({ kind, ...common, messageId: editId, targetId: id }, { sentAt });
+        case "reaction":
+          return copyOf(
+            { kind, ...common, messageId: editId, targetId: id, reactions },
+            { sentAt },
+          );
+        case "displayed":
+          return copyOf({ kind, ...common, targetId: id, marker: "displayed" }, { sentAt });
+      }
+    };
+  });
+}
+
+describe.each(["postgres", "pglite"] as const)(
+  "batching does not change what is stored, on %s",
+  (driver) => {
+    let t: TestStore;
+    let n = 0;
+    beforeAll(async () => {
+      t = await openTestStore(driver);
+    });
+    afterAll(() => t?.close());
+
+    /** Everything a phone is shown of one account, with the JIDs of the pair taken out. */
+    async function stateOf(jid: string, peer: string) {
+      const [account] = await t.store.db.select().from(accounts).where(eq(accounts.jid, jid));
+      if (!account) throw new Error(`no account ${jid}`);
+      const [conv] = await t.store.db
+        .select()
+        .from(conversations)
+        .where(eq(conversations.accountId, account.id));
+      const rows = await t.store.db
+        .select()
+        .from(messages)
+        .where(eq(messages.accountId, account.id))
+        .orderBy(asc(messages.direction), asc(messages.messageId));
+      const anonymous = (reactions: Record<string, string[]>) =>
+        Object.fromEntries(
+          Object.entries(reactions).map(([who, list]) => [
+            who === jid ? "me" : who === peer ? "peer" : who,
+            list,
+          ]),
+        );
+      return {
+        lastSeq: account.lastSeq,
+        conversation: {
+          version: conv?.version,
+          unreadCount: conv?.unreadCount,
+          readSeq: conv?.readSeq,
+          readUntil: conv?.readUntil,
+          peerReadUntil: conv?.peerReadUntil,
+          lastMessageAt: conv?.lastMessageAt,
+        },
+        messages: rows.map((m) => ({
+          direction: m.direction,
+          messageId: m.messageId,
+          originId: m.originId,
+          body: m.body,
+          sentAt: m.sentAt,
+          editedAt: m.editedAt,
+          retractedAt: m.retractedAt,
+          reactions: anonymous(m.reactions),
+          createdSeq: m.createdSeq,
+          seq: m.seq,
+          view: m.view?.replaceAll(jid, "me").replaceAll(peer, "peer"),
+        })),
+      };
+    }
+
+    it.each([1, 2, 3, 4, 5, 6])(
+      "a copy per batch or random batches: the same state (seed %i)",
+      async (seed) => {
+        n++;
+        const steps = conversation(seed, 120);
+        const one = [`alice-one${n}@example.org`, `bob-one${n}@example.org`] as const;
+        const many = [`alice-many${n}@example.org`, `bob-many${n}@example.org`] as const;
+        for (const step of steps) {
+          await appendBatch(t.store.db, { copies: [step(...one)] }, options);
+        }
+        const g = generator(seed * 7919);
+        for (let i = 0; i < steps.length; ) {
+          const size = 1 + g.int(40);
+          const copies = steps.slice(i, i + size).map((step) => step(...many));
+          await appendBatch(t.store.db, { copies }, options);
+          i += size;
+        }
+        expect(await stateOf(many[0], many[1])).toEqual(await stateOf(one[0], one[1]));
+        expect(await stateOf(many[1], many[0])).toEqual(await stateOf(one[1], one[0]));
+      },
+    );
+  },
+);
