@@ -982,11 +982,14 @@ class MessageFolder {
       },
       true,
     );
-    const ids = new Set([messageId, event.originId].filter((x): x is string => !!x));
-    const named = [...ids]
-      .flatMap((id) => this.history.get(`${accountId} ${conversationId} ${id}`) ?? [])
-      .sort((x, y) => x.seq - y.seq);
-    for (const modifier of named) {
+    const byId = this.history.get(`${accountId} ${conversationId} ${messageId}`);
+    const byOrigin =
+      event.originId && event.originId !== messageId
+        ? this.history.get(`${accountId} ${conversationId} ${event.originId}`)
+        : undefined;
+    // Most messages were named by nothing yet.
+    const named = byOrigin ? [...(byId ?? []), ...byOrigin].sort((x, y) => x.seq - y.seq) : byId;
+    for (const modifier of named ?? []) {
       // An edit or retraction only ever comes from the message's own sender.
       if (modifier.kind !== "reaction" && modifier.direction !== side.direction) continue;
       applyModifier(state.row, modifier, Math.max(seq, modifier.seq));
