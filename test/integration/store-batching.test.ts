@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ParsedCopy } from "../../src/ingest/parse.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
 import { accounts } from "../../src/store/schema/accounts.js";
+import { calls } from "../../src/store/schema/calls.js";
 import { conversations } from "../../src/store/schema/conversations.js";
 import { messages } from "../../src/store/schema/messages.js";
 import { copyOf, nextTime } from "../helpers/copies.js";
@@ -51,7 +52,24 @@ function conversation(seed: number, length: number): Step[] {
       "retract",
       "reaction",
       "displayed",
+      "call",
     ] as const);
+    const call = {
+      action: g.pick([
+        "propose",
+        "ringing",
+        "proceed",
+        "accept",
+        "reject",
+        "retract",
+        "finish",
+      ] as const),
+      callId: g.pick(["c1", "c2", "c3"]),
+      media: g.pick([["audio"], ["audio", "video"]]),
+      reason: null,
+      migratedTo: null,
+    };
+    const resource = g.pick(["phone", "laptop"]);
     const origin = g.int(4) === 0 ? g.pick(ids) : null;
     const body = `text ${g.int(1000)}`;
     const reactions = g.pick([[], ["👍"], ["👍", "🎉"], ["❤️"]]);
@@ -73,6 +91,8 @@ function conversation(seed: number, length: number): Step[] {
           );
         case "displayed":
           return copyOf({ kind, ...common, targetId: id, marker: "displayed" }, { sentAt });
+        case "call":
+          return copyOf({ kind, ...common, fromResource: resource, call }, { sentAt });
       }
     };
   });
@@ -101,6 +121,11 @@ describe.each(["postgres", "pglite"] as const)(
         .from(messages)
         .where(eq(messages.accountId, account.id))
         .orderBy(asc(messages.direction), asc(messages.messageId));
+      const callRows = await t.store.db
+        .select()
+        .from(calls)
+        .where(eq(calls.accountId, account.id))
+        .orderBy(asc(calls.callId));
       const anonymous = (reactions: Record<string, string[]>) =>
         Object.fromEntries(
           Object.entries(reactions).map(([who, list]) => [
@@ -118,6 +143,7 @@ describe.each(["postgres", "pglite"] as const)(
           peerReadUntil: conv?.peerReadUntil,
           lastMessageAt: conv?.lastMessageAt,
         },
+        calls: callRows.map(({ accountId: _a, conversationId: _c, peerJid: _p, ...call }) => call),
         messages: rows.map((m) => ({
           direction: m.direction,
           messageId: m.messageId,
@@ -151,7 +177,12 @@ describe.each(["postgres", "pglite"] as const)(
           await appendBatch(t.store.db, { copies }, options);
           i += size;
         }
-        expect(await stateOf(many[0], many[1])).toEqual(await stateOf(one[0], one[1]));
+        const expected = await stateOf(one[0], one[1]);
+        // Not vacuous: the history left messages in several states, and calls.
+        expect(expected.messages.some((m) => m.retractedAt)).toBe(true);
+        expect(expected.messages.some((m) => m.editedAt)).toBe(true);
+        expect(expected.calls.length).toBeGreaterThan(0);
+        expect(await stateOf(many[0], many[1])).toEqual(expected);
         expect(await stateOf(many[1], many[0])).toEqual(await stateOf(one[1], one[0]));
       },
     );
