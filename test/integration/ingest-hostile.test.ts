@@ -4,6 +4,7 @@ import { type ParsedCopy, parseCopy } from "../../src/ingest/parse.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
 import { nextTime } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
+import { generator } from "../helpers/histories.js";
 
 /**
  * Stanzas any client can send, with hostile values in every id, address, body and reaction, as
@@ -16,17 +17,9 @@ const options: WriteOptions = {
   callRingTimeoutMs: 60_000,
 };
 
-/** A small seeded generator, so a failing case can be replayed. */
-function generator(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(list: readonly T[]): T => list[int(list.length)] as T;
+/** The seeded generator, with hostile texts and addresses. */
+function hostile(seed: number) {
+  const { int, pick } = generator(seed);
   const chars = (alphabet: string, n: number) =>
     Array.from({ length: n }, () => alphabet[int(alphabet.length)]).join("");
   const ascii = (n: number) =>
@@ -58,7 +51,7 @@ function generator(seed: number) {
   return { int, pick, text, jid };
 }
 
-type Generator = ReturnType<typeof generator>;
+type Generator = ReturnType<typeof hostile>;
 
 /** One original of a random kind, every attribute and text hostile. */
 function original(g: Generator, from: string, to: string): Element {
@@ -141,7 +134,7 @@ describe.each(["postgres", "pglite"] as const)(
     it.each([1, 2, 3])(
       "stores in one batch every copy that parsing accepts (seed %i)",
       async (seed) => {
-        const g = generator(seed);
+        const g = hostile(seed);
         // A few accounts and peers, so modifiers sometimes hit a message of the same batch.
         const people = Array.from({ length: 6 }, () => g.jid());
         const copies: ParsedCopy[] = [];
