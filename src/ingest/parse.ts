@@ -22,14 +22,18 @@ export type EventKind =
   | "received"
   | "call";
 
-export type CallAction =
-  | "propose"
-  | "ringing"
-  | "proceed"
-  | "accept"
-  | "reject"
-  | "retract"
-  | "finish";
+/** The XEP-0353 signals, in the order a call goes through them. */
+export const CALL_ACTIONS = [
+  "propose",
+  "ringing",
+  "proceed",
+  "accept",
+  "reject",
+  "retract",
+  "finish",
+] as const;
+
+export type CallAction = (typeof CALL_ACTIONS)[number];
 
 export interface CallSignal {
   action: CallAction;
@@ -101,15 +105,7 @@ const MAM_NAMESPACES = new Set(["urn:xmpp:mam:0", "urn:xmpp:mam:1", "urn:xmpp:ma
 const RETRACT_NAMESPACES = new Set(["urn:xmpp:message-retract:0", "urn:xmpp:message-retract:1"]);
 // XEP-0353 0.4–0.5 used :1 before 0.6 went back to :0; clients built on either are in use.
 const CALL_NAMESPACES = new Set(["urn:xmpp:jingle-message:0", "urn:xmpp:jingle-message:1"]);
-const CALL_ACTIONS = new Set<string>([
-  "propose",
-  "ringing",
-  "proceed",
-  "accept",
-  "reject",
-  "retract",
-  "finish",
-]);
+const CALL_ACTION_NAMES = new Set<string>(CALL_ACTIONS);
 const IGNORED_TYPES = new Set(["groupchat", "error", "headline"]);
 const CHAT_MARKERS = new Set<string>(["received", "displayed", "acknowledged"]);
 
@@ -535,7 +531,7 @@ function checkAddress(value: string): Address | null {
 }
 
 function isCallAction(name: string): name is CallAction {
-  return CALL_ACTIONS.has(name);
+  return CALL_ACTION_NAMES.has(name);
 }
 
 function isIn(element: Element, name: string, namespaces: ReadonlySet<string>): boolean {

@@ -68,32 +68,12 @@ function addSides(
     const into = copy.toLocal ?? isLocal(event.to);
     if (!out && !into) return;
     const dedupeKey = `copy:${copy.copyId}:${index}`;
-    if (out) {
+    const add = (account: string, peer: string, direction: Direction) => {
       local++;
-      if (keep(event.from)) {
-        sides.push({
-          account: event.from,
-          peer: event.to,
-          direction: "out",
-          event,
-          copy,
-          dedupeKey,
-        });
-      }
-    }
-    if (into) {
-      local++;
-      if (keep(event.to)) {
-        sides.push({
-          account: event.to,
-          peer: event.from,
-          direction: "in",
-          event,
-          copy,
-          dedupeKey,
-        });
-      }
-    }
+      if (keep(account)) sides.push({ account, peer, direction, event, copy, dedupeKey });
+    };
+    if (out) add(event.from, event.to, "out");
+    if (into) add(event.to, event.from, "in");
   });
   return local;
 }

@@ -1,4 +1,4 @@
-import type { ParsedCopy } from "../../src/ingest/parse.js";
+import { CALL_ACTIONS, type ParsedCopy } from "../../src/ingest/parse.js";
 import { copyOf, nextTime } from "./copies.js";
 
 /** A small seeded generator, so a failing case can be replayed from its seed. */
@@ -41,15 +41,7 @@ export function randomConversation(seed: number, length: number): Step[] {
       "call",
     ] as const);
     const call = {
-      action: g.pick([
-        "propose",
-        "ringing",
-        "proceed",
-        "accept",
-        "reject",
-        "retract",
-        "finish",
-      ] as const),
+      action: g.pick(CALL_ACTIONS),
       callId: g.pick(["c1", "c2", "c3"]),
       media: g.pick([["audio"], ["audio", "video"]]),
       reason: null,

@@ -1,5 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
+import { CALL_ACTIONS } from "../../ingest/parse.js";
 import { callHistory, effectiveCall, findCall } from "../../store/calls.js";
 import { accountRoute } from "../auth.js";
 import type { App } from "../context.js";
@@ -9,7 +10,7 @@ import { CallSchema, toCall } from "./conversation-views.js";
 const CallSignalSchema = z
   .object({
     version: z.number().int().openapi({ description: "seq of the call event in the conversation" }),
-    action: z.enum(["propose", "ringing", "proceed", "accept", "reject", "retract", "finish"]),
+    action: z.enum(CALL_ACTIONS),
     direction: z
       .enum(["in", "out"])
       .openapi({ description: "`out` = sent by this account's device" }),
