@@ -167,6 +167,10 @@ function readCopy(copy: Element): ParsedCopy {
   if (copyId === null) {
     throw new Rejection("missing_id", "copy has no id");
   }
+  // The module's ids are short; a longer one could not be a key of the store (MAX_ID_BYTES).
+  if (usableId(copyId) === null) {
+    throw new Rejection("oversized", `copy id over ${MAX_ID_BYTES} bytes`);
+  }
   const sentAt = readStamp(forwarded.getChild("delay", NS.delay));
   const raw = original.toString();
   const size = Buffer.byteLength(raw, "utf8");

@@ -956,6 +956,15 @@ describe("parseCopy: rejected copies", () => {
     });
   });
 
+  it("rejects a copy whose id is too long to be a key of the store", () => {
+    expect(parseCopy(copyOf(body(), { id: "c".repeat(MAX_ID_BYTES + 1) }))).toEqual({
+      ok: false,
+      reason: "oversized",
+      detail: `copy id over ${MAX_ID_BYTES} bytes`,
+    });
+    expect(parseCopy(copyOf(body(), { id: "c".repeat(MAX_ID_BYTES) })).ok).toBe(true);
+  });
+
   const longLocal = `${"b".repeat(1024)}@example.org`;
   it.each([
     ["a missing from", "from", undefined, "invalid from: missing"],
