@@ -84,3 +84,13 @@ export async function harnessForTest(options?: Parameters<typeof createHarness>[
   onTestFinished(() => h.close());
   return h;
 }
+
+/**
+ * The Node adapter's bindings for a request from `address`, as `app.request`'s third argument:
+ * in-process requests have no socket, and the login rate limit counts per client address.
+ */
+export function fromAddress(address: string) {
+  return {
+    incoming: { socket: { remoteAddress: address, remotePort: 40_000, remoteFamily: "IPv4" } },
+  };
+}

@@ -4,7 +4,7 @@ import { appendBatch } from "../../src/store/events.js";
 import { expectContract, specOperations } from "../helpers/contract.js";
 import { msg } from "../helpers/copies.js";
 import { createUser, type TestUser } from "../helpers/ejabberd.js";
-import { createHarness, type Harness } from "../helpers/harness.js";
+import { createHarness, fromAddress, type Harness } from "../helpers/harness.js";
 
 /**
  * Every route of openapi.yaml, one parameter or body field at a time, with values a client
@@ -177,9 +177,7 @@ describe("hostile input on every route", () => {
     const res = await h.app.request(
       path,
       { ...init, method, headers: { authorization: `Bearer ${token}`, ...init.headers } },
-      {
-        incoming: { socket: { remoteAddress: address, remotePort: 40_000, remoteFamily: "IPv4" } },
-      },
+      fromAddress(address),
     );
     const body = typeof init.body === "string" ? ` ${init.body.slice(0, 120)}` : "";
     const what = `${method} ${path.slice(0, 120)}${body} → ${res.status}`;

@@ -8,7 +8,7 @@ import { createLogger } from "../../src/logger.js";
 import { tokens } from "../../src/store/schema/tokens.js";
 import { expectContract } from "../helpers/contract.js";
 import { createUser, type TestUser } from "../helpers/ejabberd.js";
-import { createHarness, type Harness } from "../helpers/harness.js";
+import { createHarness, fromAddress, type Harness } from "../helpers/harness.js";
 
 const DAY = 86_400_000;
 const TTL = 30 * DAY;
@@ -54,9 +54,6 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
 
   /** Each test logs in from its own client address unless it says otherwise. */
   const freshAddress = () => `198.51.100.${++addresses}`;
-  const connection = (address: string) => ({
-    incoming: { socket: { remoteAddress: address, remotePort: 40_000, remoteFamily: "IPv4" } },
-  });
 
   function login(app: App, body: unknown, address = freshAddress(), headers = {}) {
     return app.request(
@@ -66,7 +63,7 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
         headers: { "content-type": "application/json", ...headers },
         body: typeof body === "string" ? body : JSON.stringify(body),
       },
-      connection(address),
+      fromAddress(address),
     );
   }
 
