@@ -879,8 +879,8 @@ interface Modifier {
 class MessageFolder {
   /** by key(…, messageId): each message of the batch once, as messages_key holds it */
   private readonly byId = new Map<string, MessageState>();
-  /** by key(…, originId), for an origin-id that differs from the message id */
-  private readonly byOrigin = new Map<string, MessageState>();
+  /** by key(…, originId): the messages that carried that origin-id, when not their own id */
+  private readonly byOrigin = new Map<string, MessageState[]>();
   /**
    * by `${accountId} ${conversationId} ${targetId}`: every edit, retraction and reaction known to
    * name that id, in seq order (those stored by earlier batches, then the batch's own), applied
@@ -900,10 +900,21 @@ class MessageFolder {
     for (const { key, ...modifier } of early) this.record(key, modifier);
   }
 
-  /** The message a modifier's id names: its message id first, as the store looks it up. */
+  /**
+   * The message a modifier's id names: the one with that id, else the newest that carries it
+   * as its origin-id now (an id used again may have replaced the message that carried it).
+   * Whatever order the store returned them in, the choice is the same.
+   */
   private find(accountId: number, conversationId: number, direction: Direction, id: string) {
     const key = this.key(accountId, conversationId, direction, id);
-    return this.byId.get(key) ?? this.byOrigin.get(key);
+    const own = this.byId.get(key);
+    if (own) return own;
+    let newest: MessageState | undefined;
+    for (const state of this.byOrigin.get(key) ?? []) {
+      if (state.row.originId !== id) continue;
+      if (!newest || state.row.createdSeq > newest.row.createdSeq) newest = state;
+    }
+    return newest;
   }
 
   private remember(row: MessageRow, dirty: boolean): MessageState {
@@ -924,8 +935,9 @@ class MessageFolder {
     }
     if (row.originId && row.originId !== row.messageId) {
       const originKey = this.key(row.accountId, row.conversationId, row.direction, row.originId);
-      // Another message's origin-id never hides a message found by its own id (see find).
-      if (!this.byOrigin.has(originKey)) this.byOrigin.set(originKey, state);
+      const carriers = this.byOrigin.get(originKey) ?? [];
+      if (!carriers.includes(state)) carriers.push(state);
+      this.byOrigin.set(originKey, carriers);
     }
     return state;
   }

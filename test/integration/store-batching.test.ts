@@ -5,8 +5,9 @@ import { accounts } from "../../src/store/schema/accounts.js";
 import { calls } from "../../src/store/schema/calls.js";
 import { conversations } from "../../src/store/schema/conversations.js";
 import { messages } from "../../src/store/schema/messages.js";
+import { copyOf, nextTime } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
-import { generator, randomConversation } from "../helpers/histories.js";
+import { generator, randomConversation, type Step } from "../helpers/histories.js";
 
 /**
  * How copies are grouped into batches is an accident of timing (live copies, catch-up pages,
@@ -82,6 +83,37 @@ describe.each(["postgres", "pglite"] as const)(
         })),
       };
     }
+
+    it("an origin-id names only the message that carries it now", async () => {
+      n++;
+      // x carries origin-id o, then x is sent again without it: the edit names o, which no
+      // stored message carries any more.
+      const at = [nextTime(), nextTime(), nextTime()];
+      const steps: Step[] = [
+        (me, peer) =>
+          copyOf(
+            { kind: "message", from: me, to: peer, messageId: "x", originId: "o", body: "one" },
+            { sentAt: at[0] },
+          ),
+        (me, peer) =>
+          copyOf(
+            { kind: "message", from: me, to: peer, messageId: "x", body: "two" },
+            { sentAt: at[1] },
+          ),
+        (me, peer) =>
+          copyOf(
+            { kind: "edit", from: me, to: peer, messageId: "e", targetId: "o", body: "edited" },
+            { sentAt: at[2] },
+          ),
+      ];
+      const one = [`alice-o1${n}@example.org`, `bob-o1${n}@example.org`] as const;
+      const many = [`alice-o2${n}@example.org`, `bob-o2${n}@example.org`] as const;
+      for (const step of steps) await appendBatch(t.store.db, { copies: [step(...one)] }, options);
+      await appendBatch(t.store.db, { copies: steps.map((step) => step(...many)) }, options);
+      const expected = await stateOf(one[1], one[0]);
+      expect(expected.messages).toMatchObject([{ messageId: "x", body: "two", editedAt: null }]);
+      expect(await stateOf(many[1], many[0])).toEqual(expected);
+    });
 
     it.each([1, 2, 3, 4, 5, 6])(
       "a copy per batch, or random batches with replays: the same state (seed %i)",
