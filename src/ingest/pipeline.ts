@@ -2,7 +2,7 @@ import type { Element } from "@xmpp/xml";
 import { DEFAULT_INGEST_LANES } from "../config.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
-import { compareArchiveIds, dropOtherLanes } from "../store/checkpoint.js";
+import { compareArchiveIds, dropOtherLanes, lowestArchiveId } from "../store/checkpoint.js";
 import type { Store } from "../store/db.js";
 import { appendLane, type BatchResult, type WriteOptions } from "../store/events.js";
 import type { StoreUpkeep } from "../store/upkeep.js";
@@ -167,12 +167,8 @@ export class Pipeline {
 
 /** The lowest archive id of those given; null while any is missing. */
 function lowest(positions: (string | null)[]): string | null {
-  let low: string | null = null;
-  for (const p of positions) {
-    if (p === null) return null;
-    if (low === null || compareArchiveIds(p, low) < 0) low = p;
-  }
-  return low;
+  if (positions.includes(null)) return null;
+  return lowestArchiveId(positions as string[], (p) => p) ?? null;
 }
 
 interface LaneWriterOptions {

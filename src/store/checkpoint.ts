@@ -44,6 +44,15 @@ interface LaneRow {
   updatedAt: Date;
 }
 
+/** The item whose archive id is lowest, or undefined for none. */
+export function lowestArchiveId<T>(items: Iterable<T>, idOf: (item: T) => string): T | undefined {
+  let lowest: T | undefined;
+  for (const item of items) {
+    if (lowest === undefined || compareArchiveIds(idOf(item), idOf(lowest)) < 0) lowest = item;
+  }
+  return lowest;
+}
+
 function sourceRows(db: Db, source: string) {
   return db
     .select()
@@ -82,10 +91,7 @@ export async function readCheckpoint(
     return Array.from({ length: lanes }, (_, i) => present.has(i)).every(Boolean);
   });
   if (!complete) return null;
-  let lowest: LaneRow | undefined;
-  for (const row of rows) {
-    if (!lowest || compareArchiveIds(row.position, lowest.position) < 0) lowest = row;
-  }
+  const lowest = lowestArchiveId(rows, (row) => row.position);
   return lowest ? { position: lowest.position, updatedAt: lowest.updatedAt } : null;
 }
 

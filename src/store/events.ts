@@ -663,13 +663,13 @@ interface StoredModifier {
 }
 
 interface EarlyModifier extends Modifier {
-  /** `${accountId} ${conversationId} ${targetId}` */
+  /** targetKey of the message it names */
   key: string;
 }
 
 function modifierOfStored(e: StoredModifier): EarlyModifier {
   return {
-    key: `${e.account_id} ${e.conversation_id} ${e.target_id}`,
+    key: targetKey(e.account_id, e.conversation_id, e.target_id),
     kind: e.kind,
     direction: e.direction,
     reacter: e.reacter ?? "",
@@ -856,6 +856,11 @@ function maxDate(a: Date | null, b: Date): Date {
   return a && a > b ? a : b;
 }
 
+/** The key of the id a modifier names, in one conversation of one account. */
+function targetKey(accountId: number | string, conversationId: number | string, id: string) {
+  return `${accountId} ${conversationId} ${id}`;
+}
+
 interface MessageState {
   row: MessageRow;
   dirty: boolean;
@@ -882,7 +887,7 @@ class MessageFolder {
   /** by key(…, originId): the messages that carried that origin-id, when not their own id */
   private readonly byOrigin = new Map<string, MessageState[]>();
   /**
-   * by `${accountId} ${conversationId} ${targetId}`: every edit, retraction and reaction known to
+   * by targetKey: every edit, retraction and reaction known to
    * name that id, in seq order (those stored by earlier batches, then the batch's own), applied
    * or not: a message that arrives with the id, first or again, gets all of them.
    */
@@ -974,10 +979,10 @@ class MessageFolder {
       },
       true,
     );
-    const byId = this.history.get(`${accountId} ${conversationId} ${messageId}`);
+    const byId = this.history.get(targetKey(accountId, conversationId, messageId));
     const byOrigin =
       event.originId && event.originId !== messageId
-        ? this.history.get(`${accountId} ${conversationId} ${event.originId}`)
+        ? this.history.get(targetKey(accountId, conversationId, event.originId))
         : undefined;
     // Most messages were named by nothing yet.
     const named = byOrigin ? [...(byId ?? []), ...byOrigin].sort((x, y) => x.seq - y.seq) : byId;
@@ -1012,7 +1017,7 @@ class MessageFolder {
       sentAt: copy.sentAt,
       seq,
     };
-    this.record(`${accountId} ${conversationId} ${target}`, modifier);
+    this.record(targetKey(accountId, conversationId, target), modifier);
     for (const direction of candidateDirections(kind, side.direction)) {
       const state = this.find(accountId, conversationId, direction, target);
       if (state) {
