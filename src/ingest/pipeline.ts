@@ -3,7 +3,7 @@ import { DEFAULT_INGEST_LANES } from "../config.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
 import { compareArchiveIds, dropOtherLanes, lowestArchiveId } from "../store/checkpoint.js";
-import type { Store } from "../store/db.js";
+import { isRefusedContent, type Store } from "../store/db.js";
 import { appendLane, type BatchResult, type WriteOptions } from "../store/events.js";
 import type { StoreUpkeep } from "../store/upkeep.js";
 import { type ParsedCopy, parseCopy } from "./parse.js";
@@ -59,9 +59,10 @@ interface Pending {
  * Parses copies and writes them in batches, in arrival order. A batch is split by account into
  * lanes (see appendLane), and each lane writes its share of every batch on its own: one
  * transaction per batch and lane, in order, never waiting for the other lanes, so one lane's
- * work in this process overlaps the others' in the database. A batch that fails with the
- * database up is split until the one bad copy is found and skipped, so bad input never stops
- * ingest; with the database down the batch waits and is retried, so nothing is lost.
+ * work in this process overlaps the others' in the database. A batch the database refuses for
+ * its content is split until the one bad copy is found and skipped, so bad input never stops
+ * ingest; a batch that fails for any other reason (the database down, a deadlock, a timeout,
+ * too many connections) waits and is retried whole, so nothing is lost.
  */
 export class Pipeline {
   private closed = false;
@@ -269,11 +270,15 @@ class LaneWriter {
     }
   }
 
-  /** Writes items; when the database is up but refuses them, finds and skips the culprit. */
+  /**
+   * Writes items; when the database is up and refuses them for their content, finds and skips
+   * the culprit. Any other failure goes up to writeWithRetry: skipping a copy is for good.
+   */
   private async writeIsolating(items: Parsed[]): Promise<void> {
     try {
       await this.o.write(items, null);
     } catch (err) {
+      if (!isRefusedContent(err)) throw err;
       const databaseUp = await this.o.ping().then(
         () => true,
         () => false,

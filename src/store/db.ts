@@ -236,3 +236,30 @@ export async function preparedTextRows(
 export function compile(query: SQL): Query {
   return dialect.sqlToQuery(query);
 }
+
+/**
+ * SQLSTATE classes in which the database refuses what a statement carries: cardinality (21,
+ * such as one upsert touching a row twice), data exceptions (22, such as an invalid byte
+ * sequence or a date out of range), integrity constraints (23) and program limits (54, such as
+ * an index row too large).
+ */
+const REFUSED_CONTENT = /^(21|22|23|54)[0-9A-Z]{3}$/;
+
+/**
+ * Whether a failed write was refused for what it carried, so that sending it again unchanged
+ * would fail again: a SQLSTATE of a class above, or an error thrown in this process by the code
+ * that built the statement from its input (no code, or one of Node's ERR_ codes). Anything else — a lost connection, a
+ * deadlock or serialization failure, a statement timeout or cancellation, too many
+ * connections, a full disk, a shutdown, even a missing table or privilege — says nothing about
+ * the data and may pass once the database or its operator has recovered. drizzle wraps the
+ * driver's error: the chain of causes is searched for a code.
+ */
+export function isRefusedContent(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" || typeof code === "number") {
+      return REFUSED_CONTENT.test(String(code)) || String(code).startsWith("ERR_");
+    }
+  }
+  return true;
+}

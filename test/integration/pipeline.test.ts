@@ -1,6 +1,8 @@
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { IngestStats } from "../../src/ingest/stats.js";
 import { readCheckpoint } from "../../src/store/checkpoint.js";
+import { queryRows } from "../../src/store/db.js";
 import { laneOf } from "../../src/store/events.js";
 import { accounts } from "../../src/store/schema/accounts.js";
 import { events } from "../../src/store/schema/events.js";
@@ -92,5 +94,89 @@ describe("ingest pipeline lanes on postgres", () => {
     expect(await eventCount(t, a1)).toBe(2);
     expect((await readCheckpoint(t.store.db, SOURCE))?.position).toBe("1004");
     pipeline.close();
+  });
+
+  it("retries a batch the database interrupted, and skips nothing", async () => {
+    const [a, b] = ["retried-a@example.org", "retried-b@example.org"];
+    const stats = new IngestStats();
+    const pipeline = pipelineFor(t.store, { stats, lanes: 1, lingerMs: 1 });
+    const copy = (id: string) => wireCopy({ from: a, to: b, id, body: `message ${id}` });
+    await pipeline.push([{ copy: copy("before"), archiveId: "2000" }]);
+
+    // Another writer holds the sender's account row while the batch waits for it, and the
+    // waiting statement is cancelled (57014), as a statement timeout or an operator would.
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let locked = () => {};
+    const isLocked = new Promise<void>((resolve) => {
+      locked = resolve;
+    });
+    const holder = t.store.db.transaction(async (tx) => {
+      await tx.execute(sql`select id from accounts where jid = ${a} for update`);
+      locked();
+      await held;
+    });
+    await isLocked;
+    const pushed = pipeline.push([{ copy: copy("interrupted"), archiveId: "2001" }]);
+    const waiting = async () =>
+      (
+        await queryRows<{ pid: number }>(
+          t.store.db,
+          sql`select pid from pg_stat_activity where datname = current_database()
+            and wait_event_type = 'Lock' and query like '%accounts%'`,
+        )
+      ).map((r) => r.pid);
+    await waitFor(async () => (await waiting()).length > 0, {
+      timeoutMs: 10_000,
+      what: "the batch waiting for the account row",
+    });
+    for (const pid of await waiting()) {
+      await t.store.db.execute(sql`select pg_cancel_backend(${pid})`);
+    }
+    await waitFor(() => stats.writeFailures > 0, { timeoutMs: 10_000, what: "the failed write" });
+
+    release();
+    await holder;
+    await pushed;
+    expect(await eventCount(t, a)).toBe(2);
+    expect([...stats.rejects.keys()]).toEqual([]);
+    pipeline.close();
+  });
+
+  it("skips only the copy the database refuses for its content, and moves past it", async () => {
+    const [a, b] = ["refused-a@example.org", "refused-b@example.org"];
+    const stats = new IngestStats();
+    const source = `${SOURCE}-refused`;
+    const pipeline = pipelineFor(t.store, { stats, lanes: 1, checkpointSource: source });
+    // A rule of the database's own that this one body breaks (SQLSTATE 23514).
+    await t.store.db.execute(
+      sql.raw(`create function refuse_poison() returns trigger
+      language plpgsql as $$ begin
+        if new.body = 'poison' then raise check_violation using message = 'poisoned body'; end if;
+        return new;
+      end $$`),
+    );
+    await t.store.db.execute(
+      sql.raw(
+        "create trigger refuse_poison before insert on events for each row execute function refuse_poison()",
+      ),
+    );
+    try {
+      const copy = (id: string, body: string) => wireCopy({ from: a, to: b, id, body });
+      await pipeline.push([
+        { copy: copy("good-1", "one"), archiveId: "3000" },
+        { copy: copy("bad", "poison"), archiveId: "3001" },
+        { copy: copy("good-2", "two"), archiveId: "3002" },
+      ]);
+      expect(await eventCount(t, a)).toBe(2);
+      expect(Object.fromEntries(stats.rejects)).toEqual({ store_rejected: 1 });
+      expect((await readCheckpoint(t.store.db, source))?.position).toBe("3002");
+    } finally {
+      await t.store.db.execute(sql.raw("drop trigger refuse_poison on events"));
+      await t.store.db.execute(sql.raw("drop function refuse_poison()"));
+      pipeline.close();
+    }
   });
 });
