@@ -1,3 +1,4 @@
+import { StringDecoder } from "node:string_decoder";
 import { type Client, client, xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
 import type { Logger } from "../logger.js";
@@ -31,33 +32,39 @@ export interface ObserverOptions {
 }
 
 /**
- * xmpp.js 0.14 drops its parser when stop() gives up waiting for the server's </stream> (2 s),
- * yet the half-closed socket keeps delivering what the server still flushes; the next chunk
- * then throws an uncaught TypeError that ends the process (xmppjs/xmpp.js#860). That happens
- * when leadership ends under load. Such data is not needed: the archive holds every copy.
+ * Replaces the handler between xmpp.js 0.14's socket and its parser, which has two faults.
+ * - It decodes each chunk on its own (`data.toString("utf8")`), so a character whose bytes two
+ *   TCP reads split became two U+FFFD, and the copy was stored so: any non-ASCII text can
+ *   straddle a read, and a catch-up reads megabytes. A decoder per socket keeps an unfinished
+ *   character's bytes until the next chunk brings the rest.
+ * - It drops its parser when stop() gives up waiting for the server's </stream> (2 s), yet the
+ *   half-closed socket keeps delivering what the server still flushes; the next chunk then
+ *   threw an uncaught TypeError that ended the process (xmppjs/xmpp.js#860), as happened when
+ *   leadership ended under load. Such data is not needed: the archive holds every copy.
  * Must run before the first connect, which binds the socket's data listener.
  */
-export function ignoreDataAfterStreamClosed(xmpp: Client): void {
+export function readStreamIntact(xmpp: Client): void {
   const connection = xmpp as unknown as {
-    parser: unknown;
+    socket: object | null;
+    parser: { write(text: string): void } | null;
     _onData(this: unknown, data: Buffer): void;
   };
-  const onData = connection._onData;
-  connection._onData = function (this: { parser: unknown }, data: Buffer) {
-    if (this.parser) onData.call(this, data);
+  const decoders = new WeakMap<object, StringDecoder>();
+  connection._onData = function (this: typeof connection, data: Buffer) {
+    const { parser, socket } = this;
+    if (!parser || !socket) return;
+    let decoder = decoders.get(socket);
+    if (!decoder) {
+      decoder = new StringDecoder("utf8");
+      decoders.set(socket, decoder);
+    }
+    parser.write(decoder.write(data));
   };
 }
 
 /**
- * The observer account's session. On every (re)connect: catch up from the checkpoint without
- * presence (so no live copies interleave), send presence, catch up once more for what arrived
- * meanwhile, then take live copies; a look-back later, read the archive once more for copies
- * ejabberd wrote late (see settleLater). Live copies only move the checkpoint while no catch-up
- * is running, so a crash mid-catch-up can never make the next start skip unread archive pages.
- */
-/**
  * Hides XEP-0198 from xmpp.js by removing it from the server's stream features before the
- * client sees them. Besides the observer's reason above: xmpp.js 0.14 sometimes acknowledges
+ * client sees them. Besides the observer's reason (see start): xmpp.js 0.14 sometimes acknowledges
  * more stanzas than ejabberd sent, and ejabberd then closes the stream.
  */
 export function declineStreamManagement(xmpp: Client): void {
@@ -70,6 +77,13 @@ export function declineStreamManagement(xmpp: Client): void {
   });
 }
 
+/**
+ * The observer account's session. On every (re)connect: catch up from the checkpoint without
+ * presence (so no live copies interleave), send presence, catch up once more for what arrived
+ * meanwhile, then take live copies; a look-back later, read the archive once more for copies
+ * ejabberd wrote late (see settleLater). Live copies only move the checkpoint while no catch-up
+ * is running, so a crash mid-catch-up can never make the next start skip unread archive pages.
+ */
 export class Observer {
   private xmpp: Client | null = null;
   private live = false;
@@ -94,7 +108,7 @@ export class Observer {
       resource: this.o.resource,
     });
     this.xmpp = xmpp;
-    ignoreDataAfterStreamClosed(xmpp);
+    readStreamIntact(xmpp);
 
     // No stream management: catch-up makes resumption unnecessary, and without it ejabberd
     // never re-routes unacknowledged archive results into the observer's offline storage.

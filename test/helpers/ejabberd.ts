@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { type Client, client, xml } from "@xmpp/client";
-import { declineStreamManagement } from "../../src/ingest/observer.js";
+import { declineStreamManagement, readStreamIntact } from "../../src/ingest/observer.js";
 
 const run = promisify(execFile);
 
@@ -138,6 +138,8 @@ export async function connectUser(
   // Tests need no session resumption, and xmpp.js 0.14's acks sometimes overcount, which makes
   // ejabberd close the stream mid-test ("acknowledged 2 stanzas, but only 1 were sent").
   declineStreamManagement(xmpp);
+  // Tests compare what clients receive with what they sent, non-ASCII text included.
+  readStreamIntact(xmpp);
   await xmpp.start();
   await xmpp.send(xml("presence"));
   return xmpp;
