@@ -1,7 +1,13 @@
 import { parse as parseJid } from "@xmpp/jid";
 import type { Element } from "@xmpp/xml";
 
-export const MAX_STANZA_BYTES = 64 * 1024;
+/**
+ * The largest original stored, in UTF-8 bytes as it is serialised again (about its size on the
+ * wire). Larger than any stanza ejabberd takes in with its shipped limits (`max_stanza_size`:
+ * 256 KB from clients, 512 KB from other servers), so that every message a recipient can get
+ * is stored; the bound only keeps a server configured without a limit from filling the store.
+ */
+export const MAX_STANZA_BYTES = 1024 * 1024;
 
 /**
  * The longest stanza, origin, target or call id used, in UTF-8 bytes. These ids are index keys

@@ -248,6 +248,24 @@ describe("ingest from a real ejabberd", () => {
     }
   });
 
+  it("stores a message as large as ejabberd takes from a client", async () => {
+    const alice = await createUser(ejabberd, "alice");
+    const bob = await createUser(ejabberd, "bob");
+    const a = await online(alice);
+    try {
+      // Just under the c2s listener's max_stanza_size (256 KB), in two- and three-byte UTF-8:
+      // it reaches the observer in many TCP reads, some of them ending inside a character.
+      const text = "é€".repeat(50_000);
+      await a.send(chat(bob.jid, "large-1", body(text)));
+      await waitFor(() => eventCount(bob.jid, 1), { what: "bob's large message" });
+      const [stored] = await messagesOf(bob.jid);
+      expect(stored?.body).toBe(text);
+      expect(ingest.stats.rejects.size).toBe(0);
+    } finally {
+      await a.stop();
+    }
+  });
+
   it("keeps a peer that is not a local account on the local side only", async () => {
     const alice = await createUser(ejabberd, "alice");
     const a = await online(alice);

@@ -1031,8 +1031,8 @@ describe("parseCopy: rejected copies", () => {
   });
 
   it("measures size in UTF-8 bytes, not characters", () => {
-    // 16,385 four-byte emojis: 32,770 UTF-16 units, but 65,540 bytes.
-    const original = chat({}, xml("body", {}, "😀".repeat(16_385)));
+    // Four-byte emojis: two UTF-16 units each, so half as many characters as bytes.
+    const original = chat({}, xml("body", {}, "😀".repeat(MAX_STANZA_BYTES / 4 + 1)));
     const bytes = Buffer.byteLength(original.toString(), "utf8");
     expect(original.toString().length).toBeLessThan(MAX_STANZA_BYTES);
     expect(parseCopy(copyOf(original))).toEqual({
