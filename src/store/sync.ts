@@ -118,7 +118,7 @@ export type SyncSnapshot =
 export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapshot> {
   const { accountId, since, limit, messages: perConversation, now } = request;
   const base = since?.base ?? 0;
-  const rows = await preparedTextRows(db, syncQuery(since !== null, base > 0), {
+  const rows = await preparedTextRows(db, syncQuery(since !== null), {
     accountId,
     since: since?.seq ?? 0,
     pageSize: since ? limit + 1 : limit,
@@ -184,12 +184,14 @@ const syncQueries = new Map<string, Query>();
  * The sync as one SQL statement: one row per conversation of the page (changed since `since` by
  * version, or the most recently active on a first sync) with its messages changed since `base`
  * (the newest `shown` of them, and whether there were more), its newest message, and its calls
- * changed in the same window — since `base`, or on a first sync since the oldest message shown.
+ * changed in the same window: since `base`; on a first sync all of them, or those since the
+ * oldest message shown when its messages were cut. A position's base may be 0 (taken before the
+ * account had any event): that is a sync since the start, not a first sync.
  * The account-wide figures come on the first row; with no conversation there is just that row.
  * Built once per shape; the values are placeholders.
  */
-function syncQuery(paged: boolean, hasBase: boolean): Query {
-  const key = `${paged} ${hasBase}`;
+function syncQuery(paged: boolean): Query {
+  const key = String(paged);
   let query = syncQueries.get(key);
   if (query) return query;
   const p = (name: string) => sql.placeholder(name);
@@ -201,11 +203,13 @@ function syncQuery(paged: boolean, hasBase: boolean): Query {
     : sql`select conversations.*, row_number() over (order by ${ACTIVITY_ORDER}) as ord
         from conversations where account_id = ${accountId}
         order by ${ACTIVITY_ORDER} limit ${p("pageSize")}`;
-  const changed = hasBase ? sql`and m.seq > ${p("base")}` : sql``;
-  const callsAfter = hasBase ? p("base") : sql`d.oldest_shown - 1`;
+  const changed = paged ? sql`and m.seq > ${p("base")}` : sql``;
+  const callsAfter = paged
+    ? p("base")
+    : sql`case when d.truncated then d.oldest_shown - 1 else 0 end`;
   // The delta's newest is the newest message when it was created in the window (always, on a
   // first sync); only otherwise is the newest looked up on its own.
-  const needsLast = hasBase ? sql`coalesce(d.newest <= ${p("base")}, true)` : sql`false`;
+  const needsLast = paged ? sql`coalesce(d.newest <= ${p("base")}, true)` : sql`false`;
   const first = sql`coalesce(p.ord, 1) = 1`;
   query = compile(sql`with page as materialized (${page})
     select

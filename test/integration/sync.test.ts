@@ -458,6 +458,51 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     expect(first[0]?.calls.map((c) => c.id)).toEqual(["missed-1"]);
   });
 
+  it("shows a missed call to a phone that synced before the account had any event", async () => {
+    const { alice, bob } = people();
+    const token = await h.token(alice);
+    // The account exists from the login on, with nothing in it: the position's base is 0.
+    const start = await sync(token);
+    expect(start.conversations).toEqual([]);
+    await write(
+      callSignal(bob, alice, { action: "propose", callId: "early-1", media: ["audio"] }),
+      callSignal(bob, alice, { action: "retract", callId: "early-1" }),
+    );
+    const body = await sync(token, `since=${start.position}`);
+    const [conversation] = body.conversations as unknown as {
+      peer: string;
+      calls: { id: string; state: string }[];
+    }[];
+    expect(conversation?.peer).toBe(bob);
+    expect(conversation?.calls).toMatchObject([{ id: "early-1", state: "retracted" }]);
+  });
+
+  it("shows on a first sync every call of a conversation whose messages are not cut", async () => {
+    const { alice, bob } = people();
+    const carol = `carol-${alice.split("@")[0]}@example.org`;
+    const token = await h.token(alice);
+    await write(
+      callSignal(bob, alice, { action: "propose", callId: "before-1", media: ["audio"] }),
+      callSignal(bob, alice, { action: "retract", callId: "before-1" }),
+      msg(bob, alice, "after-call", "sorry, missed you"),
+      callSignal(carol, alice, { action: "propose", callId: "only-1", media: ["audio"] }),
+      callSignal(carol, alice, { action: "retract", callId: "only-1" }),
+    );
+    const callsOf = async (query: string) =>
+      Object.fromEntries(
+        (
+          (await sync(token, query)).conversations as unknown as {
+            peer: string;
+            calls: { id: string }[];
+          }[]
+        ).map((c) => [c.peer, c.calls.map((k) => k.id)]),
+      );
+    expect(await callsOf("")).toEqual({ [bob]: ["before-1"], [carol]: ["only-1"] });
+    // With bob's messages cut to fewer than he sent, only calls since the oldest shown remain.
+    await write(msg(bob, alice, "later", "call me back"));
+    expect((await callsOf("messages=1"))[bob]).toEqual([]);
+  });
+
   it("puts active calls first, whatever the conversation paging", async () => {
     const { alice, bob } = people();
     const token = await h.token(alice);
