@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { and, eq, gt, isNull, sql } from "drizzle-orm";
 import type { MiddlewareHandler } from "hono";
+import type { Config } from "../config.js";
 import { AppError } from "../errors.js";
 import type { Db } from "../store/db.js";
 import { accounts } from "../store/schema/accounts.js";
@@ -116,12 +117,21 @@ export const authenticate: MiddlewareHandler<AppEnv> = async (c, next) => {
   const principal: Principal = {
     accountId: row.accountId,
     jid: row.jid,
-    scope: row.scope,
+    scope: scopeNow(row.scope, row.jid, config),
     tokenId: row.tokenId,
   };
   c.set("principal", principal);
   await next();
 };
+
+/**
+ * A token's scope as of now: admin only while its account is still in ADMIN_JIDS, so taking a
+ * JID out of the list (and restarting) takes the rights from tokens issued before, which
+ * sliding expiry would otherwise keep alive for as long as they are used.
+ */
+export function scopeNow(issued: Scope, jid: string, config: Pick<Config, "adminJids">): Scope {
+  return issued === "admin" && config.adminJids.includes(jid) ? "admin" : "account";
+}
 
 /** Admin routes: a valid account token is not enough. */
 export const requireAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {

@@ -152,6 +152,29 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
       expect(listed.tokens.map((t) => t.scope)).toEqual(["admin"]);
     });
 
+    it("takes admin rights from tokens issued before the JID left ADMIN_JIDS", async () => {
+      const issued = await loginOk(admin, "console");
+      const admins = [...h.config.adminJids];
+      // As a restart with the JID taken out of ADMIN_JIDS would configure the app.
+      h.config.adminJids.splice(0);
+      try {
+        const res = await h.get("/v1/admin/calls", issued.token);
+        expect(res.status).toBe(403);
+        expect(await expectContract(res, "GET", "/v1/admin/calls")).toMatchObject({
+          code: "forbidden",
+        });
+        const listed = await expectContract<{ tokens: { scope: string }[] }>(
+          await list(issued.token),
+          "GET",
+          "/v1/tokens",
+        );
+        expect(new Set(listed.tokens.map((t) => t.scope))).toEqual(new Set(["account"]));
+      } finally {
+        h.config.adminJids.push(...admins);
+      }
+      expect((await h.get("/v1/admin/calls", issued.token)).status).toBe(200);
+    });
+
     it("refuses a wrong password and an unknown account alike, and equally slowly", async () => {
       const alice = await createUser(ejabberd, "alice");
       const attempt = async (jid: string) => {

@@ -6,7 +6,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { AppError } from "../../errors.js";
 import { tokens } from "../../store/schema/tokens.js";
 import { verifyPassword } from "../../xmpp/verify-password.js";
-import { accountRoute, ensureAccount, issueToken } from "../auth.js";
+import { accountRoute, ensureAccount, issueToken, scopeNow } from "../auth.js";
 import type { App, AppEnv } from "../context.js";
 import { addressBucket, SlidingWindow } from "../rate-limit.js";
 import { BareJid, errorResponses, iso, Timestamp } from "../schemas.js";
@@ -237,7 +237,7 @@ export function registerTokens(app: App): void {
   });
 
   app.openapi(listTokens, async (c) => {
-    const { store, clock } = c.var.deps;
+    const { store, clock, config } = c.var.deps;
     const principal = c.var.principal;
     const rows = await store.db
       .select({
@@ -262,7 +262,7 @@ export function registerTokens(app: App): void {
         tokens: rows.map((r) => ({
           id: r.id,
           label: r.label,
-          scope: r.scope,
+          scope: scopeNow(r.scope, principal.jid, config),
           created_at: r.createdAt.toISOString(),
           last_used_at: iso(r.lastUsedAt),
           expires_at: r.expiresAt.toISOString(),
