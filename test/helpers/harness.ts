@@ -15,7 +15,10 @@ export interface Harness {
   config: Config;
   /** what /v1/admin/ingest reports: no ingest runs in the harness, so "disabled" unless changed */
   ingest: IngestStats;
-  /** a bearer token for this JID, created straight in the store (no XMPP login) */
+  /**
+   * a bearer token for this JID, created straight in the store (no XMPP login); an admin one adds
+   * the JID to ADMIN_JIDS
+   */
   token(jid: string, scope?: Scope): Promise<string>;
   /** app.request with a bearer token */
   get(path: string, token: string, init?: RequestInit): Promise<Response>;
@@ -56,6 +59,8 @@ export async function createHarness(
     config,
     ingest,
     async token(jid, scope = "account") {
+      // An admin token works only for a JID the configuration names.
+      if (scope === "admin" && !config.adminJids.includes(jid)) config.adminJids.push(jid);
       const accountId = await ensureAccount(t.store.db, jid);
       const issued = await issueToken(t.store.db, {
         accountId,

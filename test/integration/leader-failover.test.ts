@@ -35,6 +35,7 @@ describe("two sidecar processes on one database", () => {
   let bob: TestUser;
   let aliceClient: Client | null = null;
   let adminToken: string;
+  let opsJid: string;
   const sidecars: SidecarProcess[] = [];
 
   beforeAll(async () => {
@@ -42,6 +43,7 @@ describe("two sidecar processes on one database", () => {
     work = await mkdtemp(join(tmpdir(), "syncside-failover-"));
     [alice, bob] = await Promise.all([createUser(ejabberd, "alice"), createUser(ejabberd, "bob")]);
     const run = randomBytes(4).toString("hex");
+    opsJid = `ops-${run}@x`;
     for (const name of ["a", "b"]) {
       sidecars.push(
         sidecarProcess({
@@ -56,6 +58,7 @@ describe("two sidecar processes on one database", () => {
             OBSERVER_PASSWORD: ejabberd.observerPassword,
             // One observer session per process, apart from every other test's.
             OBSERVER_RESOURCE: `failover-${run}-${name}`,
+            ADMIN_JIDS: opsJid,
             LOG_LEVEL: "info",
           },
         }),
@@ -110,7 +113,7 @@ describe("two sidecar processes on one database", () => {
   it("ingests in exactly one, serves the API from both, and fails over after kill -9 of the leader", async () => {
     await Promise.all(sidecars.map((s) => s.start()));
     store = await openDb({ url: database.url, dataDir: "memory://" });
-    const accountId = await ensureAccount(store.db, `ops-${randomBytes(3).toString("hex")}@x`);
+    const accountId = await ensureAccount(store.db, opsJid);
     adminToken = (
       await issueToken(store.db, {
         accountId,
