@@ -277,9 +277,9 @@ export class PushDispatcher {
     };
   }
 
-  private async position(seq: number): Promise<string> {
+  private async position(account: number, seq: number): Promise<string> {
     const meta = await loadStoreMeta(this.o.store);
-    return encodePosition(meta.epoch, meta.positionKey, { seq, base: seq });
+    return encodePosition(meta.epoch, meta.positionKey, { account, seq, base: seq });
   }
 
   private async sendCall(device: PushDevice, call: CallRow, work: Work): Promise<PublishAnswer> {
@@ -300,7 +300,7 @@ export class PushDispatcher {
       proposedAt: call.proposedAt,
       expiresAt: call.expiresAt,
       serverTime: new Date(now),
-      position: await this.position(work.lastSeq),
+      position: await this.position(device.accountId, work.lastSeq),
     };
     const expiresMs = call.expiresAt?.getTime() ?? now + 30_000;
     const send = (): Promise<SendResult> => {
@@ -354,7 +354,7 @@ export class PushDispatcher {
       preview: message.body,
       sentAt: message.sentAt,
       unreadCount: message.unreadCount,
-      position: await this.position(work.lastSeq),
+      position: await this.position(device.accountId, work.lastSeq),
     };
     const key = { p256dh: device.p256dh, auth: device.auth };
     const send = (): Promise<SendResult> => {

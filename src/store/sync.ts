@@ -97,6 +97,8 @@ export type SyncSnapshot =
   | { ok: false; lastSeq: number }
   | {
       ok: true;
+      /** the account synced */
+      accountId: number;
       lastSeq: number;
       /** where the next sync continues: last_seq, or the last returned version when paged */
       seq: number;
@@ -145,6 +147,7 @@ export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapsh
   const seq = hasMore ? (shown.at(-1)?.version ?? lastSeq) : lastSeq;
   return {
     ok: true,
+    accountId,
     lastSeq,
     seq,
     base: hasMore ? base : seq,

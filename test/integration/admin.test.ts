@@ -3,6 +3,7 @@ import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodePosition } from "../../src/api/position.js";
 import type { ParsedCopy } from "../../src/ingest/parse.js";
+import { findAccountId } from "../../src/store/admin.js";
 import { queryRows } from "../../src/store/db.js";
 import { appendBatch, lockAccounts, type WriteOptions } from "../../src/store/events.js";
 import { loadStoreMeta } from "../../src/store/meta.js";
@@ -281,7 +282,12 @@ describe("admin API", () => {
         );
       }
       const meta = await loadStoreMeta(h.store);
-      const beyond = encodePosition(meta.epoch, meta.positionKey, { seq: 1_000_000, base: 0 });
+      const account = (await findAccountId(h.store.db, alice)) ?? 0;
+      const beyond = encodePosition(meta.epoch, meta.positionKey, {
+        account,
+        seq: 1_000_000,
+        base: 0,
+      });
       expect(await call("GET", `${base}?since=${beyond}`, admin, 410)).toEqual(
         problem("position_expired", 410),
       );

@@ -81,12 +81,13 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     return expectContract<SyncBody>(res, "GET", path);
   }
 
-  async function seqOf(position: string): Promise<number> {
+  async function positionOf(position: string) {
     const meta = await loadStoreMeta(h.store);
     const decoded = decodePosition(meta.epoch, meta.positionKey, position);
     if (!decoded.ok) throw new Error(`not a position: ${position}`);
-    return decoded.position.seq;
+    return decoded.position;
   }
+  const seqOf = async (position: string) => (await positionOf(position)).seq;
 
   it("answers a first sync with the most recently active conversations and their newest messages", async () => {
     const { alice, bob, carol } = people();
@@ -587,7 +588,11 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     it("answers 410 position_expired for a position from another store epoch", async () => {
       const { alice } = people();
       const token = await h.token(alice);
-      const foreign = encodePosition("another-epoch", randomBytes(32), { seq: 1, base: 1 });
+      const foreign = encodePosition("another-epoch", randomBytes(32), {
+        account: 1,
+        seq: 1,
+        base: 1,
+      });
       const path = `/v1/sync?since=${foreign}`;
       const res = await h.get(path, token);
       expect(res.status).toBe(410);
@@ -597,12 +602,28 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     it("answers 410 for a position beyond the account's last seq (a restored database)", async () => {
       const { alice } = people();
       const token = await h.token(alice);
+      const { account } = await positionOf((await sync(token)).position);
       const meta = await loadStoreMeta(h.store);
-      const ahead = encodePosition(meta.epoch, meta.positionKey, { seq: 99, base: 99 });
+      const ahead = encodePosition(meta.epoch, meta.positionKey, { account, seq: 99, base: 99 });
       const path = `/v1/sync?since=${ahead}`;
       const res = await h.get(path, token);
       expect(res.status).toBe(410);
       expect(await expectContract(res, "GET", path)).toMatchObject({ code: "position_expired" });
+    });
+
+    it("answers 410 for another account's position, even one its own log has reached", async () => {
+      const { alice, bob } = people();
+      const [aliceToken, bobToken] = [await h.token(alice), await h.token(bob)];
+      await write(msg(bob, alice, "m1", "one"), msg(alice, bob, "m2", "two"));
+      const alices = (await sync(aliceToken)).position;
+      expect((await positionOf(alices)).seq).toBe(
+        (await positionOf((await sync(bobToken)).position)).seq,
+      );
+      const path = `/v1/sync?since=${alices}`;
+      const res = await h.get(path, bobToken);
+      expect(res.status).toBe(410);
+      expect(await expectContract(res, "GET", path)).toMatchObject({ code: "position_expired" });
+      expect((await sync(aliceToken, `since=${alices}`)).conversations).toEqual([]);
     });
 
     it.each([

@@ -44,7 +44,7 @@ export function registerAdminAccountsSync(app: App): void {
     const accountId = await knownAccount(store.db, c.req.valid("param").jid);
     const query = c.req.valid("query");
     const meta = await loadStoreMeta(store);
-    const since = decodeSince(meta, query.since);
+    const since = decodeSince(meta, query.since, accountId);
     const snapshot = await readSnapshot(store, { ...query, accountId, since, now: clock() });
     return jsonText(c, syncJson(meta, snapshot, clock()));
   });

@@ -29,7 +29,8 @@ export const syncQueryFields = {
     .optional()
     .openapi({
       param: { name: "since", in: "query" },
-      description: "`position` from the previous sync response; omit for a first sync",
+      description:
+        "`position` from the previous sync response of this account; omit for a first sync. A position of another store or account, or one no longer valid, is answered 410 `position_expired`",
     }),
   limit: limitQuery(50, 500, "conversations"),
   messages: z.coerce
@@ -125,7 +126,7 @@ export function registerSync(app: App): void {
     const { accountId } = c.var.principal;
     const query = c.req.valid("query");
     const meta = await loadStoreMeta(store);
-    const since = decodeSince(meta, query.since);
+    const since = decodeSince(meta, query.since, accountId);
     const { limit, messages } = query;
     const read = () => readSnapshot(store, { accountId, since, limit, messages, now: clock() });
 
@@ -170,14 +171,22 @@ export function registerSync(app: App): void {
   });
 }
 
-/** `since` as a position of this store; null for a first sync. */
-export function decodeSince(meta: StoreMeta, text: string | undefined): Position | null {
+/**
+ * `since` as a position of this store for this account; null for a first sync. A position of
+ * another account (or of an account erased since) is expired, not garbled: it is genuine, and
+ * a phone that changed accounts recovers by starting over.
+ */
+export function decodeSince(
+  meta: StoreMeta,
+  text: string | undefined,
+  accountId: number,
+): Position | null {
   if (text === undefined) return null;
   const decoded = decodePosition(meta.epoch, meta.positionKey, text);
   if (!decoded.ok && decoded.reason === "garbled") {
     throw new AppError("invalid_position", "since: not a position this server issued");
   }
-  if (!decoded.ok) throw expired();
+  if (!decoded.ok || decoded.position.account !== accountId) throw expired();
   return decoded.position;
 }
 
@@ -199,6 +208,7 @@ export async function readSnapshot(store: Store, request: SyncRequest): Promise<
 export function syncJson(meta: StoreMeta, snapshot: SyncAnswer, now: Date): Buffer<ArrayBuffer> {
   const head: Omit<SyncJson, "conversations"> = {
     position: encodePosition(meta.epoch, meta.positionKey, {
+      account: snapshot.accountId,
       seq: snapshot.seq,
       base: snapshot.base,
     }),
@@ -235,6 +245,6 @@ export function jsonText(c: Context, body: Buffer<ArrayBuffer>) {
 function expired(): AppError {
   return new AppError(
     "position_expired",
-    "since: this position is from another store or no longer valid; sync again without since",
+    "since: this position is from another store or account, or no longer valid; sync again without since",
   );
 }
