@@ -197,7 +197,9 @@ export async function saveConversations(tx: Tx, rows: Iterable<ConversationRow>)
       unreadCount: "integer",
       readSeq: "bigint",
       readUntil: "text",
+      readUntilAt: "timestamptz",
       peerReadUntil: "text",
+      peerReadUntilAt: "timestamptz",
       pinned: "boolean",
       mutedUntil: "timestamptz",
       archived: "boolean",
@@ -209,7 +211,8 @@ export async function saveConversations(tx: Tx, rows: Iterable<ConversationRow>)
   await tx.execute(sql`update conversations set
       version = r.version, last_event_seq = r."lastEventSeq", last_message_at = r."lastMessageAt",
       unread_count = r."unreadCount", read_seq = r."readSeq", read_until = r."readUntil",
-      peer_read_until = r."peerReadUntil", pinned = r.pinned, muted_until = r."mutedUntil",
+      read_until_at = r."readUntilAt", peer_read_until = r."peerReadUntil",
+      peer_read_until_at = r."peerReadUntilAt", pinned = r.pinned, muted_until = r."mutedUntil",
       archived = r.archived, updated_at = r."updatedAt"
     from ${v}
     where conversations.account_id = r."accountId" and conversations.id = r.id`);
@@ -345,7 +348,10 @@ interface ConversationState {
   unreadCount: number;
   readSeq: number;
   readUntil: string | null;
+  /** server time of the marker that set readUntil: an older marker changes nothing */
+  readUntilAt: Date | null;
   peerReadUntil: string | null;
+  peerReadUntilAt: Date | null;
   /** the seq of the batch's last event in it (version and last_event_seq alike) */
   version: number;
   /** the newest message and the newest event of the batch in it: the stored ones may be newer */
@@ -451,11 +457,17 @@ async function writeSides(
         break;
       }
       case "displayed":
+        // A marker older than the one in place (replays and catch-up interleave with live
+        // copies) is kept in the log but moves nothing back, nor marks later messages read.
         if (side.direction === "out") {
+          if (conv.readUntilAt && conv.readUntilAt > copy.sentAt) break;
           conv.readUntil = event.targetId;
+          conv.readUntilAt = copy.sentAt;
           markRead(conv, seq);
         } else {
+          if (conv.peerReadUntilAt && conv.peerReadUntilAt > copy.sentAt) break;
           conv.peerReadUntil = event.targetId;
+          conv.peerReadUntilAt = copy.sentAt;
         }
         break;
       case "received":
@@ -589,7 +601,7 @@ function epochMs(column: string): string {
 
 const STORED_MESSAGE = `m.account_id, m.conversation_id, m.direction, m.message_id, m.origin_id,
   m.stanza_id, m.body, ${epochMs("m.sent_at")} as sent_at, ${epochMs("m.edited_at")} as edited_at,
-  ${epochMs("m.retracted_at")} as retracted_at, m.reactions, m.created_seq, m.seq`;
+  ${epochMs("m.retracted_at")} as retracted_at, m.reactions, m.reacted_at, m.created_seq, m.seq`;
 
 /**
  * The stored messages that a batch's edits, reactions and retractions target, by message id or
@@ -627,6 +639,7 @@ interface StoredMessage {
   edited_at: number | null;
   retracted_at: number | null;
   reactions: Reactions;
+  reacted_at: Record<string, string>;
   created_seq: string | number;
   seq: string | number;
 }
@@ -644,6 +657,7 @@ function messageOfStored(m: StoredMessage): MessageRow {
     editedAt: m.edited_at === null ? null : new Date(m.edited_at),
     retractedAt: m.retracted_at === null ? null : new Date(m.retracted_at),
     reactions: m.reactions,
+    reactedAt: m.reacted_at,
     createdSeq: Number(m.created_seq),
     seq: Number(m.seq),
   };
@@ -681,7 +695,8 @@ function modifierOfStored(e: StoredModifier): EarlyModifier {
 }
 
 const FOLDED_CONVERSATION = `c.account_id, c.id, c.peer_jid, c.unread_count, c.read_seq,
-  c.read_until, c.peer_read_until`;
+  c.read_until, ${epochMs("c.read_until_at")} as read_until_at, c.peer_read_until,
+  ${epochMs("c.peer_read_until_at")} as peer_read_until_at`;
 
 interface StoredConversation {
   account_id: string | number;
@@ -690,7 +705,9 @@ interface StoredConversation {
   unread_count: number;
   read_seq: string | number;
   read_until: string | null;
+  read_until_at: number | null;
   peer_read_until: string | null;
+  peer_read_until_at: number | null;
 }
 
 function conversationOfStored(c: StoredConversation) {
@@ -704,7 +721,9 @@ function conversationOfStored(c: StoredConversation) {
       unreadCount: c.unread_count,
       readSeq: Number(c.read_seq),
       readUntil: c.read_until,
+      readUntilAt: c.read_until_at === null ? null : new Date(c.read_until_at),
       peerReadUntil: c.peer_read_until,
+      peerReadUntilAt: c.peer_read_until_at === null ? null : new Date(c.peer_read_until_at),
       version: 0,
       lastMessageAt: null,
       updatedAt: null,
@@ -749,7 +768,9 @@ function saveFoldedConversations(tx: Tx, convs: Set<ConversationState>): Promise
     u: c.unreadCount,
     rs: c.readSeq,
     ru: c.readUntil ?? undefined,
+    rua: c.readUntilAt?.toISOString(),
     pr: c.peerReadUntil ?? undefined,
+    pra: c.peerReadUntilAt?.toISOString(),
     lm: c.lastMessageAt?.toISOString(),
     ua: c.updatedAt?.toISOString(),
   }));
@@ -758,11 +779,11 @@ function saveFoldedConversations(tx: Tx, convs: Set<ConversationState>): Promise
     tx,
     "save_folded_conversations",
     `update conversations c set version = r.v, last_event_seq = r.v, unread_count = r.u,
-       read_seq = r.rs, read_until = r.ru, peer_read_until = r.pr,
-       last_message_at = greatest(c.last_message_at, r.lm),
+       read_seq = r.rs, read_until = r.ru, read_until_at = r.rua, peer_read_until = r.pr,
+       peer_read_until_at = r.pra, last_message_at = greatest(c.last_message_at, r.lm),
        updated_at = greatest(c.updated_at, r.ua)
      from json_to_recordset($1::json) as r(a bigint, i bigint, v bigint, u integer, rs bigint,
-       ru text, pr text, lm timestamptz, ua timestamptz)
+       ru text, rua timestamptz, pr text, pra timestamptz, lm timestamptz, ua timestamptz)
      where c.account_id = r.a and c.id = r.i`,
     records,
   );
@@ -974,6 +995,7 @@ class MessageFolder {
         editedAt: null,
         retractedAt: null,
         reactions: {},
+        reactedAt: {},
         createdSeq: seq,
         seq,
       },
@@ -1045,6 +1067,7 @@ class MessageFolder {
       ea: row.editedAt?.toISOString(),
       ra: row.retractedAt?.toISOString(),
       re: row.reactions && Object.keys(row.reactions).length > 0 ? row.reactions : undefined,
+      rt: row.reactedAt && Object.keys(row.reactedAt).length > 0 ? row.reactedAt : undefined,
       cs: row.createdSeq,
       s: row.seq,
     }));
@@ -1057,9 +1080,10 @@ class MessageFolder {
  * the row's final values: on conflict the stored stanza id may be the one kept.
  */
 const UPSERT_MESSAGES = `insert into messages (account_id, conversation_id, direction, message_id,
-     origin_id, stanza_id, body, sent_at, edited_at, retracted_at, reactions, created_seq, seq,
-     view)
-   select r.a, r.c, r.d, r.m, r.o, r.si, r.b, r.at, r.ea, r.ra, coalesce(r.re, '{}'), r.cs, r.s,
+     origin_id, stanza_id, body, sent_at, edited_at, retracted_at, reactions, reacted_at,
+     created_seq, seq, view)
+   select r.a, r.c, r.d, r.m, r.o, r.si, r.b, r.at, r.ea, r.ra, coalesce(r.re, '{}'),
+     coalesce(r.rt, '{}'), r.cs, r.s,
      ${messageJsonSql({
        messageId: "r.m",
        stanzaId: "r.si",
@@ -1072,12 +1096,13 @@ const UPSERT_MESSAGES = `insert into messages (account_id, conversation_id, dire
        seq: "r.s",
      })}
    from json_to_recordset($1::json) as r(a bigint, c bigint, d text, m text, o text,
-     si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb, cs bigint,
-     s bigint)
+     si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb, rt jsonb,
+     cs bigint, s bigint)
    on conflict (account_id, conversation_id, direction, message_id) do update set
      origin_id = excluded.origin_id, stanza_id = coalesce(excluded.stanza_id, messages.stanza_id),
      body = excluded.body, sent_at = excluded.sent_at, edited_at = excluded.edited_at,
-     retracted_at = excluded.retracted_at, reactions = excluded.reactions, seq = excluded.seq,
+     retracted_at = excluded.retracted_at, reactions = excluded.reactions,
+     reacted_at = excluded.reacted_at, seq = excluded.seq,
      view = ${messageJsonSql({
        ...messageColumnsOf("excluded"),
        stanzaId: "coalesce(excluded.stanza_id, messages.stanza_id)",
@@ -1108,6 +1133,12 @@ function applyModifier(row: MessageRow, modifier: Modifier, seq: number): void {
       row.editedAt = modifier.sentAt;
       return;
     case "reaction": {
+      // XEP-0444: each reaction replaces its sender's set; of two, the later by server time
+      // wins, whichever was written first.
+      const at = modifier.sentAt.toISOString();
+      const current = row.reactedAt?.[modifier.reacter];
+      if (current !== undefined && current > at) return;
+      row.reactedAt = { ...row.reactedAt, [modifier.reacter]: at };
       const reactions: Reactions = { ...(row.reactions ?? {}) };
       if (modifier.reactions && modifier.reactions.length > 0) {
         reactions[modifier.reacter] = modifier.reactions;

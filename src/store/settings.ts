@@ -43,8 +43,10 @@ export async function appendSettings(
     if (change.mutedUntil !== undefined) conv.mutedUntil = change.mutedUntil;
     if (change.archived !== undefined) conv.archived = change.archived;
     if (change.readUntil !== undefined) {
-      // Same rule as a displayed marker from one of the account's own devices.
+      // Same rule as a displayed marker from one of the account's own devices, set now: a
+      // marker sent earlier that ingest writes later does not move it back.
       conv.readUntil = change.readUntil;
+      conv.readUntilAt = input.now;
     }
 
     const seq = ++account.lastSeq;

@@ -20,7 +20,17 @@ import { checkpoints } from "../../src/store/schema/checkpoints.js";
 import { conversations } from "../../src/store/schema/conversations.js";
 import { events } from "../../src/store/schema/events.js";
 import { messages } from "../../src/store/schema/messages.js";
-import { callSignal, copyOf, displayed, edit, msg, react, retract } from "../helpers/copies.js";
+import { appendSettings } from "../../src/store/settings.js";
+import {
+  callSignal,
+  copyOf,
+  displayed,
+  edit,
+  msg,
+  nextTime,
+  react,
+  retract,
+} from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
 
 const options: WriteOptions = {
@@ -288,6 +298,61 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
       version: 3,
     });
     expect(await conversation(alice, bob)).toMatchObject({ peerReadUntil: "a2", version: 3 });
+  });
+
+  it("keeps each reacter's latest reaction by server time, whichever is written first", async () => {
+    const [alice, bob] = pair();
+    await appendBatch(t.store.db, { copies: [msg(alice, bob, "m1", "hi")] }, options);
+    // Made in this order, so each is later by server time than the one before.
+    const older = react(bob, alice, "m1", ["👍"]);
+    const newer = react(bob, alice, "m1", ["🎉"]);
+    await appendBatch(t.store.db, { copies: [newer] }, options);
+    await appendBatch(t.store.db, { copies: [older] }, options);
+    expect((await messageRows(alice))[0]?.reactions).toEqual({ [bob]: ["🎉"] });
+
+    // A removal beats an older reaction too, in one batch as across batches.
+    const add = react(bob, alice, "m1", ["👀"]);
+    const removal = react(bob, alice, "m1", []);
+    await appendBatch(t.store.db, { copies: [removal, add] }, options);
+    expect((await messageRows(alice))[0]?.reactions).toEqual({});
+
+    // And when both arrive before their message.
+    const first = react(alice, bob, "m2", ["1️⃣"]);
+    const second = react(alice, bob, "m2", ["2️⃣"]);
+    await appendBatch(t.store.db, { copies: [second] }, options);
+    await appendBatch(t.store.db, { copies: [first] }, options);
+    await appendBatch(t.store.db, { copies: [msg(bob, alice, "m2", "later")] }, options);
+    expect((await messageRows(alice)).find((m) => m.messageId === "m2")?.reactions).toEqual({
+      [alice]: ["2️⃣"],
+    });
+  });
+
+  it("moves no read marker back for a displayed marker older than the one in place", async () => {
+    const [alice, bob] = pair();
+    const a1 = msg(alice, bob, "a1", "1");
+    const a2 = msg(alice, bob, "a2", "2");
+    const late = displayed(bob, alice, "a1");
+    const seen = displayed(bob, alice, "a2");
+    const a3 = msg(alice, bob, "a3", "3");
+    await appendBatch(t.store.db, { copies: [a1, a2, seen, a3] }, options);
+    const before = { readUntil: "a2", unreadCount: 1 };
+    expect(await conversation(bob, alice)).toMatchObject(before);
+    expect(await conversation(alice, bob)).toMatchObject({ peerReadUntil: "a2" });
+    // bob's older marker reaches the store last (a catch-up behind live copies).
+    await appendBatch(t.store.db, { copies: [late] }, options);
+    expect(await conversation(bob, alice)).toMatchObject({ ...before, version: 5 });
+    expect(await conversation(alice, bob)).toMatchObject({ peerReadUntil: "a2", version: 5 });
+
+    // Nor does a marker older than a read_until set through the API.
+    const stale = displayed(bob, alice, "a2");
+    await appendSettings(t.store.db, {
+      accountJid: bob,
+      peer: alice,
+      change: { readUntil: "a3" },
+      now: nextTime(),
+    });
+    await appendBatch(t.store.db, { copies: [stale] }, options);
+    expect(await conversation(bob, alice)).toMatchObject({ readUntil: "a3", unreadCount: 0 });
   });
 
   it("takes a retracted unread message off the badge, but not one already read", async () => {

@@ -25,7 +25,11 @@ export const conversations = pgTable(
     /** seq of the event that last reset unread_count: unread = incoming messages after it */
     readSeq: bigint("read_seq", { mode: "number" }).notNull().default(0),
     readUntil: text("read_until"),
+    /** server time of the marker (or the request) that set read_until: older ones change nothing */
+    readUntilAt: timestamp("read_until_at", { withTimezone: true }),
     peerReadUntil: text("peer_read_until"),
+    /** server time of the peer's marker that set peer_read_until */
+    peerReadUntilAt: timestamp("peer_read_until_at", { withTimezone: true }),
     pinned: boolean("pinned").notNull().default(false),
     mutedUntil: timestamp("muted_until", { withTimezone: true }),
     archived: boolean("archived").notNull().default(false),

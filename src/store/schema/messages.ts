@@ -19,6 +19,12 @@ export const messages = pgTable(
     editedAt: timestamp("edited_at", { withTimezone: true }),
     retractedAt: timestamp("retracted_at", { withTimezone: true }),
     reactions: jsonb("reactions").$type<Reactions>().notNull().default({}),
+    /**
+     * reacter bare JID → server time (ISO 8601) of the reaction that set that reacter's current
+     * set, kept when the set is emptied: a reaction older than it, written later (catch-up and
+     * live copies interleave after a reconnect), changes nothing.
+     */
+    reactedAt: jsonb("reacted_at").$type<Record<string, string>>().notNull().default({}),
     createdSeq: bigint("created_seq", { mode: "number" }).notNull(),
     seq: bigint("seq", { mode: "number" }).notNull(),
     /**
