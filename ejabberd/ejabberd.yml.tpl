@@ -123,6 +123,9 @@ shaper_rules:
 
 modules:
   mod_admin_extra: {}
+  ## XEP-0191 blocking, as Debian's default configuration loads it: a message
+  ## its recipient blocked is stored on the sender's side only.
+  mod_blocking: {}
   mod_caps: {}
   mod_carboncopy: {}
   mod_client_state: {}
@@ -135,6 +138,7 @@ modules:
   mod_offline:
     access_max_user_messages: max_user_offline_messages
   mod_ping: {}
+  mod_privacy: {}
   ## XEP-0357 push via syncside's app server (the push.* component above).
   ## The body stays out of the publish: syncside reads the message from its
   ## own store and sends it encrypted to the phone.

@@ -195,7 +195,8 @@ maybe_copy(#message{from = #jid{} = From, to = #jid{} = To} = Msg) ->
             Msg;
         false ->
             Observers = observers_for([From, To]),
-            Parties = {is_local_user(From), is_local_user(To)},
+            Parties = {is_local_user(From),
+                       is_local_user(To) andalso accepts(To, Msg)},
             case Observers /= []
                 andalso not is_observer(BareFrom, Observers)
                 andalso not is_observer(BareTo, Observers)
@@ -239,6 +240,17 @@ is_local_user(#jid{luser = <<>>}) ->
 is_local_user(#jid{luser = LUser, lserver = LServer}) ->
     gen_mod:is_loaded(LServer, ?MODULE)
         andalso ejabberd_auth:user_exists(LUser, LServer).
+
+%% Whether the recipient's privacy lists let the message in, checked as
+%% ejabberd_sm checks them for an offline recipient (the default list; XEP-0191
+%% blocking is kept as one in 23.01). A message they deny never reaches the
+%% recipient nor their archive, so it is no event on their side: the copy says
+%% to-local="false" and only the sender's side is stored. (A session that set
+%% another active list with XEP-0016 is judged by its default list here.)
+-spec accepts(jid(), message()) -> boolean().
+accepts(#jid{lserver = LServer} = To, Msg) ->
+    allow == ejabberd_hooks:run_fold(privacy_check_packet, LServer, allow,
+                                     [To, Msg, in]).
 
 %% Carbons, MAM results and MUC private messages carry a top-level element
 %% that gives them away; all are copies or views of traffic that is (or is
@@ -300,9 +312,10 @@ archive_first(#message{to = #jid{lserver = LServer}} = Copy) ->
             end
     end.
 
-%% from-local / to-local say which parties are registered accounts here:
-%% only the server knows, and a message to an unknown local name or to a
-%% component of this domain must not become someone's conversation.
+%% from-local / to-local say which parties are registered accounts here
+%% (to-local: and accept the message): only the server knows, and a message to
+%% an unknown local name, to a component of this domain, or blocked by its
+%% recipient must not become someone's conversation.
 tap_element(SenderArchiveID, {FromLocal, ToLocal}) ->
     Attrs = case SenderArchiveID of
                 undefined -> [];

@@ -266,6 +266,29 @@ describe("ingest from a real ejabberd", () => {
     }
   });
 
+  it("stores a message its recipient blocked on the sender's side only", async () => {
+    const alice = await createUser(ejabberd, "alice");
+    const bob = await createUser(ejabberd, "bob");
+    const a = await online(alice);
+    const b = await online(bob);
+    const blocking = (verb: "block" | "unblock") =>
+      b.iqCaller.set(xml(verb, { xmlns: "urn:xmpp:blocking" }, xml("item", { jid: alice.jid })));
+    try {
+      await blocking("block");
+      await a.send(chat(bob.jid, "blocked-1", body("can you hear me?")));
+      await waitFor(() => eventCount(alice.jid, 1), { what: "alice's blocked message" });
+      await blocking("unblock");
+      await a.send(chat(bob.jid, "after-1", body("and now?")));
+      await waitFor(() => eventCount(alice.jid, 2), { what: "alice's second message" });
+      await waitFor(() => eventCount(bob.jid, 1), { what: "bob's message" });
+      expect((await eventsOf(alice.jid)).map((e) => e.messageId)).toEqual(["blocked-1", "after-1"]);
+      expect((await eventsOf(bob.jid)).map((e) => e.messageId)).toEqual(["after-1"]);
+      expect(await conversationOf(bob.jid, alice.jid)).toMatchObject({ unreadCount: 1 });
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
   it("keeps a peer that is not a local account on the local side only", async () => {
     const alice = await createUser(ejabberd, "alice");
     const a = await online(alice);
