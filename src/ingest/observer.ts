@@ -63,6 +63,30 @@ export function readStreamIntact(xmpp: Client): void {
 }
 
 /**
+ * Backs off xmpp.js's reconnects, which otherwise come every second forever: while the server is
+ * down, and also while every login fails at catch-up (a refused archive query, a store that
+ * fails), each attempt costing a SASL exchange. Each disconnect doubles the delay before the
+ * next attempt, up to `maxMs`; `reset()` (once a connection has caught up) brings it back to
+ * `initialMs`. xmpp.js reads the delay when a disconnect schedules the attempt, before this
+ * grows it: the first attempt after a good connection comes after `initialMs`.
+ */
+export function backOffReconnects(
+  xmpp: Client,
+  { initialMs = 1000, maxMs = 30_000 }: { initialMs?: number; maxMs?: number } = {},
+): { reset(): void } {
+  const reconnect = (xmpp as unknown as { reconnect: { delay: number } }).reconnect;
+  reconnect.delay = initialMs;
+  xmpp.on("disconnect", () => {
+    reconnect.delay = Math.min(reconnect.delay * 2, maxMs);
+  });
+  return {
+    reset() {
+      reconnect.delay = initialMs;
+    },
+  };
+}
+
+/**
  * Hides XEP-0198 from xmpp.js by removing it from the server's stream features before the
  * client sees them. Besides the observer's reason (see start): xmpp.js 0.14 sometimes acknowledges
  * more stanzas than ejabberd sent, and ejabberd then closes the stream.
@@ -93,6 +117,7 @@ export class Observer {
   /** while the settling pass reads the archive again, live copies do not move the checkpoint */
   private settling = false;
   private readonly stopping = new AbortController();
+  private backOff: { reset(): void } | null = null;
 
   constructor(private readonly o: ObserverOptions) {}
 
@@ -109,6 +134,7 @@ export class Observer {
     });
     this.xmpp = xmpp;
     readStreamIntact(xmpp);
+    this.backOff = backOffReconnects(xmpp);
 
     // No stream management: catch-up makes resumption unnecessary, and without it ejabberd
     // never re-routes unacknowledged archive results into the observer's offline storage.
@@ -174,6 +200,7 @@ export class Observer {
     if (generation !== this.generation) return;
     this.live = true;
     this.o.stats.catchingUp = false;
+    this.backOff?.reset();
     this.o.logger.info(
       {
         copies: first.copies + second.copies,

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import { client } from "@xmpp/client";
 import { type Element, Parser } from "@xmpp/xml";
 import { describe, expect, it } from "vitest";
-import { readStreamIntact } from "../../src/ingest/observer.js";
+import { backOffReconnects, readStreamIntact } from "../../src/ingest/observer.js";
 
 /** The connection internals xmpp.js 0.14 uses between its socket and its parser. */
 interface Internals {
@@ -73,5 +73,23 @@ describe("the observer's connection reading characters split between TCP reads",
     const bodies = bodiesRead(true);
     expect(bodies.length).toBe(Buffer.byteLength(TEXT));
     expect(new Set(bodies)).toEqual(new Set([TEXT]));
+  });
+});
+
+describe("the observer's reconnects", () => {
+  it("come later after each failed attempt, up to a ceiling, and soon again once caught up", () => {
+    const xmpp = client({ service: "xmpp://127.0.0.1:1", domain: "example.org" });
+    const reconnect = (xmpp as unknown as { reconnect: { delay: number; stop(): void } }).reconnect;
+    reconnect.stop();
+    const backOff = backOffReconnects(xmpp, { initialMs: 1000, maxMs: 8000 });
+    const delays: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      // What xmpp.js schedules the attempt after, then the disconnect the attempt ends in.
+      delays.push(reconnect.delay);
+      xmpp.emit("disconnect", { clean: false });
+    }
+    expect(delays).toEqual([1000, 2000, 4000, 8000, 8000, 8000]);
+    backOff.reset();
+    expect(reconnect.delay).toBe(1000);
   });
 });
