@@ -104,8 +104,10 @@ export { readCheckpoint } from "./checkpoint.js";
 /**
  * Deletes everything syncside holds for one account, in one transaction under the account's row
  * lock, the lock ingest takes before it writes, so no batch can land half before and half after.
- * The account row itself stays with its last_seq: seqs are never reused, so a position issued
- * before the erase cannot later match different events. Null for an unknown JID.
+ * The account row itself stays: seqs are never reused. The erase takes a seq of its own
+ * (erased_seq), before which every position is expired, so a phone that synced before it starts
+ * over; and it notes its time (erased_at), before which ingest stores nothing for the account,
+ * should it read the archive's look-back again. Null for an unknown JID.
  */
 export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: number } | null> {
   return db.transaction(async (tx) => {
@@ -116,6 +118,14 @@ export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: nu
     );
     if (!row) return null;
     const accountId = Number(row.id);
+    await tx
+      .update(accounts)
+      .set({
+        lastSeq: sql`${accounts.lastSeq} + 1`,
+        erasedSeq: sql`${accounts.lastSeq} + 1`,
+        erasedAt: sql`now()`,
+      })
+      .where(eq(accounts.id, accountId));
     await tx.delete(pushDeliveries).where(eq(pushDeliveries.accountId, accountId));
     await tx.delete(pushDevices).where(eq(pushDevices.accountId, accountId));
     await tx.delete(tokens).where(eq(tokens.accountId, accountId));

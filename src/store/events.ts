@@ -25,7 +25,10 @@ export interface BatchInput {
 export interface BatchResult {
   /** events written (a copy with both sides local writes two) */
   written: number;
-  /** events skipped because their dedupe key was already stored (replays) */
+  /**
+   * events skipped because their dedupe key was already stored (replays), or because they were
+   * sent before their account's mirror was erased (the archive read again)
+   */
   duplicates: number;
   /** events with no local account on either side */
   foreign: number;
@@ -89,6 +92,8 @@ interface LockedAccount {
   id: number;
   jid: string;
   lastSeq: number;
+  /** when an admin last erased the account's mirror: nothing sent before it is stored again */
+  erasedAt: number | null;
 }
 
 /**
@@ -124,14 +129,22 @@ function jidRecords(jids: string[]) {
 
 async function selectForUpdate(tx: Tx, jids: string[]): Promise<Map<string, LockedAccount>> {
   // Row locks are not expressible in the builder's select for PGlite and postgres.js alike.
-  const rows = await preparedRows<{ id: string | number; jid: string; last_seq: string | number }>(
+  const rows = await preparedRows<{
+    id: string | number;
+    jid: string;
+    last_seq: string | number;
+    erased_at: number | null;
+  }>(
     tx,
     "lock_accounts",
-    sql`select id, jid, last_seq from accounts where jid in (select r.jid from ${jidRecords(jids)})
-      order by id for update`,
+    sql`select id, jid, last_seq, ${sql.raw(epochMs("erased_at"))} as erased_at from accounts
+      where jid in (select r.jid from ${jidRecords(jids)}) order by id for update`,
   );
   return new Map(
-    rows.map((r) => [r.jid, { id: Number(r.id), jid: r.jid, lastSeq: Number(r.last_seq) }]),
+    rows.map((r) => [
+      r.jid,
+      { id: Number(r.id), jid: r.jid, lastSeq: Number(r.last_seq), erasedAt: r.erased_at },
+    ]),
   );
 }
 
@@ -382,11 +395,16 @@ async function writeSides(
   );
   const state = await readLane(tx, allSides, locked);
 
-  // Replays: drop sides whose dedupe key this account already has (and repeats inside the batch).
+  // Replays: drop sides whose dedupe key this account already has (and repeats inside the batch),
+  // and those an erase of the account's mirror took away.
   const sides: Side[] = [];
   for (const side of allSides) {
-    const key = `${accountOf(locked, side).id} ${side.dedupeKey}`;
-    if (state.known.has(key)) {
+    const account = accountOf(locked, side);
+    const key = `${account.id} ${side.dedupeKey}`;
+    if (
+      state.known.has(key) ||
+      (account.erasedAt !== null && side.copy.sentAt.getTime() <= account.erasedAt)
+    ) {
       result.duplicates++;
       continue;
     }

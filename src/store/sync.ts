@@ -114,7 +114,7 @@ export type SyncSnapshot =
  * Everything one sync answers, in one statement: one snapshot, so last_seq, the conversations,
  * their deltas and the calls agree with each other even while ingest commits, and one round trip
  * to the database. `ok: false` when `since` lies beyond the account's last_seq (a position from a
- * restored or other database). Messages come back as the JSON text the API answers with, stored
+ * restored or other database), or before its last erase. Messages come back as the JSON text the API answers with, stored
  * by ingest, and are handed on without being parsed.
  */
 export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapshot> {
@@ -133,7 +133,8 @@ export async function readSync(db: Db, request: SyncRequest): Promise<SyncSnapsh
   // The first row carries the account-wide figures; every row is one conversation of the page.
   const head = rows[0] ?? [];
   const lastSeq = Number(text(head[Column.lastSeq]) ?? 0);
-  if (since && since.seq > lastSeq) return { ok: false, lastSeq };
+  const erasedSeq = Number(text(head[Column.erasedSeq]) ?? 0);
+  if (since && (since.seq > lastSeq || since.seq < erasedSeq)) return { ok: false, lastSeq };
 
   const page = rows.filter((r) => r[Column.conversation] !== null);
   const hasMore = since !== null && page.length > limit;
@@ -171,6 +172,8 @@ enum Column {
   conversation,
   /** null when no call of the conversation changed */
   calls,
+  /** on the first row: the seq of the account's last erase, before which positions expired */
+  erasedSeq,
 }
 
 function text(value: Buffer | null | undefined): string | null {
@@ -232,7 +235,9 @@ function syncQuery(paged: boolean): Query {
           truncated: "d.truncated",
         }),
       )} as conversation,
-      k.rows::text as calls
+      k.rows::text as calls,
+      case when ${first} then (select erased_seq from accounts where id = ${accountId})::text
+        end as "erasedSeq"
     from (select 1) as one
     left join (page p
       left join lateral (

@@ -58,6 +58,9 @@ describe("admin API", () => {
     };
   }
   const write = (...copies: ParsedCopy[]) => appendBatch(h.store.db, { copies }, options);
+  /** The copies' clock runs on a fixed day; traffic after an erase is sent after it, now. */
+  const sentNow = (copy: ParsedCopy): ParsedCopy => ({ ...copy, sentAt: new Date() });
+  type Synced = { position: string; conversations: { peer: string }[] };
 
   async function call<T = Record<string, unknown>>(
     method: string,
@@ -540,15 +543,38 @@ describe("admin API", () => {
         bobBefore,
       );
 
-      // Later traffic is mirrored again, numbered after everything the account ever had.
-      await write(msg(bob, alice, "m2", "still there?"));
-      expect(await accountOf(alice)).toMatchObject({ id: aliceId, lastSeq: 4 });
+      // Later traffic is mirrored again, numbered after everything the account ever had and the
+      // seq the erase took (3 events, then the erase at 4).
+      expect(await accountOf(alice)).toMatchObject({ id: aliceId, lastSeq: 4, erasedSeq: 4 });
+      await write(sentNow(msg(bob, alice, "m2", "still there?")));
+      expect(await accountOf(alice)).toMatchObject({ id: aliceId, lastSeq: 5 });
       const [event] = await h.store.db.select().from(events).where(eq(events.accountId, aliceId));
-      expect(event).toMatchObject({ seq: 4, messageId: "m2" });
+      expect(event).toMatchObject({ seq: 5, messageId: "m2" });
 
       // Erasing again is harmless.
       await call("DELETE", `/v1/admin/accounts/${alice}`, admin, 204);
       expect((await rowsOf(aliceId)).events).toBe(0);
+    });
+
+    it("expires the positions issued before, and stores nothing sent before it again", async () => {
+      const { alice, bob } = people();
+      const before = msg(bob, alice, "m1", "hi");
+      await write(before);
+      const synced = await call<Synced>("GET", "/v1/sync", await h.token(alice), 200);
+      await call("DELETE", `/v1/admin/accounts/${alice}`, admin, 204);
+
+      // The phone logs in again (its token went with the erase) and syncs from where it was.
+      const own = await h.token(alice);
+      const path = `/v1/sync?since=${synced.position}`;
+      expect(await call("GET", path, own, 410)).toEqual(problem("position_expired", 410));
+      // ingest reads the archive's look-back again after a reconnect: the erased stays erased.
+      await write(before);
+      const fresh = await call<Synced>("GET", "/v1/sync", own, 200);
+      expect(fresh.conversations).toEqual([]);
+      await write(sentNow(msg(bob, alice, "m2", "after the erase")));
+      const next = await call<Synced>("GET", `/v1/sync?since=${fresh.position}`, own, 200);
+      expect(next.conversations.map((c) => c.peer)).toEqual([bob]);
+      expect((await rowsOf((await accountOf(alice)).id)).events).toBe(1);
     });
 
     it("waits for an ingest batch that holds the account, then erases what it wrote", async () => {
@@ -590,7 +616,8 @@ describe("admin API", () => {
       const res = await erase;
       expect(res.status).toBe(204);
       expect(await rowsOf(aliceId)).toMatchObject({ events: 0, conversations: 0, messages: 0 });
-      expect(await accountOf(alice)).toMatchObject({ lastSeq: 2 });
+      // Two events, the second from the batch it waited for, then the erase's own seq.
+      expect(await accountOf(alice)).toMatchObject({ lastSeq: 3, erasedSeq: 3 });
     });
 
     it("answers 403 to an account token, even for its own account, and erases nothing", async () => {

@@ -18,8 +18,10 @@ const route = createRoute({
     "(its sessions end at once) and push devices. The XMPP account and its ejabberd archive are",
     "untouched, and messages arriving later are mirrored again. What other accounts hold stays:",
     "a peer's own conversation with this JID is the peer's data and is not erased. The account",
-    "itself stays listed (no conversations) with its stream position, so positions issued before",
-    "never match later events; erasing it again is harmless.",
+    "itself stays listed (no conversations) with its stream position; positions issued before",
+    "the erase are answered 410 `position_expired`, so the account's phones start over, and",
+    "messages sent before it are not mirrored again should ingest read them once more (clocks of",
+    "ejabberd and PostgreSQL are compared: keep them in sync). Erasing again is harmless.",
   ].join(" "),
   request: { params: AccountParams },
   responses: {

@@ -195,7 +195,8 @@ export type SyncAnswer = Extract<SyncSnapshot, { ok: true }>;
 /** One read of everything the account's phone gets for this request. */
 export async function readSnapshot(store: Store, request: SyncRequest): Promise<SyncAnswer> {
   const snapshot = await readSync(store.db, request);
-  // A seq this account never reached: the position comes from a restored or other database.
+  // A seq this account never reached (the position comes from a restored or other database), or
+  // one from before an admin erased the account's mirror.
   if (!snapshot.ok) throw expired();
   return snapshot;
 }
