@@ -54,10 +54,10 @@ export function createMetrics(options: {
   });
   new Gauge({
     name: "syncside_ingest_lag_seconds",
-    help: "Server receive time of the newest copy in the last batch to its commit",
+    help: "How far the store is behind the server: the last batch's lag from the server's receipt to commit, or the age of the oldest copy still waiting for its commit if more (0 on a standby)",
     registers: [registry],
     collect() {
-      this.set((ingest.lastLagMs ?? 0) / 1000);
+      this.set((ingest.lagMs() ?? 0) / 1000);
     },
   });
   new Counter({

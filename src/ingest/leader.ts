@@ -98,5 +98,7 @@ export async function runIngest(o: IngestOptions): Promise<void> {
     await lock.release().catch(() => {});
     o.stats.role = "standby";
     o.stats.connected = false;
+    // A standby is behind nothing: its last batch's lag no longer says anything.
+    o.stats.lastLagMs = null;
   }
 }

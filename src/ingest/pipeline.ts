@@ -2,7 +2,7 @@ import type { Element } from "@xmpp/xml";
 import { DEFAULT_INGEST_LANES } from "../config.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
-import { compareArchiveIds, dropOtherLanes, lowestArchiveId } from "../store/checkpoint.js";
+import { compareArchiveIds, dropOtherLanes } from "../store/checkpoint.js";
 import { isRefusedContent, type Store } from "../store/db.js";
 import { appendLane, type BatchResult, type WriteOptions } from "../store/events.js";
 import type { StoreUpkeep } from "../store/upkeep.js";
@@ -101,7 +101,12 @@ export class Pipeline {
     if (this.closed) return Promise.reject(new Error("ingest pipeline is closed"));
     if (items.length === 0) return Promise.resolve();
     const parsed = items.map((item) => this.parse(item));
-    return Promise.all(this.lanes.map((lane) => lane.enqueue(parsed))).then(() => undefined);
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const p of parsed) if (p.copy) oldest = Math.min(oldest, p.copy.sentAt.getTime());
+    const done = oldest < Number.POSITIVE_INFINITY ? this.o.stats.pendingFrom(oldest) : () => {};
+    return Promise.all(this.lanes.map((lane) => lane.enqueue(parsed)))
+      .then(() => undefined)
+      .finally(done);
   }
 
   /** Waits for everything queued so far. */
@@ -157,19 +162,12 @@ export class Pipeline {
     this.o.upkeep?.afterWrite(result.written);
     if (!checkpoint) return;
     this.positions[lane] = checkpoint.position;
-    this.o.stats.checkpoint = lowest(this.positions);
     if (!this.lanesSettled && this.positions.every((p) => p !== null)) {
       // Rows of an earlier lane count bound nothing once every current lane has its own.
       this.lanesSettled = true;
       await dropOtherLanes(this.o.store.db, this.o.checkpointSource, lanes);
     }
   }
-}
-
-/** The lowest archive id of those given; null while any is missing. */
-function lowest(positions: (string | null)[]): string | null {
-  if (positions.includes(null)) return null;
-  return lowestArchiveId(positions as string[], (p) => p) ?? null;
 }
 
 interface LaneWriterOptions {

@@ -8,13 +8,15 @@ export class IngestStats {
   role: IngestRole = "starting";
   connected = false;
   catchingUp = false;
-  checkpoint: string | null = null;
   eventsWritten = 0;
   duplicates = 0;
   writeFailures = 0;
   lastBatchAt: Date | null = null;
   /** ms from the server receiving the newest copy of the last batch to its commit */
   lastLagMs: number | null = null;
+  /** copies handed to the pipeline and not yet committed: per push, its oldest server time */
+  private readonly pending = new Map<number, number>();
+  private nextPending = 0;
   readonly rejects = new Map<string, number>();
   readonly ignored = new Map<string, number>();
   readonly eventsByKind = new Map<string, number>();
@@ -44,6 +46,29 @@ export class IngestStats {
     if (newest > 0) this.lastLagMs = Math.max(0, now - newest);
     if (result.written > 0) this.recent.push({ at: now, n: result.written });
     this.prune(now);
+  }
+
+  /**
+   * Notes copies handed to the pipeline, by the server time of the oldest of them; the returned
+   * function says they are committed (or dropped). See lagMs.
+   */
+  pendingFrom(oldestSentAtMs: number): () => void {
+    const id = this.nextPending++;
+    this.pending.set(id, oldestSentAtMs);
+    return () => this.pending.delete(id);
+  }
+
+  /**
+   * How far the store is behind the server: the last batch's lag, or, while copies wait to be
+   * committed, the age of the oldest of them if that is more. So it grows while writes fail or
+   * hang, and during a catch-up shows how old the copies being read are. Null before any batch
+   * with nothing pending.
+   */
+  lagMs(): number | null {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const at of this.pending.values()) oldest = Math.min(oldest, at);
+    if (oldest === Number.POSITIVE_INFINITY) return this.lastLagMs;
+    return Math.max(this.lastLagMs ?? 0, this.clock() - oldest);
   }
 
   /** events committed per second over the last minute */

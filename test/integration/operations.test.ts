@@ -1,10 +1,13 @@
+import xml from "@xmpp/xml";
+import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ParsedCopy } from "../../src/ingest/parse.js";
 import { createLogger } from "../../src/logger.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
 import { expectContract } from "../helpers/contract.js";
-import { msg } from "../helpers/copies.js";
+import { msg, wireCopy } from "../helpers/copies.js";
 import { createHarness, type Harness, harnessForTest } from "../helpers/harness.js";
+import { pipelineFor } from "../helpers/ingest.js";
 import { waitFor } from "../helpers/wait.js";
 
 type LogLine = Record<string, unknown> & { msg: string };
@@ -194,6 +197,67 @@ describe("operations: request ids in logs, access lines, /metrics", () => {
       } finally {
         h.ingest.role = "disabled";
         h.ingest.connected = false;
+      }
+    });
+
+    it("reports what the ingest pipeline committed, refused and still waits for", async () => {
+      const { alice, bob } = people();
+      const pipeline = pipelineFor(h.store, { stats: h.ingest, lanes: 1, lingerMs: 1 });
+      const before = await metrics();
+      const count = (text: string, name: string, labels: Record<string, string>) =>
+        sample(text, name, labels) ?? 0;
+      const sentAt = (ago: number) => new Date(Date.now() - ago).toISOString();
+      try {
+        await pipeline.push([
+          {
+            copy: wireCopy({ from: alice, to: bob, id: "p1", body: "hi", stamp: sentAt(50) }),
+            archiveId: null,
+          },
+          { copy: xml("message", { from: "example.org", id: "not-a-copy" }), archiveId: null },
+        ]);
+        const text = await metrics();
+        expect(
+          count(text, "syncside_ingest_events_total", { kind: "message" }) -
+            count(before, "syncside_ingest_events_total", { kind: "message" }),
+        ).toBe(2);
+        expect(
+          count(text, "syncside_ingest_rejected_total", { reason: "not_a_copy" }) -
+            count(before, "syncside_ingest_rejected_total", { reason: "not_a_copy" }),
+        ).toBe(1);
+        expect(sample(text, "syncside_ingest_lag_seconds")).toBeGreaterThanOrEqual(0.05);
+
+        // While a batch waits (here on a row lock), the lag grows with its oldest copy's age.
+        let release = () => {};
+        const held = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        let locked = () => {};
+        const isLocked = new Promise<void>((resolve) => {
+          locked = resolve;
+        });
+        const holder = h.store.db.transaction(async (tx) => {
+          await tx.execute(sql`select id from accounts where jid = ${alice} for update`);
+          locked();
+          await held;
+        });
+        await isLocked;
+        const waiting = pipeline.push([
+          {
+            copy: wireCopy({ from: alice, to: bob, id: "p2", body: "?", stamp: sentAt(0) }),
+            archiveId: null,
+          },
+        ]);
+        await waitFor(
+          async () => (sample(await metrics(), "syncside_ingest_lag_seconds") ?? 0) >= 1,
+          { what: "the lag to count the waiting copy" },
+        );
+        release();
+        await holder;
+        await waiting;
+        // Committed: the lag is that batch's again, and stops growing.
+        expect(h.ingest.lagMs()).toBe(h.ingest.lastLagMs);
+      } finally {
+        pipeline.close();
       }
     });
 

@@ -23,7 +23,8 @@ const IngestStatus = z
     }),
     last_batch_at: Timestamp.nullable(),
     lag_ms: z.number().int().nullable().openapi({
-      description: "from the server receiving the newest copy of the last batch to its commit",
+      description:
+        "how far the store is behind the server: from the server receiving the newest copy of the last batch to its commit, or, while copies wait for their commit (writes failing, a catch-up), the age of the oldest of them if more; null on a standby",
     }),
     events_per_second: z
       .number()
@@ -64,6 +65,7 @@ export function registerAdminIngest(app: App): void {
   app.openapi(route, async (c) => {
     const { store, config, ingest } = c.var.deps;
     const checkpoint = await readCheckpoint(store.db, checkpointSource(config));
+    const lagMs = ingest.lagMs();
     return c.json(
       {
         role: ingest.role,
@@ -73,7 +75,7 @@ export function registerAdminIngest(app: App): void {
           ? { position: checkpoint.position, updated_at: checkpoint.updatedAt.toISOString() }
           : null,
         last_batch_at: iso(ingest.lastBatchAt),
-        lag_ms: ingest.lastLagMs === null ? null : Math.round(ingest.lastLagMs),
+        lag_ms: lagMs === null ? null : Math.round(lagMs),
         events_per_second: ingest.eventsPerSecond(),
         events_written: ingest.eventsWritten,
         duplicates: ingest.duplicates,
