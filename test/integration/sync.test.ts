@@ -563,8 +563,11 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
       expect(settled).toBe(false);
 
       const m = msg(bob, alice, "m1", "wake up");
+      const woken = performance.now();
       await write(m);
       const body = await polling;
+      // Woken by the change, not by the end of its 30 s wait.
+      expect(performance.now() - woken).toBeLessThan(10_000);
       expect(body.conversations).toEqual([
         expect.objectContaining({ peer: bob, messages: [sent(m, "in", 1)] }),
       ]);
@@ -577,8 +580,11 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
       const controller = new AbortController();
       const path = `/v1/sync?since=${start.position}&wait=30`;
       const polling = h.get(path, token, { signal: controller.signal });
+      const left = performance.now();
       controller.abort();
       const res = await polling;
+      // Ended by the client leaving, not by the end of its 30 s wait.
+      expect(performance.now() - left).toBeLessThan(10_000);
       expect(res.status).toBe(200);
       expect((await expectContract<SyncBody>(res, "GET", path)).conversations).toEqual([]);
     });
