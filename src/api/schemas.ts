@@ -1,5 +1,7 @@
 import { z } from "@hono/zod-openapi";
-import { ERROR_CODES, type ErrorCode, statusOf } from "../errors.js";
+import type { MiddlewareHandler } from "hono";
+import { AppError, ERROR_CODES, type ErrorCode, statusOf } from "../errors.js";
+import type { AppEnv } from "./context.js";
 
 export const ProblemSchema = z
   .object({
@@ -59,3 +61,22 @@ export function nulPath(value: unknown, path: string[] = []): string | null {
   }
   return null;
 }
+
+const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
+
+/**
+ * Middleware for routes that take a JSON body: a body that is not JSON is a bad `body` field,
+ * answered like any other validation failure (hono's own check answers a bare 400, and reads a
+ * body of another type as no body at all). Runs after authentication.
+ */
+export const jsonBody: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const type = (c.req.header("content-type") ?? "").split(";")[0]?.trim() ?? "";
+  if (!JSON_TYPE.test(type)) {
+    throw new AppError("validation_failed", "body: expected application/json");
+  }
+  // hono caches the parsed body, so the route's validator reads this same result.
+  await c.req.json().catch(() => {
+    throw new AppError("validation_failed", "body: malformed JSON");
+  });
+  await next();
+};

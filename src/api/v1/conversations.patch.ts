@@ -4,7 +4,7 @@ import { appendSettings, type SettingsChange } from "../../store/settings.js";
 import { withLastMessages } from "../../store/sync.js";
 import { accountRoute } from "../auth.js";
 import type { App } from "../context.js";
-import { errorResponses } from "../schemas.js";
+import { errorResponses, jsonBody } from "../schemas.js";
 import { ConversationSchema, toConversation } from "./conversation-views.js";
 import { normalizePeer, PeerParams } from "./params.js";
 
@@ -38,6 +38,7 @@ const SettingsBody = z
 
 const route = createRoute({
   ...accountRoute,
+  middleware: [...accountRoute.middleware, jsonBody],
   method: "patch",
   path: "/v1/conversations/{peer}",
   tags: ["conversations"],
@@ -54,7 +55,7 @@ const route = createRoute({
       description: "the conversation after the change",
       content: { "application/json": { schema: ConversationSchema } },
     },
-    ...errorResponses("bad_request", "validation_failed", "unauthorized", "payload_too_large"),
+    ...errorResponses("validation_failed", "unauthorized", "payload_too_large"),
   },
 });
 

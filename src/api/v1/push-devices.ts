@@ -4,7 +4,7 @@ import { deleteDevice, listDevices, type PushDevice, registerDevice } from "../.
 import { PUSH_ENVIRONMENTS, PUSH_PLATFORMS } from "../../store/schema/push-devices.js";
 import { accountRoute } from "../auth.js";
 import type { App } from "../context.js";
-import { errorResponses, iso, Timestamp } from "../schemas.js";
+import { errorResponses, iso, jsonBody, Timestamp } from "../schemas.js";
 
 /** base64url that decodes to exactly `bytes` bytes (no padding, as RFC 8291 keys travel). */
 function base64urlOf(bytes: number, what: string) {
@@ -112,6 +112,7 @@ const DeviceId = z.object({
 
 const register = createRoute({
   ...accountRoute,
+  middleware: [...accountRoute.middleware, jsonBody],
   method: "post",
   path: "/v1/push/devices",
   tags: ["push"],
@@ -128,7 +129,7 @@ const register = createRoute({
       description: "the device; its secret is never shown again",
       content: { "application/json": { schema: RegisteredDevice } },
     },
-    ...errorResponses("bad_request", "validation_failed", "unauthorized", "payload_too_large"),
+    ...errorResponses("validation_failed", "unauthorized", "payload_too_large"),
   },
 });
 

@@ -2,14 +2,14 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { getConnInfo } from "@hono/node-server/conninfo";
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gt, isNull } from "drizzle-orm";
-import type { Context, MiddlewareHandler } from "hono";
+import type { Context } from "hono";
 import { AppError } from "../../errors.js";
 import { tokens } from "../../store/schema/tokens.js";
 import { verifyPassword } from "../../xmpp/verify-password.js";
 import { accountRoute, ensureAccount, issueToken, scopeNow } from "../auth.js";
 import type { App, AppEnv } from "../context.js";
 import { addressBucket, SlidingWindow } from "../rate-limit.js";
-import { BareJid, errorResponses, iso, Timestamp } from "../schemas.js";
+import { BareJid, errorResponses, iso, jsonBody, Timestamp } from "../schemas.js";
 
 const FAILURE_WINDOW_MS = 15 * 60_000;
 const MAX_FAILURES_PER_JID = 5;
@@ -77,21 +77,6 @@ const TokenId = z.object({
     .max(100)
     .openapi({ param: { name: "id", in: "path" }, example: "tok_3q2P0xYk8mZc" }),
 });
-
-const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
-
-/** A body that is not JSON is a bad `body` field, like any other validation failure. */
-const jsonBody: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const type = (c.req.header("content-type") ?? "").split(";")[0]?.trim() ?? "";
-  if (!JSON_TYPE.test(type)) {
-    throw new AppError("validation_failed", "body: expected application/json");
-  }
-  // hono caches the parsed body, so the route's validator reads this same result.
-  await c.req.json().catch(() => {
-    throw new AppError("validation_failed", "body: malformed JSON");
-  });
-  await next();
-};
 
 const failures = errorResponses(
   "validation_failed",
