@@ -5,6 +5,7 @@ import { machine, render, writeResult } from "./report.js";
 import type { Scenario } from "./scenario.js";
 import { ingestCatchUp } from "./scenarios/ingest-catchup.js";
 import { ingestFaults } from "./scenarios/ingest-faults.js";
+import { ingestLiveBurst } from "./scenarios/ingest-live-burst.js";
 import { ingestLiveLag } from "./scenarios/ingest-live-lag.js";
 import { ingestPipeline } from "./scenarios/ingest-pipeline.js";
 import { longPolls } from "./scenarios/long-polls.js";
@@ -12,10 +13,11 @@ import { productClaim } from "./scenarios/product-claim.js";
 import { syncScale } from "./scenarios/sync-scale.js";
 
 /** Every scenario, in the order a full run takes them. */
-// Live lag runs before catch-up fills ejabberd's archive: a Mnesia archive slows with its size.
+// Live lag and burst run before catch-up fills ejabberd's archive.
 const SCENARIOS: Scenario[] = [
   ingestPipeline,
   ingestLiveLag,
+  ingestLiveBurst,
   ingestCatchUp,
   ingestFaults,
   syncScale,
@@ -28,7 +30,7 @@ const resultsDir = join(root, "bench", "results");
 
 function usage(): string {
   const names = SCENARIOS.map((s) => `  ${s.name.padEnd(18)} ${s.description}`).join("\n");
-  return `usage: npm run bench -- [scenario...]   (default: all)\n\n${names}\n\nenvironment: BENCH_SCALE=0.1 for a quick run (default 1); BENCH_SCALE_<SCENARIO>, e.g.\nBENCH_SCALE_INGEST_CATCHUP=0.05, sizes one scenario apart\n(a scenario whose full size takes too long runs at a smaller default scale and prints it);\nBENCH_LOG_LEVEL=info shows the sidecar's log (with the access log) and the pipeline's\n`;
+  return `usage: npm run bench -- [scenario...]   (default: all)\n\n${names}\n\nenvironment: BENCH_SCALE=0.1 for a quick run (default 1); BENCH_SCALE_<SCENARIO>, e.g.\nBENCH_SCALE_INGEST_CATCHUP=0.05, sizes one scenario apart;\nBENCH_LOG_LEVEL=info shows the sidecar's log (with the access log) and the pipeline's\n`;
 }
 
 /**
