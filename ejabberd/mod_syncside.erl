@@ -205,7 +205,7 @@ maybe_copy(#message{from = #jid{} = From, to = #jid{} = To} = Msg) ->
                 true ->
                     SenderArchiveID = sender_archive_id(Msg),
                     lists:foreach(fun(Observer) ->
-                                          ejabberd_router:route(
+                                          deliver(
                                             archive_first(
                                               make_copy(Msg, Observer,
                                                         SenderArchiveID,
@@ -298,19 +298,34 @@ make_copy(Msg, Observer, SenderArchiveID, Parties) ->
 %% 10,000 copies lost across a restart). Marked as archived, the copy is then
 %% only delivered: mod_mam does not store it a second time, and the observer
 %% sees the same <stanza-id/> as before. Without mod_mam, it is only routed.
--spec archive_first(message()) -> message().
+-spec archive_first(message()) -> {archived | routed, message()}.
 archive_first(#message{to = #jid{lserver = LServer}} = Copy) ->
     case gen_mod:is_loaded(LServer, mod_mam) of
         false ->
-            Copy;
+            {routed, Copy};
         true ->
             WithId = xmpp:put_meta(Copy, stanza_id,
                                    erlang:system_time(microsecond)),
             case mod_mam:offline_message({bounce, WithId}) of
-                {archived, Archived} -> Archived;
-                _ -> Copy
+                {archived, Archived} -> {archived, Archived};
+                _ -> {routed, Copy}
             end
     end.
+
+%% Routes a copy to the observer's session, once archived only while the
+%% observer is available: routed to an unavailable observer, an archived copy
+%% (which mod_mam and, for its <offline/>, mod_offline both leave alone) was
+%% bounced by ejabberd_sm with an error for every message. syncside reads
+%% such copies from the archive when it connects, as any it was not online for.
+-spec deliver({archived | routed, message()}) -> ok.
+deliver({archived, #message{to = #jid{luser = LUser, lserver = LServer}} = Copy}) ->
+    case [P || {P, _} <- ejabberd_sm:get_user_present_resources(LUser, LServer),
+               is_integer(P), P >= 0] of
+        [] -> ok;
+        _ -> ejabberd_router:route(Copy)
+    end;
+deliver({routed, Copy}) ->
+    ejabberd_router:route(Copy).
 
 %% from-local / to-local say which parties are registered accounts here
 %% (to-local: and accept the message): only the server knows, and a message to
