@@ -36,9 +36,10 @@ export const Timestamp = z
   .string()
   .openapi({ format: "date-time", example: "2026-11-26T08:00:00.000Z" });
 
-export const BareJid = z
-  .string()
-  .openapi({ example: "bob@example.org", description: "a bare JID (local@domain)" });
+export const BareJid = z.string().openapi({
+  example: "bob@example.org",
+  description: "a bare JID: local@domain, or a bare domain for a component or the server",
+});
 
 export function iso(date: Date | null | undefined): string | null {
   return date ? date.toISOString() : null;

@@ -262,10 +262,9 @@ function readOriginal(original: Element, raw: string): Pick<ParsedCopy, "events"
   if (original.getChildElements().some((child) => isIn(child, "result", MAM_NAMESPACES))) {
     return ignore("mam");
   }
-  // A domain-only address is a server or component talking, not one side of a conversation.
-  if (from.local === "" || to.local === "") {
-    return ignore("server");
-  }
+  // A domain-only address (a component such as a gateway or a bot, or the server's own
+  // announcements) is a peer like any other: no account of its own, so only the local side of
+  // such a chat is stored (the copy says which parties are local).
   if (from.bare === to.bare) {
     return ignore("self");
   }

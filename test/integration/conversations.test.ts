@@ -169,7 +169,18 @@ describe("/v1/conversations", () => {
       });
     });
 
-    it.each(["bob", "bob@", "@example.org", "bob@example.org%2Fphone", "a%20b@example.org"])(
+    it("serves a conversation with a bare domain (a component or the server) as any other", async () => {
+      const { alice } = people();
+      const gateway = `gateway-${alice.split("@")[0]}.example.org`;
+      const m = msg(gateway, alice, "g1", "welcome");
+      await write(m);
+      const token = await h.token(alice);
+      expect(await call("GET", `/v1/conversations/${gateway}`, token, 200)).toEqual(
+        state(gateway, 1, { unread_count: 1, last_message: sent(m, "in", 1) }),
+      );
+    });
+
+    it.each(["bob@", "@example.org", "bob@example.org%2Fphone", "a%20b@example.org", "a@b@c"])(
       "answers 400 for the peer %s, which is not a bare JID",
       async (peer) => {
         const { alice } = people();

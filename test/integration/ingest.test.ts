@@ -295,17 +295,24 @@ describe("ingest from a real ejabberd", () => {
     try {
       await a.send(chat("carol@remote.example", "far-1", body("hello over there")));
       await a.send(chat(`bot@push.${ejabberd.domain}`, "comp-1", body("hello component")));
+      await a.send(chat(`push.${ejabberd.domain}`, "comp-2", body("hello gateway")));
       const ghost = `nobody-${Date.now()}@${ejabberd.domain}`;
       await a.send(chat(ghost, "ghost-1", body("anyone?")));
-      await waitFor(() => eventCount(alice.jid, 3), { what: "alice's three messages" });
-      // Neither a remote JID, nor a component, nor an unregistered local name becomes an account.
+      await waitFor(() => eventCount(alice.jid, 4), { what: "alice's four messages" });
+      // Neither a remote JID, nor a component (by a name at it or its bare domain), nor an
+      // unregistered local name becomes an account.
       expect(await accountOf("carol@remote.example")).toBeUndefined();
       expect(await accountOf(ghost)).toBeUndefined();
       expect((await eventsOf(alice.jid)).map((e) => [e.kind, e.direction, e.messageId])).toEqual([
         ["message", "out", "far-1"],
         ["message", "out", "comp-1"],
+        ["message", "out", "comp-2"],
         ["message", "out", "ghost-1"],
       ]);
+      expect(await accountOf(`push.${ejabberd.domain}`)).toBeUndefined();
+      expect(await conversationOf(alice.jid, `push.${ejabberd.domain}`)).toMatchObject({
+        version: 3,
+      });
       expect(await conversationOf(alice.jid, "carol@remote.example")).toMatchObject({ version: 1 });
     } finally {
       await a.stop();

@@ -890,13 +890,26 @@ describe("parseCopy: ignored copies", () => {
     expect(parseCopy(copyOf(original))).toEqual(accepted([], "self"));
   });
 
-  it("ignores messages to or from a bare server domain", () => {
-    expect(parseCopy(copyOf(chat({ from: "example.org" }, xml("body", {}, "motd"))))).toEqual(
-      accepted([], "server"),
+  it("takes a message to or from a bare domain (a component, the server) as any other", () => {
+    const motd = chat({ from: "example.org" }, xml("body", {}, "motd"));
+    expect(parseCopy(copyOf(motd))).toEqual(
+      accepted([
+        event({
+          kind: "message",
+          from: "example.org",
+          fromResource: null,
+          to: "bob@example.org",
+          messageId: "m1",
+          body: "motd",
+          raw: motd.toString(),
+        }),
+      ]),
     );
-    expect(parseCopy(copyOf(chat({ to: "example.org" }, xml("body", {}, "x"))))).toEqual(
-      accepted([], "server"),
-    );
+    const toGateway = chat({ to: "gateway.example.org" }, xml("body", {}, "x"));
+    expect(parseCopy(copyOf(toGateway))).toMatchObject({
+      ok: true,
+      copy: { events: [{ from: "alice@example.org", to: "gateway.example.org", body: "x" }] },
+    });
   });
 
   it("ignores a standalone chat state (XEP-0085 example 5)", () => {

@@ -40,7 +40,10 @@ export const cursorQuery = z
     description: "`next_cursor` from the previous page, as given",
   });
 
-const BARE_JID = /^[^@/\s"&'<>:]+@[^@/\s"&'<>:]+$/;
+/** local@domain, or a bare domain (a component, the server itself): peers can be either. */
+const BARE_JID = /^(?:[^@/\s"&'<>:]+@)?[^@/\s"&'<>:]+$/;
+/** local@domain: an account always has a local part. */
+export const ACCOUNT_JID = /^[^@/\s"&'<>:]+@[^@/\s"&'<>:]+$/;
 
 /** RFC 7622: each part of a JID is at most 1,023 bytes (also what a store index can hold). */
 const MAX_JID_PART_BYTES = 1023;
@@ -56,7 +59,8 @@ export const PeerParams = z.object({
     )
     .openapi({
       param: { name: "peer", in: "path" },
-      description: "the peer's bare JID, URL-encoded",
+      description:
+        "the peer's bare JID (or bare domain, for a component or the server), URL-encoded",
       example: "bob@example.org",
     }),
 });
