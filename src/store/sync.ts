@@ -77,7 +77,8 @@ export interface SyncedConversation {
   version: number;
   /**
    * The conversation as API JSON (UTF-8, see syncConversationJsonSql) up to its calls: its
-   * fields, its newest message and its compacted delta, oldest first by creation.
+   * fields, its newest message and its compacted delta: the newest by creation, in the order
+   * they were sent.
    */
   json: Buffer;
   /** calls of this conversation changed in the same window, oldest offer first */
@@ -242,14 +243,14 @@ function syncQuery(paged: boolean): Query {
     left join (page p
       left join lateral (
         select
-          '[' || coalesce(string_agg(m.view, ',' order by m.created_seq)
+          '[' || coalesce(string_agg(m.view, ',' order by m.sent_at, m.created_seq)
             filter (where m.rank <= ${p("shown")}), '') || ']' as messages,
           count(*) > ${p("shown")} as truncated,
           min(m.view) filter (where m.rank = 1) as newest_view,
           max(m.created_seq) as newest,
           min(m.created_seq) filter (where m.rank <= ${p("shown")}) as oldest_shown
         from (
-          select ${sql.raw(storedMessageJsonSql("m"))} as view, m.created_seq,
+          select ${sql.raw(storedMessageJsonSql("m"))} as view, m.created_seq, m.sent_at,
             row_number() over (order by m.created_seq desc) as rank
           from messages m
           where m.account_id = ${accountId} and m.conversation_id = p.id ${changed}

@@ -310,6 +310,19 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     expect(again).toEqual({ ...body, position: body.position, conversations: [] });
   });
 
+  it("orders a delta by when its messages were sent, not when they were stored", async () => {
+    const { alice, bob } = people();
+    const token = await h.token(alice);
+    const start = await sync(token);
+    // m1 is sent first but reaches the store last (archived late, read by a later catch-up).
+    const m1 = msg(bob, alice, "m1", "first");
+    const m2 = msg(bob, alice, "m2", "second");
+    await write(m2);
+    await write(m1);
+    const body = await sync(token, `since=${start.position}`);
+    expect(body.conversations[0]?.messages.map((m) => m.id)).toEqual(["m1", "m2"]);
+  });
+
   it("includes the newest message as last_message even when only a marker changed", async () => {
     const { alice, bob } = people();
     const m = msg(bob, alice, "m1", "read me");
