@@ -9,6 +9,7 @@ import { messages } from "../../src/store/schema/messages.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
 import { connectUser, createUser, type TestUser } from "../helpers/ejabberd.js";
 import { type RunningIngest, startIngest } from "../helpers/ingest.js";
+import { RawSession } from "../helpers/raw-xmpp.js";
 import { waitFor } from "../helpers/wait.js";
 
 const ejabberd = inject("ejabberd");
@@ -244,6 +245,35 @@ describe("ingest from a real ejabberd", () => {
         unreadCount: 6,
       });
     } finally {
+      await a.stop();
+    }
+  });
+
+  it("copies a message once when ejabberd routes it again for a lost session's unacked queue", async () => {
+    const alice = await createUser(ejabberd, "alice");
+    const bob = await createUser(ejabberd, "bob");
+    const a = await online(alice);
+    // bob's phone enables stream management without resumption and never acknowledges.
+    const phone = await RawSession.open(ejabberd, bob, "phone");
+    try {
+      await a.send(chat(bob.jid, "sm-1", body("are you there?")));
+      await phone.until(/id=['"]sm-1['"]/);
+      await waitFor(() => eventCount(bob.jid, 1), { what: "bob's message" });
+      // The network drops: ejabberd routes sm-1 again (here to offline storage, where bob's
+      // next login gets it from), past mod_syncside's hook a second time.
+      phone.drop();
+      const b = await online(bob);
+      const delivered: string[] = [];
+      b.on("stanza", (s) => {
+        if (s.is("message") && s.attrs.id) delivered.push(s.attrs.id);
+      });
+      await waitFor(() => delivered.includes("sm-1"), { what: "sm-1 delivered again" });
+      await a.send(chat(bob.jid, "sm-after", body("back?")));
+      await waitFor(() => eventCount(bob.jid, 2), { what: "the next message" });
+      await b.stop();
+      expect((await eventsOf(bob.jid)).map((e) => e.messageId)).toEqual(["sm-1", "sm-after"]);
+    } finally {
+      phone.drop();
       await a.stop();
     }
   });
