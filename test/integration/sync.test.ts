@@ -544,6 +544,27 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     const later = await sync(token, `since=${body.position}`);
     expect(later.conversations).toEqual([]);
     expect(later.calls).toHaveLength(1);
+
+    // Ringing from a conversation the page leaves for later is listed all the same.
+    const carol = `carol-${alice.split("@")[0]}@example.org`;
+    const dave = `dave-${alice.split("@")[0]}@example.org`;
+    await write(
+      msg(dave, alice, "d1", "busy?"),
+      callSignal(
+        carol,
+        alice,
+        { action: "propose", callId: "call-2", media: ["video"] },
+        { sentAt },
+      ),
+      msg(dave, alice, "d2", "call you later"),
+    );
+    const paged = await sync(token, `since=${later.position}&limit=1`);
+    expect(paged.has_more).toBe(true);
+    expect(paged.conversations.map((c) => c.peer)).toEqual([carol]);
+    expect((paged.calls as { id: string }[]).map((c) => c.id)).toEqual(["call-1", "call-2"]);
+    const first = await sync(token, "limit=1");
+    expect(first.conversations.map((c) => c.peer)).toEqual([dave]);
+    expect((first.calls as { id: string }[]).map((c) => c.id)).toEqual(["call-1", "call-2"]);
   });
 
   describe("long-poll", () => {
