@@ -8,6 +8,7 @@ import { parse } from "yaml";
 interface Operation {
   parameters?: { in: string; name: string }[];
   requestBody?: unknown;
+  security?: Record<string, string[]>[];
   responses: Record<string, { content?: Record<string, { schema?: unknown }> }>;
 }
 type Spec = {
@@ -90,12 +91,16 @@ export async function expectContract<T = unknown>(
   return body as T;
 }
 
-/** Every operation of the spec with the parameters it declares and whether it takes a body. */
+/**
+ * Every operation of the spec with the parameters it declares, whether it takes a body, and
+ * whether it requires a bearer token.
+ */
 export function specOperations(): {
   method: string;
   path: string;
   parameters: { in: string; name: string }[];
   hasBody: boolean;
+  bearer: boolean;
 }[] {
   return Object.entries(spec.paths).flatMap(([path, ops]) =>
     Object.entries(ops).map(([method, op]) => ({
@@ -103,6 +108,7 @@ export function specOperations(): {
       path,
       parameters: (op.parameters ?? []).map((p) => ({ in: p.in, name: p.name })),
       hasBody: op.requestBody !== undefined,
+      bearer: (op.security ?? []).some((s) => "bearer" in s),
     })),
   );
 }

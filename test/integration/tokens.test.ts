@@ -6,7 +6,7 @@ import type { App } from "../../src/api/context.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { tokens } from "../../src/store/schema/tokens.js";
-import { expectContract } from "../helpers/contract.js";
+import { expectContract, specOperations } from "../helpers/contract.js";
 import { createUser, type TestUser } from "../helpers/ejabberd.js";
 import { createHarness, fromAddress, type Harness } from "../helpers/harness.js";
 
@@ -139,6 +139,40 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
       expect(issued.jid).toBe(alice.jid);
       const listed = await expectContract<Listed>(await list(issued.token), "GET", "/v1/tokens");
       expect(listed.tokens.map((t) => t.label)).toEqual([""]);
+    });
+
+    it("refuses a revoked or an expired token on every route that takes one", async () => {
+      const user = `gone-${addresses}@example.org`;
+      const [revoked, expired] = [await h.token(user, "admin"), await h.token(user, "admin")];
+      await h.store.db
+        .update(tokens)
+        .set({ revokedAt: now })
+        .where(eq(tokens.hash, hashToken(revoked)));
+      await h.store.db
+        .update(tokens)
+        .set({ expiresAt: new Date(now.getTime() - 1000) })
+        .where(eq(tokens.hash, hashToken(expired)));
+      const routes = specOperations().filter((op) => op.bearer);
+      expect(routes.length).toBeGreaterThan(10);
+      for (const { method, path } of routes) {
+        const concrete = path
+          .replace("{peer}", encodeURIComponent("bob@example.org"))
+          .replace("{jid}", encodeURIComponent(user))
+          .replace("{id}", "1");
+        for (const [label, token] of [
+          ["revoked", revoked],
+          ["expired", expired],
+        ] as const) {
+          const res = await h.get(concrete, token, {
+            method,
+            ...(method === "GET" || method === "DELETE"
+              ? {}
+              : { body: "{}", headers: { "content-type": "application/json" } }),
+          });
+          expect(res.status, `${method} ${path} with a ${label} token`).toBe(401);
+          await expectContract(res, method, concrete);
+        }
+      }
     });
 
     it("gives admin scope to JIDs in ADMIN_JIDS", async () => {
