@@ -101,12 +101,28 @@ export class Pipeline {
     if (this.closed) return Promise.reject(new Error("ingest pipeline is closed"));
     if (items.length === 0) return Promise.resolve();
     const parsed = items.map((item) => this.parse(item));
+    // A copy the checkpoint has passed is read again (a look-back): it is no lag of the store.
+    const passed = this.checkpointed();
     let oldest = Number.POSITIVE_INFINITY;
-    for (const p of parsed) if (p.copy) oldest = Math.min(oldest, p.copy.sentAt.getTime());
+    for (const p of parsed) {
+      if (!p.copy) continue;
+      if (passed && p.archiveId && compareArchiveIds(p.archiveId, passed) <= 0) continue;
+      oldest = Math.min(oldest, p.copy.sentAt.getTime());
+    }
     const done = oldest < Number.POSITIVE_INFINITY ? this.o.stats.pendingFrom(oldest) : () => {};
     return Promise.all(this.lanes.map((lane) => lane.enqueue(parsed)))
       .then(() => undefined)
       .finally(done);
+  }
+
+  /** The archive id every lane has committed up to, once each has one. */
+  private checkpointed(): string | null {
+    let lowest: string | null = null;
+    for (const p of this.positions) {
+      if (p === null) return null;
+      if (lowest === null || compareArchiveIds(p, lowest) < 0) lowest = p;
+    }
+    return lowest;
   }
 
   /** Waits for everything queued so far. */
@@ -169,6 +185,9 @@ export class Pipeline {
     }
   }
 }
+
+/** Failures in a row, with the database up, after which a batch is written in halves. */
+const SPLIT_AFTER_FAILURES = 3;
 
 interface LaneWriterOptions {
   maxBatch: number;
@@ -249,9 +268,15 @@ class LaneWriter {
     }
   }
 
+  /**
+   * Writes items, waiting and trying again after any failure that is not their content's. A
+   * batch that keeps failing while the database answers is written in halves, each retried the
+   * same way: the database may refuse a whole batch for its size (out of memory, a message over
+   * 1 GB) and take its parts. Nothing is skipped here.
+   */
   private async writeWithRetry(items: Parsed[]): Promise<void> {
     let delay = 100;
-    for (;;) {
+    for (let failures = 1; ; failures++) {
       if (this.closed) throw new Error("ingest pipeline closed");
       try {
         await this.writeIsolating(items);
@@ -264,8 +289,21 @@ class LaneWriter {
         );
         await sleep(delay);
         delay = Math.min(delay * 2, 5000);
+        if (failures >= SPLIT_AFTER_FAILURES && items.length > 1 && (await this.databaseUp())) {
+          const half = Math.ceil(items.length / 2);
+          await this.writeWithRetry(items.slice(0, half));
+          await this.writeWithRetry(items.slice(half));
+          return;
+        }
       }
     }
+  }
+
+  private databaseUp(): Promise<boolean> {
+    return this.o.ping().then(
+      () => true,
+      () => false,
+    );
   }
 
   /**
@@ -276,17 +314,20 @@ class LaneWriter {
     try {
       await this.o.write(items, null);
     } catch (err) {
-      if (!isRefusedContent(err)) throw err;
-      const databaseUp = await this.o.ping().then(
-        () => true,
-        () => false,
-      );
-      if (!databaseUp) throw err;
+      if (!isRefusedContent(err) || !(await this.databaseUp())) throw err;
       if (items.length === 1) {
         const [item] = items as [Parsed];
+        // Once more, on whatever connection the pool gives: a refusal is for good only if the
+        // same copy is refused twice.
+        const again = await this.o.write(items, null).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        if (again === null) return;
+        if (!isRefusedContent(again)) throw again;
         this.o.stats.reject("store_rejected");
         this.o.logger.error(
-          { err, copyId: item.copyId, archiveId: item.archiveId },
+          { err: again, copyId: item.copyId, archiveId: item.archiveId },
           "copy refused by the database, skipped",
         );
         await this.o.write([], item.archiveId);

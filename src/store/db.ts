@@ -246,9 +246,22 @@ export function compile(query: SQL): Query {
 const REFUSED_CONTENT = /^(21|22|23|54)[0-9A-Z]{3}$/;
 
 /**
+ * Node's own codes for values a statement was built from that it cannot take (a string or
+ * buffer too long, an argument out of range). Others of its ERR_ codes, such as a write after
+ * the end of a socket, come from a lost connection.
+ */
+const REFUSED_BY_NODE = new Set([
+  "ERR_OUT_OF_RANGE",
+  "ERR_INVALID_ARG_TYPE",
+  "ERR_INVALID_ARG_VALUE",
+  "ERR_STRING_TOO_LONG",
+  "ERR_BUFFER_TOO_LARGE",
+]);
+
+/**
  * Whether a failed write was refused for what it carried, so that sending it again unchanged
  * would fail again: a SQLSTATE of a class above, or an error thrown in this process by the code
- * that built the statement from its input (no code, or one of Node's ERR_ codes). Anything else — a lost connection, a
+ * that built the statement from its input (no code, or one of REFUSED_BY_NODE). Anything else — a lost connection, a
  * deadlock or serialization failure, a statement timeout or cancellation, too many
  * connections, a full disk, a shutdown, even a missing table or privilege — says nothing about
  * the data and may pass once the database or its operator has recovered. drizzle wraps the
@@ -258,7 +271,7 @@ export function isRefusedContent(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" || typeof code === "number") {
-      return REFUSED_CONTENT.test(String(code)) || String(code).startsWith("ERR_");
+      return REFUSED_CONTENT.test(String(code)) || REFUSED_BY_NODE.has(String(code));
     }
   }
   return true;

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { sql } from "drizzle-orm";
 import postgres from "postgres";
-import { openDb, type Store } from "../../src/store/db.js";
+import { type Db, openDb, type Store } from "../../src/store/db.js";
 
 /** The test PostgreSQL server; the machine's own, trust auth on loopback. */
 export const TEST_PG_ADMIN_URL =
@@ -59,6 +60,34 @@ export async function openTestStore(
     async close() {
       await store.close();
       await database?.drop();
+    },
+  };
+}
+
+/**
+ * Holds an account's row lock (the lock every ingest batch and settings change takes first) in
+ * a transaction of its own until `release()`, as another writer would: writes for that account
+ * wait meanwhile. Resolves once the lock is held.
+ */
+export async function holdAccountRow(db: Db, jid: string): Promise<{ release(): Promise<void> }> {
+  let release = () => {};
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let locked = () => {};
+  const isLocked = new Promise<void>((resolve) => {
+    locked = resolve;
+  });
+  const holder = db.transaction(async (tx) => {
+    await tx.execute(sql`select id from accounts where jid = ${jid} for update`);
+    locked();
+    await held;
+  });
+  await Promise.race([isLocked, holder]);
+  return {
+    async release() {
+      release();
+      await holder;
     },
   };
 }

@@ -1,11 +1,11 @@
 import xml from "@xmpp/xml";
-import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ParsedCopy } from "../../src/ingest/parse.js";
 import { createLogger } from "../../src/logger.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
 import { expectContract } from "../helpers/contract.js";
 import { msg, wireCopy } from "../helpers/copies.js";
+import { holdAccountRow } from "../helpers/database.js";
 import { createHarness, type Harness, harnessForTest } from "../helpers/harness.js";
 import { pipelineFor } from "../helpers/ingest.js";
 import { waitFor } from "../helpers/wait.js";
@@ -227,20 +227,7 @@ describe("operations: request ids in logs, access lines, /metrics", () => {
         expect(sample(text, "syncside_ingest_lag_seconds")).toBeGreaterThanOrEqual(0.05);
 
         // While a batch waits (here on a row lock), the lag grows with its oldest copy's age.
-        let release = () => {};
-        const held = new Promise<void>((resolve) => {
-          release = resolve;
-        });
-        let locked = () => {};
-        const isLocked = new Promise<void>((resolve) => {
-          locked = resolve;
-        });
-        const holder = h.store.db.transaction(async (tx) => {
-          await tx.execute(sql`select id from accounts where jid = ${alice} for update`);
-          locked();
-          await held;
-        });
-        await isLocked;
+        const holder = await holdAccountRow(h.store.db, alice);
         const waiting = pipeline.push([
           {
             copy: wireCopy({ from: alice, to: bob, id: "p2", body: "?", stamp: sentAt(0) }),
@@ -251,8 +238,7 @@ describe("operations: request ids in logs, access lines, /metrics", () => {
           async () => (sample(await metrics(), "syncside_ingest_lag_seconds") ?? 0) >= 1,
           { what: "the lag to count the waiting copy" },
         );
-        release();
-        await holder;
+        await holder.release();
         await waiting;
         // Committed: the lag is that batch's again, and stops growing.
         expect(h.ingest.lagMs()).toBe(h.ingest.lastLagMs);

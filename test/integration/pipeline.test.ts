@@ -7,7 +7,7 @@ import { laneOf } from "../../src/store/events.js";
 import { accounts } from "../../src/store/schema/accounts.js";
 import { events } from "../../src/store/schema/events.js";
 import { wireCopy } from "../helpers/copies.js";
-import { openTestStore, type TestStore } from "../helpers/database.js";
+import { holdAccountRow, openTestStore, type TestStore } from "../helpers/database.js";
 import { pipelineFor } from "../helpers/ingest.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -55,20 +55,7 @@ describe("ingest pipeline lanes on postgres", () => {
     expect((await readCheckpoint(t.store.db, SOURCE))?.position).toBe("1001");
 
     // Another writer holds lane 1's account row: that lane's next transaction must wait for it.
-    let release = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let locked = () => {};
-    const isLocked = new Promise<void>((resolve) => {
-      locked = resolve;
-    });
-    const holder = t.store.db.transaction(async (tx) => {
-      await tx.execute(sql`select id from accounts where jid = ${a1} for update`);
-      locked();
-      await held;
-    });
-    await isLocked;
+    const holder = await holdAccountRow(t.store.db, a1);
 
     const second = pipeline.push([
       { copy: copy(a0, b0, "second-0"), archiveId: "1002" },
@@ -88,8 +75,7 @@ describe("ingest pipeline lanes on postgres", () => {
     // ... but the checkpoint ingest resumes from stays where lane 1 is durable.
     expect((await readCheckpoint(t.store.db, SOURCE))?.position).toBe("1001");
 
-    release();
-    await holder;
+    await holder.release();
     await Promise.all([second, third]);
     expect(await eventCount(t, a1)).toBe(2);
     expect((await readCheckpoint(t.store.db, SOURCE))?.position).toBe("1004");
@@ -105,20 +91,7 @@ describe("ingest pipeline lanes on postgres", () => {
 
     // Another writer holds the sender's account row while the batch waits for it, and the
     // waiting statement is cancelled (57014), as a statement timeout or an operator would.
-    let release = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let locked = () => {};
-    const isLocked = new Promise<void>((resolve) => {
-      locked = resolve;
-    });
-    const holder = t.store.db.transaction(async (tx) => {
-      await tx.execute(sql`select id from accounts where jid = ${a} for update`);
-      locked();
-      await held;
-    });
-    await isLocked;
+    const holder = await holdAccountRow(t.store.db, a);
     const pushed = pipeline.push([{ copy: copy("interrupted"), archiveId: "2001" }]);
     const waiting = async () =>
       (
@@ -137,8 +110,7 @@ describe("ingest pipeline lanes on postgres", () => {
     }
     await waitFor(() => stats.writeFailures > 0, { timeoutMs: 10_000, what: "the failed write" });
 
-    release();
-    await holder;
+    await holder.release();
     await pushed;
     expect(await eventCount(t, a)).toBe(2);
     expect([...stats.rejects.keys()]).toEqual([]);
@@ -178,5 +150,63 @@ describe("ingest pipeline lanes on postgres", () => {
       await t.store.db.execute(sql.raw("drop function refuse_poison()"));
       pipeline.close();
     }
+  });
+
+  it("writes a batch the database keeps failing as a whole in halves, and skips nothing", async () => {
+    const [a, b] = ["halved-a@example.org", "halved-b@example.org"];
+    const stats = new IngestStats();
+    const pipeline = pipelineFor(t.store, { stats, lanes: 1, lingerMs: 1 });
+    // A statement of more than one copy's two rows runs out of memory (53200), as a batch of
+    // huge copies would; each copy alone goes in.
+    await t.store.db.execute(
+      sql.raw(`create function refuse_big() returns trigger
+      language plpgsql as $$ begin
+        if (select count(*) from inserted where account_id in
+            (select id from accounts where jid like 'halved-%')) > 2 then
+          raise exception using errcode = '53200', message = 'out of memory (test)';
+        end if;
+        return null;
+      end $$`),
+    );
+    await t.store.db.execute(
+      sql.raw(
+        "create trigger refuse_big after insert on events referencing new table as inserted for each statement execute function refuse_big()",
+      ),
+    );
+    try {
+      const copy = (id: string) => wireCopy({ from: a, to: b, id, body: `message ${id}` });
+      await pipeline.push(
+        ["h1", "h2", "h3", "h4"].map((id) => ({ copy: copy(id), archiveId: null })),
+      );
+      expect(await eventCount(t, a)).toBe(4);
+      expect(stats.writeFailures).toBeGreaterThanOrEqual(3);
+      expect([...stats.rejects.keys()]).toEqual([]);
+    } finally {
+      await t.store.db.execute(sql.raw("drop trigger refuse_big on events"));
+      await t.store.db.execute(sql.raw("drop function refuse_big()"));
+      pipeline.close();
+    }
+  });
+
+  it("counts in its lag the copies waiting for their commit, but not those read again", async () => {
+    const [a, b] = ["lagging-a@example.org", "lagging-b@example.org"];
+    const stats = new IngestStats();
+    const pipeline = pipelineFor(t.store, { stats, lanes: 1, lingerMs: 1 });
+    const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
+    const copy = (id: string, stamp: string) =>
+      wireCopy({ from: a, to: b, id, body: id, stamp, copyId: `copy-${id}` });
+    await pipeline.push([{ copy: copy("l1", ago(0)), archiveId: "5000" }]);
+    const holder = await holdAccountRow(t.store.db, a);
+    // The look-back reads a copy the checkpoint has passed: already stored, no lag.
+    const reread = pipeline.push([{ copy: copy("l1", ago(60_000)), archiveId: "4000" }]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(stats.lagMs()).toBeLessThan(30_000);
+    // A new copy, 10 s old, waiting: that is lag.
+    const fresh = pipeline.push([{ copy: copy("l2", ago(10_000)), archiveId: "6000" }]);
+    expect(stats.lagMs()).toBeGreaterThanOrEqual(10_000);
+    await holder.release();
+    await Promise.all([reread, fresh]);
+    expect(await eventCount(t, a)).toBe(2);
+    pipeline.close();
   });
 });

@@ -27,6 +27,8 @@ describe("isRefusedContent", () => {
     ["08006", "a connection failure"],
     ["42P01", "a missing table"],
     ["CONNECTION_CLOSED", "the driver's lost connection"],
+    ["ERR_STREAM_WRITE_AFTER_END", "a write to a socket the server closed"],
+    ["ERR_STREAM_DESTROYED", "a write to a destroyed socket"],
     ["ECONNREFUSED", "a refused socket"],
   ])("does not blame the content for %s (%s)", (code) => {
     expect(isRefusedContent(coded(code))).toBe(false);
