@@ -106,8 +106,9 @@ export { readCheckpoint } from "./checkpoint.js";
  * lock, the lock ingest takes before it writes, so no batch can land half before and half after.
  * The account row itself stays: seqs are never reused. The erase takes a seq of its own
  * (erased_seq), before which every position is expired, so a phone that synced before it starts
- * over; and it notes its time (erased_at), before which ingest stores nothing for the account,
- * should it read the archive's look-back again. Null for an unknown JID.
+ * over; and it notes its time (erased_at, taken once the lock is held, so after every batch the
+ * erase waited for), before which ingest stores nothing for the account, should it read the
+ * archive's look-back again. Null for an unknown JID.
  */
 export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: number } | null> {
   return db.transaction(async (tx) => {
@@ -123,7 +124,7 @@ export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: nu
       .set({
         lastSeq: sql`${accounts.lastSeq} + 1`,
         erasedSeq: sql`${accounts.lastSeq} + 1`,
-        erasedAt: sql`now()`,
+        erasedAt: sql`clock_timestamp()`,
       })
       .where(eq(accounts.id, accountId));
     await tx.delete(pushDeliveries).where(eq(pushDeliveries.accountId, accountId));
