@@ -211,6 +211,8 @@ function syncQuery(paged: boolean): Query {
         from conversations where account_id = ${accountId}
         order by ${ACTIVITY_ORDER} limit ${p("pageSize")}`;
   const changed = paged ? sql`and m.seq > ${p("base")}` : sql``;
+  // A first sync shows a conversation's latest calls, as many as messages, not its whole past.
+  const callsCap = paged ? sql`` : sql`order by k.seq desc limit ${p("shown")}`;
   const callsAfter = paged
     ? p("base")
     : sql`case when d.truncated then d.oldest_shown - 1 else 0 end`;
@@ -264,8 +266,9 @@ function syncQuery(paged: boolean): Query {
       ) l on true
       left join lateral (
         select json_agg(${jsonRowOf(calls, "k")} order by k.proposed_at, k.call_id) as rows
-        from calls k
-        where k.account_id = ${accountId} and k.conversation_id = p.id and k.seq > ${callsAfter}
+        from (select * from calls k
+          where k.account_id = ${accountId} and k.conversation_id = p.id and k.seq > ${callsAfter}
+          ${callsCap}) k
       ) k on true
     ) on true
     order by p.ord`);

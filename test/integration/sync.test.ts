@@ -515,6 +515,13 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     // With bob's messages cut to fewer than he sent, only calls since the oldest shown remain.
     await write(msg(bob, alice, "later", "call me back"));
     expect((await callsOf("messages=1"))[bob]).toEqual([]);
+    // Nor more of a conversation's calls than `messages`: the latest.
+    await write(
+      callSignal(carol, alice, { action: "propose", callId: "only-2", media: ["audio"] }),
+      callSignal(carol, alice, { action: "retract", callId: "only-2" }),
+    );
+    expect((await callsOf("messages=1"))[carol]).toEqual(["only-2"]);
+    expect((await callsOf("messages=2"))[carol]).toEqual(["only-1", "only-2"]);
   });
 
   it("puts active calls first, whatever the conversation paging", async () => {

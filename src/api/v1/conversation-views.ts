@@ -81,7 +81,7 @@ export const SyncConversationSchema = ConversationSchema.extend({
   }),
   calls: z.array(CallSchema).openapi({
     description:
-      "Calls of this conversation that changed since `since`, in their current state, oldest offer first (on a first sync: all of them, or those since the oldest message shown when `messages_truncated`), so the chat can show a missed call or a call's length. Upsert by `id`.",
+      "Calls of this conversation that changed since `since`, in their current state, oldest offer first (on a first sync: the latest, as many as `messages`, and only those since the oldest message shown when `messages_truncated`), so the chat can show a missed call or a call's length. Upsert by `id`.",
   }),
 }).openapi("SyncConversation");
 
