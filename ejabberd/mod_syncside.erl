@@ -195,29 +195,34 @@ maybe_copy(#message{from = #jid{} = From, to = #jid{} = To} = Msg) ->
             Msg;
         false ->
             Observers = observers_for([From, To]),
-            Parties = {is_local_user(From),
-                       is_local_user(To) andalso accepts(To, Msg)},
             case Observers /= []
                 andalso not is_observer(BareFrom, Observers)
                 andalso not is_observer(BareTo, Observers)
-                andalso Parties /= {false, false}
                 andalso not has_excluded_payload(Msg) of
                 true ->
-                    SenderArchiveID = sender_archive_id(Msg),
-                    lists:foreach(fun(Observer) ->
-                                          deliver(
-                                            archive_first(
-                                              make_copy(Msg, Observer,
-                                                        SenderArchiveID,
-                                                        Parties)))
-                                  end, Observers),
-                    xmpp:put_meta(Msg, ?META_COPIED, true);
+                    %% Account lookups and the privacy check last: most
+                    %% routed messages are turned away by the cheaper tests.
+                    Parties = {is_local_user(From),
+                               is_local_user(To) andalso accepts(To, Msg)},
+                    copy_if_local(Msg, Observers, Parties);
                 false ->
                     Msg
             end
     end;
 maybe_copy(Msg) ->
     Msg.
+
+-spec copy_if_local(message(), [jid()], {boolean(), boolean()}) -> message().
+copy_if_local(Msg, _Observers, {false, false}) ->
+    Msg;
+copy_if_local(Msg, Observers, Parties) ->
+    SenderArchiveID = sender_archive_id(Msg),
+    lists:foreach(fun(Observer) ->
+                          deliver(archive_first(make_copy(Msg, Observer,
+                                                          SenderArchiveID,
+                                                          Parties)))
+                  end, Observers),
+    xmpp:put_meta(Msg, ?META_COPIED, true).
 
 %% Observers of the hosts (among the message's two parties) that run this
 %% module; one copy per distinct observer.
