@@ -32,6 +32,30 @@ async function eventCount(t: TestStore, jid: string): Promise<number> {
   return rows[0]?.n ?? 0;
 }
 
+/**
+ * Runs `run` with a trigger on events in place, as a rule of the database's own that a write
+ * may break: `when` says when it fires ("before insert on events for each row"), `body` is its
+ * PL/pgSQL function's body.
+ */
+async function withEventsTrigger(
+  t: TestStore,
+  name: string,
+  when: string,
+  body: string,
+  run: () => Promise<void>,
+): Promise<void> {
+  await t.store.db.execute(
+    sql.raw(`create function ${name}() returns trigger language plpgsql as $$ ${body} $$`),
+  );
+  await t.store.db.execute(sql.raw(`create trigger ${name} ${when} execute function ${name}()`));
+  try {
+    await run();
+  } finally {
+    await t.store.db.execute(sql.raw(`drop trigger ${name} on events`));
+    await t.store.db.execute(sql.raw(`drop function ${name}()`));
+  }
+}
+
 describe("ingest pipeline lanes on postgres", () => {
   let t: TestStore;
   beforeAll(async () => {
@@ -123,33 +147,27 @@ describe("ingest pipeline lanes on postgres", () => {
     const source = `${SOURCE}-refused`;
     const pipeline = pipelineFor(t.store, { stats, lanes: 1, checkpointSource: source });
     // A rule of the database's own that this one body breaks (SQLSTATE 23514).
-    await t.store.db.execute(
-      sql.raw(`create function refuse_poison() returns trigger
-      language plpgsql as $$ begin
+    await withEventsTrigger(
+      t,
+      "refuse_poison",
+      "before insert on events for each row",
+      `begin
         if new.body = 'poison' then raise check_violation using message = 'poisoned body'; end if;
         return new;
-      end $$`),
+      end`,
+      async () => {
+        const copy = (id: string, body: string) => wireCopy({ from: a, to: b, id, body });
+        await pipeline.push([
+          { copy: copy("good-1", "one"), archiveId: "3000" },
+          { copy: copy("bad", "poison"), archiveId: "3001" },
+          { copy: copy("good-2", "two"), archiveId: "3002" },
+        ]);
+      },
     );
-    await t.store.db.execute(
-      sql.raw(
-        "create trigger refuse_poison before insert on events for each row execute function refuse_poison()",
-      ),
-    );
-    try {
-      const copy = (id: string, body: string) => wireCopy({ from: a, to: b, id, body });
-      await pipeline.push([
-        { copy: copy("good-1", "one"), archiveId: "3000" },
-        { copy: copy("bad", "poison"), archiveId: "3001" },
-        { copy: copy("good-2", "two"), archiveId: "3002" },
-      ]);
-      expect(await eventCount(t, a)).toBe(2);
-      expect(Object.fromEntries(stats.rejects)).toEqual({ store_rejected: 1 });
-      expect((await readCheckpoint(t.store.db, source))?.position).toBe("3002");
-    } finally {
-      await t.store.db.execute(sql.raw("drop trigger refuse_poison on events"));
-      await t.store.db.execute(sql.raw("drop function refuse_poison()"));
-      pipeline.close();
-    }
+    pipeline.close();
+    expect(await eventCount(t, a)).toBe(2);
+    expect(Object.fromEntries(stats.rejects)).toEqual({ store_rejected: 1 });
+    expect((await readCheckpoint(t.store.db, source))?.position).toBe("3002");
   });
 
   it("writes a batch the database keeps failing as a whole in halves, and skips nothing", async () => {
@@ -158,34 +176,28 @@ describe("ingest pipeline lanes on postgres", () => {
     const pipeline = pipelineFor(t.store, { stats, lanes: 1, lingerMs: 1 });
     // A statement of more than one copy's two rows runs out of memory (53200), as a batch of
     // huge copies would; each copy alone goes in.
-    await t.store.db.execute(
-      sql.raw(`create function refuse_big() returns trigger
-      language plpgsql as $$ begin
+    await withEventsTrigger(
+      t,
+      "refuse_big",
+      "after insert on events referencing new table as inserted for each statement",
+      `begin
         if (select count(*) from inserted where account_id in
             (select id from accounts where jid like 'halved-%')) > 2 then
           raise exception using errcode = '53200', message = 'out of memory (test)';
         end if;
         return null;
-      end $$`),
+      end`,
+      async () => {
+        const copy = (id: string) => wireCopy({ from: a, to: b, id, body: `message ${id}` });
+        await pipeline.push(
+          ["h1", "h2", "h3", "h4"].map((id) => ({ copy: copy(id), archiveId: null })),
+        );
+      },
     );
-    await t.store.db.execute(
-      sql.raw(
-        "create trigger refuse_big after insert on events referencing new table as inserted for each statement execute function refuse_big()",
-      ),
-    );
-    try {
-      const copy = (id: string) => wireCopy({ from: a, to: b, id, body: `message ${id}` });
-      await pipeline.push(
-        ["h1", "h2", "h3", "h4"].map((id) => ({ copy: copy(id), archiveId: null })),
-      );
-      expect(await eventCount(t, a)).toBe(4);
-      expect(stats.writeFailures).toBeGreaterThanOrEqual(3);
-      expect([...stats.rejects.keys()]).toEqual([]);
-    } finally {
-      await t.store.db.execute(sql.raw("drop trigger refuse_big on events"));
-      await t.store.db.execute(sql.raw("drop function refuse_big()"));
-      pipeline.close();
-    }
+    pipeline.close();
+    expect(await eventCount(t, a)).toBe(4);
+    expect(stats.writeFailures).toBeGreaterThanOrEqual(3);
+    expect([...stats.rejects.keys()]).toEqual([]);
   });
 
   it("counts in its lag the copies waiting for their commit, but not those read again", async () => {
