@@ -33,6 +33,25 @@ export async function observerSession(i: EjabberdInstance, resource: string): Pr
   return xmpp;
 }
 
+/**
+ * A second observer session with presence, which gets every live copy too: `onCopy` is told
+ * the id of each copy's original as it arrives, for when ejabberd hands a copy out (its own
+ * pace and share of the lag). Stop it when done.
+ */
+export async function watchCopies(
+  i: EjabberdInstance,
+  resource: string,
+  onCopy: (originalId: string) => void,
+): Promise<Client> {
+  const witness = await observerSession(i, resource);
+  witness.on("stanza", (stanza: Element) => {
+    const id = stanza.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message")?.attrs.id;
+    if (typeof id === "string") onCopy(id);
+  });
+  await witness.send(xml("presence", {}, xml("priority", {}, "0")));
+  return witness;
+}
+
 async function query(xmpp: Client, set: Element): Promise<Element | undefined> {
   // iqCaller.set would look for a <query/> child; MAM answers with <fin/>.
   const answer = await xmpp.iqCaller.request(

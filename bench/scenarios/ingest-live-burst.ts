@@ -5,7 +5,7 @@ import { CHANGES_CHANNEL } from "../../src/store/events.js";
 import { events } from "../../src/store/schema/events.js";
 import { connectUser, createUser } from "../../test/helpers/ejabberd.js";
 import { waitFor } from "../../test/helpers/wait.js";
-import { observerSession } from "../archive.js";
+import { watchCopies } from "../archive.js";
 import { Phone } from "../phone.js";
 import type { Figure, Scenario } from "../scenario.js";
 import { ratioOf } from "../scenario.js";
@@ -70,16 +70,12 @@ export const ingestLiveBurst: Scenario = {
 
     // A second observer session gets every live copy too: ejabberd's own pace and lag.
     const copied = new Map<string, number>();
-    const witness = await observerSession(ej, "bench-witness-burst");
+    const witness = await watchCopies(ej, "bench-witness-burst", (id) => {
+      if (sentAt.has(id) && !copied.has(id)) copied.set(id, performance.now());
+    });
     ctx.defer(async () => {
       await witness.stop().catch(() => {});
     });
-    witness.on("stanza", (stanza) => {
-      const id = stanza.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message")?.attrs
-        .id as string | undefined;
-      if (id && sentAt.has(id) && !copied.has(id)) copied.set(id, performance.now());
-    });
-    await witness.send(xml("presence", {}, xml("priority", {}, "0")));
 
     const phones = await Promise.all(
       recipients.map(async (r) => new Phone(base, await phoneToken(db.store.db, r.jid))),
