@@ -2,7 +2,7 @@ import type { Element } from "@xmpp/xml";
 import { DEFAULT_INGEST_LANES } from "../config.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
-import { compareArchiveIds, dropOtherLanes } from "../store/checkpoint.js";
+import { compareArchiveIds, dropOtherLanes, lowestArchiveId } from "../store/checkpoint.js";
 import { isRefusedContent, type Store } from "../store/db.js";
 import { appendLane, type BatchResult, type WriteOptions } from "../store/events.js";
 import type { StoreUpkeep } from "../store/upkeep.js";
@@ -117,12 +117,8 @@ export class Pipeline {
 
   /** The archive id every lane has committed up to, once each has one. */
   private checkpointed(): string | null {
-    let lowest: string | null = null;
-    for (const p of this.positions) {
-      if (p === null) return null;
-      if (lowest === null || compareArchiveIds(p, lowest) < 0) lowest = p;
-    }
-    return lowest;
+    if (this.positions.includes(null)) return null;
+    return lowestArchiveId(this.positions as string[], (p) => p) ?? null;
   }
 
   /** Waits for everything queued so far. */

@@ -261,11 +261,11 @@ const REFUSED_BY_NODE = new Set([
 /**
  * Whether a failed write was refused for what it carried, so that sending it again unchanged
  * would fail again: a SQLSTATE of a class above, or an error thrown in this process by the code
- * that built the statement from its input (no code, or one of REFUSED_BY_NODE). Anything else — a lost connection, a
- * deadlock or serialization failure, a statement timeout or cancellation, too many
- * connections, a full disk, a shutdown, even a missing table or privilege — says nothing about
- * the data and may pass once the database or its operator has recovered. drizzle wraps the
- * driver's error: the chain of causes is searched for a code.
+ * that built the statement from its input (no code, or one of REFUSED_BY_NODE). Anything else
+ * — a lost connection, a deadlock or serialization failure, a statement timeout or
+ * cancellation, too many connections, a full disk, a shutdown, even a missing table or
+ * privilege — says nothing about the data and may pass once the database or its operator has
+ * recovered. drizzle wraps the driver's error: the chain of causes is searched for a code.
  */
 export function isRefusedContent(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
