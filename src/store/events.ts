@@ -208,7 +208,7 @@ export async function saveConversations(tx: Tx, rows: Iterable<ConversationRow>)
       lastEventSeq: "bigint",
       lastMessageAt: "timestamptz",
       unreadCount: "integer",
-      readSeq: "bigint",
+      readAt: "timestamptz",
       readUntil: "text",
       readUntilAt: "timestamptz",
       peerReadUntil: "text",
@@ -223,7 +223,7 @@ export async function saveConversations(tx: Tx, rows: Iterable<ConversationRow>)
   // The builder has no UPDATE … FROM; one UPDATE per conversation made big batches slow.
   await tx.execute(sql`update conversations set
       version = r.version, last_event_seq = r."lastEventSeq", last_message_at = r."lastMessageAt",
-      unread_count = r."unreadCount", read_seq = r."readSeq", read_until = r."readUntil",
+      unread_count = r."unreadCount", read_at = r."readAt", read_until = r."readUntil",
       read_until_at = r."readUntilAt", peer_read_until = r."peerReadUntil",
       peer_read_until_at = r."peerReadUntilAt", pinned = r.pinned, muted_until = r."mutedUntil",
       archived = r.archived, updated_at = r."updatedAt"
@@ -359,7 +359,10 @@ interface ConversationState {
   accountId: number;
   id: number;
   unreadCount: number;
-  readSeq: number;
+  /** everything sent up to it is read (see conversations.read_at) */
+  readAt: Date | null;
+  /** unread_count is counted again from the stored messages once the batch is written */
+  recount: boolean;
   readUntil: string | null;
   /** server time of the marker that set readUntil: an older marker changes nothing */
   readUntilAt: Date | null;
@@ -367,8 +370,9 @@ interface ConversationState {
   peerReadUntilAt: Date | null;
   /** the seq of the batch's last event in it (version and last_event_seq alike) */
   version: number;
-  /** the newest message and the newest event of the batch in it: the stored ones may be newer */
+  /** when its newest message was sent, stored or of the batch */
   lastMessageAt: Date | null;
+  /** the newest event of the batch in it: the stored one may be newer */
   updatedAt: Date | null;
 }
 
@@ -448,12 +452,14 @@ async function writeSides(
 
     switch (event.kind) {
       case "message": {
-        const message = folder.addMessage(account.id, conv.id, side, seq);
+        const { row, replaced } = folder.addMessage(account.id, conv.id, side, seq);
         conv.lastMessageAt = maxDate(conv.lastMessageAt, copy.sentAt);
-        // A message already retracted when it arrives (replays reorder) never counts as unread.
-        if (side.direction === "in") {
-          if (!message.retractedAt) conv.unreadCount++;
-        } else markRead(conv, seq);
+        if (side.direction === "out") markReadUntil(conv, copy.sentAt);
+        // A message id used again replaces the message: it may or may not have counted.
+        else if (replaced) conv.recount = true;
+        // One already retracted when it arrives (replays reorder) never counts as unread, nor
+        // one sent before the account read on (catch-up writes it after newer ones).
+        else if (isUnread(conv, row)) conv.unreadCount++;
         break;
       }
       case "edit":
@@ -463,13 +469,7 @@ async function writeSides(
       case "retract": {
         const before = folder.modify(account.id, conv.id, side, seq);
         // The peer took back a message this account has not read yet: it leaves the badge too.
-        if (
-          side.direction === "in" &&
-          before &&
-          !before.wasRetracted &&
-          before.createdSeq > conv.readSeq &&
-          conv.unreadCount > 0
-        ) {
+        if (side.direction === "in" && before && isUnread(conv, before) && conv.unreadCount > 0) {
           conv.unreadCount--;
         }
         break;
@@ -481,7 +481,7 @@ async function writeSides(
           if (conv.readUntilAt && conv.readUntilAt > copy.sentAt) break;
           conv.readUntil = event.targetId;
           conv.readUntilAt = copy.sentAt;
-          markRead(conv, seq);
+          markReadUntil(conv, copy.sentAt);
         } else {
           if (conv.peerReadUntilAt && conv.peerReadUntilAt > copy.sentAt) break;
           conv.peerReadUntil = event.targetId;
@@ -511,12 +511,17 @@ async function writeSides(
   result.accountIds = [...touchedAccounts].map((a) => a.id);
   return [
     insertEvents(tx, rows),
-    folder.save(),
+    // Sent once the upsert answers, so after every write below.
+    folder.save().then((replaced) => recountUnread(tx, replaced)),
     saveCallSignals(tx, state.calls, callUpdates, {
       ringTimeoutMs: options.callRingTimeoutMs,
       maxDurationMs: options.callMaxDurationMs ?? 24 * 3_600_000,
     }),
     saveFoldedConversations(tx, touchedConvs),
+    recountUnread(
+      tx,
+      [...touchedConvs].filter((c) => c.recount),
+    ),
     run(
       tx,
       "save_lane_seqs",
@@ -617,6 +622,10 @@ function epochMs(column: string): string {
   return `(extract(epoch from ${column}) * 1000)::float8`;
 }
 
+function dateOf(ms: number | null): Date | null {
+  return ms === null ? null : new Date(ms);
+}
+
 const STORED_MESSAGE = `m.account_id, m.conversation_id, m.direction, m.message_id, m.origin_id,
   m.stanza_id, m.body, ${epochMs("m.sent_at")} as sent_at, ${epochMs("m.edited_at")} as edited_at,
   ${epochMs("m.retracted_at")} as retracted_at, m.reactions, m.reacted_at, m.created_seq, m.seq`;
@@ -712,8 +721,8 @@ function modifierOfStored(e: StoredModifier): EarlyModifier {
   };
 }
 
-const FOLDED_CONVERSATION = `c.account_id, c.id, c.peer_jid, c.unread_count, c.read_seq,
-  c.read_until, ${epochMs("c.read_until_at")} as read_until_at, c.peer_read_until,
+const FOLDED_CONVERSATION = `c.account_id, c.id, c.peer_jid, c.unread_count,
+  ${epochMs("c.read_at")} as read_at, ${epochMs("c.last_message_at")} as last_message_at, c.read_until, ${epochMs("c.read_until_at")} as read_until_at, c.peer_read_until,
   ${epochMs("c.peer_read_until_at")} as peer_read_until_at`;
 
 interface StoredConversation {
@@ -721,7 +730,8 @@ interface StoredConversation {
   id: string | number;
   peer_jid: string;
   unread_count: number;
-  read_seq: string | number;
+  read_at: number | null;
+  last_message_at: number | null;
   read_until: string | null;
   read_until_at: number | null;
   peer_read_until: string | null;
@@ -737,13 +747,14 @@ function conversationOfStored(c: StoredConversation) {
       accountId,
       id: Number(c.id),
       unreadCount: c.unread_count,
-      readSeq: Number(c.read_seq),
+      readAt: dateOf(c.read_at),
+      recount: false,
       readUntil: c.read_until,
-      readUntilAt: c.read_until_at === null ? null : new Date(c.read_until_at),
+      readUntilAt: dateOf(c.read_until_at),
       peerReadUntil: c.peer_read_until,
-      peerReadUntilAt: c.peer_read_until_at === null ? null : new Date(c.peer_read_until_at),
+      peerReadUntilAt: dateOf(c.peer_read_until_at),
       version: 0,
-      lastMessageAt: null,
+      lastMessageAt: dateOf(c.last_message_at),
       updatedAt: null,
     },
   };
@@ -784,7 +795,7 @@ function saveFoldedConversations(tx: Tx, convs: Set<ConversationState>): Promise
     i: c.id,
     v: c.version,
     u: c.unreadCount,
-    rs: c.readSeq,
+    ra: c.readAt?.toISOString(),
     ru: c.readUntil ?? undefined,
     rua: c.readUntilAt?.toISOString(),
     pr: c.peerReadUntil ?? undefined,
@@ -797,10 +808,10 @@ function saveFoldedConversations(tx: Tx, convs: Set<ConversationState>): Promise
     tx,
     "save_folded_conversations",
     `update conversations c set version = r.v, last_event_seq = r.v, unread_count = r.u,
-       read_seq = r.rs, read_until = r.ru, read_until_at = r.rua, peer_read_until = r.pr,
+       read_at = r.ra, read_until = r.ru, read_until_at = r.rua, peer_read_until = r.pr,
        peer_read_until_at = r.pra, last_message_at = greatest(c.last_message_at, r.lm),
        updated_at = greatest(c.updated_at, r.ua)
-     from json_to_recordset($1::json) as r(a bigint, i bigint, v bigint, u integer, rs bigint,
+     from json_to_recordset($1::json) as r(a bigint, i bigint, v bigint, u integer, ra timestamptz,
        ru text, rua timestamptz, pr text, pra timestamptz, lm timestamptz, ua timestamptz)
      where c.account_id = r.a and c.id = r.i`,
     records,
@@ -885,10 +896,58 @@ function accountOf(locked: Map<string, LockedAccount>, side: Side): LockedAccoun
   return account;
 }
 
-/** The account read everything up to `seq` (its own message or displayed marker). */
-export function markRead(conv: { unreadCount: number; readSeq: number }, seq: number): void {
-  conv.unreadCount = 0;
-  conv.readSeq = seq;
+/** What the unread count of a conversation is kept from. */
+export interface ReadState {
+  unreadCount: number;
+  readAt: Date | null;
+  lastMessageAt: Date | null;
+  recount: boolean;
+}
+
+/**
+ * The account read everything sent up to `at` (its own message, its displayed marker, a
+ * request). A time older than the one in place changes nothing. When no stored message is
+ * newer, nothing is left unread; otherwise (ingest wrote newer messages first) those newer
+ * ones are counted once the batch is written.
+ */
+export function markReadUntil(conv: ReadState, at: Date): void {
+  if (conv.readAt && conv.readAt >= at) return;
+  conv.readAt = at;
+  if (!conv.lastMessageAt || conv.lastMessageAt <= at) conv.unreadCount = 0;
+  else conv.recount = true;
+}
+
+/** Whether an incoming message counts as unread: not retracted, sent after the account read. */
+function isUnread(
+  conv: { readAt: Date | null },
+  message: { sentAt: Date; retractedAt?: Date | null },
+) {
+  return !message.retractedAt && (!conv.readAt || message.sentAt > conv.readAt);
+}
+
+/**
+ * Counts the unread messages of conversations again from the stored rows: the incoming ones
+ * sent after read_at and not retracted. Sent after the writes of the same transaction, it sees
+ * them. Returns the new counts.
+ */
+export async function recountUnread(
+  tx: Tx,
+  convs: { accountId: number; id: number }[],
+): Promise<{ accountId: number; id: number; unreadCount: number }[]> {
+  if (convs.length === 0) return [];
+  const rows = await run<{ a: string | number; i: string | number; u: number }>(
+    tx,
+    "recount_unread",
+    `update conversations c set unread_count = (
+       select count(*) from messages m
+       where m.account_id = c.account_id and m.conversation_id = c.id and m.direction = 'in'
+         and m.retracted_at is null and (c.read_at is null or m.sent_at > c.read_at))
+     from json_to_recordset($1::json) as r(a bigint, i bigint)
+     where c.account_id = r.a and c.id = r.i
+     returning c.account_id as a, c.id as i, c.unread_count as u`,
+    convs.map((c) => ({ a: c.accountId, i: c.id })),
+  );
+  return rows.map((r) => ({ accountId: Number(r.a), id: Number(r.i), unreadCount: r.u }));
 }
 
 function maxDate(a: Date | null, b: Date): Date {
@@ -961,9 +1020,10 @@ class MessageFolder {
     return newest;
   }
 
-  private remember(row: MessageRow, dirty: boolean): MessageState {
+  private remember(row: MessageRow, dirty: boolean): { state: MessageState; replaced: boolean } {
     const key = this.key(row.accountId, row.conversationId, row.direction, row.messageId);
     let state = this.byId.get(key);
+    const replaced = state !== undefined;
     if (state) {
       // A message id used again (clients may reuse one): the later message replaces the
       // earlier, as the upsert does across batches, which keeps the row's created_seq.
@@ -983,7 +1043,7 @@ class MessageFolder {
       if (!carriers.includes(state)) carriers.push(state);
       this.byOrigin.set(originKey, carriers);
     }
-    return state;
+    return { state, replaced };
   }
 
   private record(key: string, modifier: Modifier) {
@@ -995,12 +1055,18 @@ class MessageFolder {
   /**
    * Stores a new message, or a message whose id is used again, and applies every modifier that
    * named its ids so far: that is what makes the result the same however copies are batched (a
-   * later batch finds them all as stored modifiers). Returns its state.
+   * later batch finds them all as stored modifiers). Returns its state, and whether it replaced
+   * a message the batch knows (one stored earlier may still be replaced: see save).
    */
-  addMessage(accountId: number, conversationId: number, side: Side, seq: number): MessageRow {
+  addMessage(
+    accountId: number,
+    conversationId: number,
+    side: Side,
+    seq: number,
+  ): { row: MessageRow; replaced: boolean } {
     const { event, copy } = side;
     const messageId = messageKeyOf(side);
-    const state = this.remember(
+    const { state, replaced } = this.remember(
       {
         accountId,
         conversationId,
@@ -1031,7 +1097,7 @@ class MessageFolder {
       if (modifier.kind !== "reaction" && modifier.direction !== side.direction) continue;
       applyModifier(state.row, modifier, Math.max(seq, modifier.seq));
     }
-    return state.row;
+    return { row: state.row, replaced };
   }
 
   /**
@@ -1043,7 +1109,7 @@ class MessageFolder {
     conversationId: number,
     side: Side,
     seq: number,
-  ): { wasRetracted: boolean; createdSeq: number } | null {
+  ): { sentAt: Date; retractedAt?: Date | null } | null {
     const { event, copy } = side;
     const target = event.targetId;
     if (!target) return null;
@@ -1061,7 +1127,7 @@ class MessageFolder {
     for (const direction of candidateDirections(kind, side.direction)) {
       const state = this.find(accountId, conversationId, direction, target);
       if (state) {
-        const before = { wasRetracted: !!state.row.retractedAt, createdSeq: state.row.createdSeq };
+        const before = { sentAt: state.row.sentAt, retractedAt: state.row.retractedAt };
         applyModifier(state.row, modifier, seq);
         state.dirty = true;
         return before;
@@ -1070,9 +1136,14 @@ class MessageFolder {
     return null;
   }
 
-  save(): Promise<unknown> {
+  /**
+   * Writes the changed messages. Resolves to the conversations where an incoming message
+   * replaced one stored by an earlier batch that this one did not load (a message id used
+   * again): their unread count must be counted again.
+   */
+  save(): Promise<{ accountId: number; id: number }[]> {
     const dirty = [...this.byId.values()].filter((s) => s.dirty);
-    if (dirty.length === 0) return Promise.resolve();
+    if (dirty.length === 0) return Promise.resolve([]);
     const records = dirty.map(({ row }) => ({
       a: row.accountId,
       c: row.conversationId,
@@ -1089,15 +1160,21 @@ class MessageFolder {
       cs: row.createdSeq,
       s: row.seq,
     }));
-    return run(this.tx, "upsert_messages", UPSERT_MESSAGES, records);
+    return run<{ a: string | number; c: string | number }>(
+      this.tx,
+      "upsert_messages",
+      UPSERT_MESSAGES,
+      records,
+    ).then((rows) => rows.map((r) => ({ accountId: Number(r.a), id: Number(r.c) })));
   }
 }
 
 /**
  * Writes the folded messages with their API rendering (`view`), which is always rendered from
- * the row's final values: on conflict the stored stanza id may be the one kept.
+ * the row's final values: on conflict the stored stanza id may be the one kept. Returns the
+ * conversations where an incoming message replaced a stored one.
  */
-const UPSERT_MESSAGES = `insert into messages (account_id, conversation_id, direction, message_id,
+const UPSERT_MESSAGES = `with saved as (insert into messages (account_id, conversation_id, direction, message_id,
      origin_id, stanza_id, body, sent_at, edited_at, retracted_at, reactions, reacted_at,
      created_seq, seq, view)
    select r.a, r.c, r.d, r.m, r.o, r.si, r.b, r.at, r.ea, r.ra, coalesce(r.re, '{}'),
@@ -1124,7 +1201,10 @@ const UPSERT_MESSAGES = `insert into messages (account_id, conversation_id, dire
      view = ${messageJsonSql({
        ...messageColumnsOf("excluded"),
        stanzaId: "coalesce(excluded.stanza_id, messages.stanza_id)",
-     })}`;
+     })}
+   returning account_id, conversation_id, direction, xmax::text <> '0' as replaced)
+   select distinct account_id as a, conversation_id as c from saved
+   where direction = 'in' and replaced`;
 
 /** Reactions may target either side's message (the peer's, usually); edits only one's own. */
 function candidateDirections(kind: Modifier["kind"], direction: Direction): Direction[] {

@@ -3,8 +3,10 @@ import type { Db } from "./db.js";
 import {
   loadConversations,
   lockAccounts,
-  markRead,
+  markReadUntil,
   notifyAccounts,
+  type ReadState,
+  recountUnread,
   saveAccountSeqs,
   saveConversations,
 } from "./events.js";
@@ -49,8 +51,14 @@ export async function appendSettings(
       conv.readUntilAt = input.now;
     }
 
+    const read: ReadState = { ...conv, recount: false };
+    if (change.readUntil !== undefined) {
+      markReadUntil(read, input.now);
+      conv.unreadCount = read.unreadCount;
+      conv.readAt = read.readAt;
+    }
+
     const seq = ++account.lastSeq;
-    if (change.readUntil !== undefined) markRead(conv, seq);
     await tx.insert(events).values({
       accountId: account.id,
       seq,
@@ -66,6 +74,10 @@ export async function appendSettings(
     conv.lastEventSeq = seq;
     conv.updatedAt = input.now;
     await saveConversations(tx, [conv]);
+    // A message stamped later than this request (ejabberd's clock ahead of ours) stays unread.
+    for (const counted of await recountUnread(tx, read.recount ? [conv] : [])) {
+      conv.unreadCount = counted.unreadCount;
+    }
     await saveAccountSeqs(tx, [account]);
     await notifyAccounts(tx, [account.id]);
     return conv;

@@ -77,7 +77,7 @@ export interface SyncedConversation {
   version: number;
   /**
    * The conversation as API JSON (UTF-8, see syncConversationJsonSql) up to its calls: its
-   * fields, its newest message and its compacted delta: the newest by creation, in the order
+   * fields, its newest message and its compacted delta: the newest as sent, in the order
    * they were sent.
    */
   json: Buffer;
@@ -216,9 +216,13 @@ function syncQuery(paged: boolean): Query {
   const callsAfter = paged
     ? p("base")
     : sql`case when d.truncated then d.oldest_shown - 1 else 0 end`;
-  // The delta's newest is the newest message when it was created in the window (always, on a
-  // first sync); only otherwise is the newest looked up on its own.
-  const needsLast = paged ? sql`coalesce(d.newest <= ${p("base")}, true)` : sql`false`;
+  // Messages go by when they were sent, then by when they were written. The delta's newest is
+  // the conversation's newest unless a message sent later is stored, or one sent at the same
+  // time and written later: that one was written before the window, so the delta's newest was
+  // too. Only then is the newest looked up on its own; never on a first sync, which reads all.
+  const needsLast = paged
+    ? sql`coalesce(d.newest_sent_at < p.last_message_at or d.newest_created <= ${p("base")}, true)`
+    : sql`false`;
   const first = sql`coalesce(p.ord, 1) = 1`;
   query = compile(sql`with page as materialized (${page})
     select
@@ -249,20 +253,21 @@ function syncQuery(paged: boolean): Query {
             filter (where m.rank <= ${p("shown")}), '') || ']' as messages,
           count(*) > ${p("shown")} as truncated,
           min(m.view) filter (where m.rank = 1) as newest_view,
-          max(m.created_seq) as newest,
+          min(m.sent_at) filter (where m.rank = 1) as newest_sent_at,
+          min(m.created_seq) filter (where m.rank = 1) as newest_created,
           min(m.created_seq) filter (where m.rank <= ${p("shown")}) as oldest_shown
         from (
           select ${sql.raw(storedMessageJsonSql("m"))} as view, m.created_seq, m.sent_at,
-            row_number() over (order by m.created_seq desc) as rank
+            row_number() over (order by m.sent_at desc, m.created_seq desc) as rank
           from messages m
           where m.account_id = ${accountId} and m.conversation_id = p.id ${changed}
-          order by m.created_seq desc limit ${p("fetched")}
+          order by m.sent_at desc, m.created_seq desc limit ${p("fetched")}
         ) m
       ) d on true
       left join lateral (
         select ${sql.raw(storedMessageJsonSql("m"))} as view from messages m
         where m.account_id = ${accountId} and m.conversation_id = p.id and ${needsLast}
-        order by m.created_seq desc limit 1
+        order by m.sent_at desc, m.created_seq desc limit 1
       ) l on true
       left join lateral (
         select json_agg(${jsonRowOf(calls, "k")} order by k.proposed_at, k.call_id) as rows
@@ -327,7 +332,7 @@ export async function withLastMessages(
     .select(MESSAGE_COLUMNS)
     .from(messages)
     .where(and(eq(messages.accountId, accountId), eq(messages.conversationId, conversations.id)))
-    .orderBy(desc(messages.createdSeq))
+    .orderBy(...NEWEST_FIRST)
     .limit(1)
     .as("m");
   const latest = await db
@@ -383,11 +388,20 @@ export function messagesChangedAfter(
     .limit(limit);
 }
 
-/** History backwards, newest first, strictly before a created_seq. */
+/** Where a message stands in its conversation: by when it was sent, then when it was written. */
+export interface MessagePlace {
+  sentAt: Date;
+  createdSeq: number;
+}
+
+/** Messages as a conversation shows them, newest first. */
+const NEWEST_FIRST = [desc(messages.sentAt), desc(messages.createdSeq)] as const;
+
+/** History backwards, newest first, strictly before a message's place (or from the newest). */
 export function messagesBefore(
   db: Reader,
   conversation: ConversationRow,
-  beforeCreatedSeq: number,
+  before: MessagePlace | null,
   limit: number,
 ) {
   return db
@@ -397,16 +411,19 @@ export function messagesBefore(
       and(
         eq(messages.accountId, conversation.accountId),
         eq(messages.conversationId, conversation.id),
-        lt(messages.createdSeq, beforeCreatedSeq),
+        before
+          ? sql`(${messages.sentAt}, ${messages.createdSeq}) <
+              (${before.sentAt.toISOString()}::timestamptz, ${before.createdSeq})`
+          : undefined,
       ),
     )
-    .orderBy(desc(messages.createdSeq))
+    .orderBy(...NEWEST_FIRST)
     .limit(limit);
 }
 
 /**
  * A message by the id clients know it by. Both sides may pick the same id; then the newer one
- * is meant, since a client pages back from what it sees last.
+ * (as the conversation shows them) is meant, since a client pages back from what it sees last.
  */
 export async function findMessage(
   db: Reader,
@@ -423,7 +440,7 @@ export async function findMessage(
         eq(messages.messageId, messageId),
       ),
     )
-    .orderBy(desc(messages.createdSeq))
+    .orderBy(...NEWEST_FIRST)
     .limit(1);
   return row ?? null;
 }

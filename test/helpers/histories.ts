@@ -14,6 +14,15 @@ export function generator(seed: number) {
   return { int, pick: <T>(list: readonly T[]): T => list[int(list.length)] as T };
 }
 
+/**
+ * The items in the order ingest may write them: about half held back a random distance, as a
+ * catch-up writes archived copies behind live ones.
+ */
+export function delayedAtRandom<T>(items: T[], g: ReturnType<typeof generator>): T[] {
+  const keyed = items.map((item, i) => ({ item, key: i + g.int(2) * g.int(40) }));
+  return keyed.sort((x, y) => x.key - y.key).map((k) => k.item);
+}
+
 /** One copy of a history, to be written for any pair of accounts. */
 export type Step = (me: string, peer: string) => ParsedCopy;
 

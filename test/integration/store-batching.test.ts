@@ -62,7 +62,7 @@ describe.each(["postgres", "pglite"] as const)(
         conversation: {
           version: conv?.version,
           unreadCount: conv?.unreadCount,
-          readSeq: conv?.readSeq,
+          readAt: conv?.readAt,
           readUntil: conv?.readUntil,
           peerReadUntil: conv?.peerReadUntil,
           lastMessageAt: conv?.lastMessageAt,

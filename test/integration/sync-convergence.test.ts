@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
 import { expectContract } from "../helpers/contract.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
-import { generator, randomConversation } from "../helpers/histories.js";
+import { delayedAtRandom, generator, randomConversation } from "../helpers/histories.js";
 
 /**
  * The sync's promise, tested as a phone lives it: whatever happens between syncs, and however
@@ -110,11 +110,13 @@ describe("a phone that syncs now and then ends with what the server holds", () =
       const queues = peers.map((peer, k) =>
         randomConversation(seed * 10 + k, 40).map((step) => step(alice, peer)),
       );
-      const copies = [];
+      const sent = [];
       while (queues.some((q) => q.length > 0)) {
         const queue = g.pick(queues.filter((q) => q.length > 0));
-        copies.push(queue.shift() as NonNullable<(typeof queue)[number]>);
+        sent.push(queue.shift() as NonNullable<(typeof queue)[number]>);
       }
+      // Written out of the order they were sent, as after a reconnect.
+      const copies = delayedAtRandom(sent, g);
       const token = await h.token(alice);
       const model: Model = new Map();
       let position: string | null = null;

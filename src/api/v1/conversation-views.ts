@@ -38,7 +38,10 @@ export const ConversationSchema = z
   .object({
     peer: BareJid,
     version: z.number().int().openapi({ description: "seq of the conversation's latest event" }),
-    unread_count: z.number().int(),
+    unread_count: z.number().int().openapi({
+      description:
+        "incoming messages, not retracted, sent after this account's latest own message or displayed marker (or `read_until` request)",
+    }),
     read_until: z
       .string()
       .nullable()

@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
 import {
   findMessage,
+  type MessagePlace,
   messagesBefore,
   messagesChangedAfter,
   messageViewOf,
@@ -20,8 +21,22 @@ import {
   seqQuery,
 } from "./params.js";
 
-/** ["changed", last seq] continues a delta; ["history", last created_seq] goes further back. */
-const MessagesCursor = z.tuple([z.enum(["changed", "history"]), z.number().int().min(0)]);
+/** The widest time a Date holds, in epoch milliseconds either side of 1970. */
+const MAX_TIME = 8.64e15;
+
+/**
+ * ["changed", last seq] continues a delta; ["history", sent_at (epoch ms), created_seq] of the
+ * last message shown goes further back; ["history"] starts at the newest.
+ */
+const MessagesCursor = z.union([
+  z.tuple([z.literal("changed"), z.number().int().min(0)]),
+  z.tuple([
+    z.literal("history"),
+    z.number().int().min(-MAX_TIME).max(MAX_TIME),
+    z.number().int().min(0),
+  ]),
+  z.tuple([z.literal("history")]),
+]);
 
 const route = createRoute({
   ...accountRoute,
@@ -89,25 +104,36 @@ export function registerConversationsMessages(app: App): void {
     } else if (query.before !== undefined) {
       const anchor = await findMessage(db, conversation, query.before);
       if (!anchor) throw new AppError("not_found", `before: no message ${query.before}`);
-      listing = ["history", anchor.createdSeq];
+      listing = ["history", anchor.sentAt.getTime(), anchor.createdSeq];
     } else {
-      listing = ["history", Number.MAX_SAFE_INTEGER];
+      listing = ["history"];
     }
 
-    const [mode, from] = listing;
     const rows =
-      mode === "changed"
-        ? await messagesChangedAfter(db, conversation, from, query.limit + 1)
-        : await messagesBefore(db, conversation, from, query.limit + 1);
+      listing[0] === "changed"
+        ? await messagesChangedAfter(db, conversation, listing[1], query.limit + 1)
+        : await messagesBefore(db, conversation, placeOf(listing), query.limit + 1);
     const page = rows.slice(0, query.limit);
     const last = page.at(-1);
     const next =
       rows.length > query.limit && last
-        ? encodeCursor([mode, mode === "changed" ? last.seq : last.createdSeq])
+        ? encodeCursor(
+            listing[0] === "changed"
+              ? ["changed", last.seq]
+              : ["history", last.sentAt.getTime(), last.createdSeq],
+          )
         : null;
     return c.json(
       { messages: page.map((row) => toMessage(messageViewOf(row))), next_cursor: next },
       200,
     );
   });
+}
+
+/** The place a history listing continues before; none from the newest. */
+function placeOf(listing: ["history", number, number] | ["history"]): MessagePlace | null {
+  const [, sentAt, createdSeq] = listing;
+  return sentAt === undefined || createdSeq === undefined
+    ? null
+    : { sentAt: new Date(sentAt), createdSeq };
 }

@@ -22,8 +22,12 @@ export const conversations = pgTable(
     lastEventSeq: bigint("last_event_seq", { mode: "number" }).notNull(),
     lastMessageAt: timestamp("last_message_at", { withTimezone: true }),
     unreadCount: integer("unread_count").notNull().default(0),
-    /** seq of the event that last reset unread_count: unread = incoming messages after it */
-    readSeq: bigint("read_seq", { mode: "number" }).notNull().default(0),
+    /**
+     * The account has read everything sent up to this time: the newest of its own messages and
+     * displayed markers (or a read_until request). unread_count = its incoming messages sent
+     * later and not retracted, whatever order ingest wrote them in.
+     */
+    readAt: timestamp("read_at", { withTimezone: true }),
     readUntil: text("read_until"),
     /** server time of the marker (or the request) that set read_until: older ones change nothing */
     readUntilAt: timestamp("read_until_at", { withTimezone: true }),

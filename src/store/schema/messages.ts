@@ -38,7 +38,14 @@ export const messages = pgTable(
     // A client picks its own ids, so the two sides of a chat may reuse one; direction separates them.
     unique("messages_key").on(t.accountId, t.conversationId, t.direction, t.messageId),
     index("messages_account_conversation_seq").on(t.accountId, t.conversationId, t.seq),
-    index("messages_account_conversation_created").on(t.accountId, t.conversationId, t.createdSeq),
+    // Messages are shown in the order they were sent, which ingest may write them out of: ties
+    // (same millisecond) go by the order they were written.
+    index("messages_account_conversation_sent").on(
+      t.accountId,
+      t.conversationId,
+      t.sentAt,
+      t.createdSeq,
+    ),
     // Only an origin-id that differs from the stanza id needs its own entry (most clients send
     // the same id twice); ingest finds the rest by messages_key.
     index("messages_account_conversation_origin")
