@@ -452,11 +452,12 @@ async function writeSides(
 
     switch (event.kind) {
       case "message": {
-        const { row, replaced } = folder.addMessage(account.id, conv.id, side, seq);
+        const { row, arrival } = folder.addMessage(account.id, conv.id, side, seq);
         conv.lastMessageAt = maxDate(conv.lastMessageAt, copy.sentAt);
         if (side.direction === "out") markReadUntil(conv, copy.sentAt);
-        // A message id used again replaces the message: it may or may not have counted.
-        else if (replaced) conv.recount = true;
+        // A message id used again: the message replaced may or may not have counted.
+        else if (arrival === "replaced") conv.recount = true;
+        else if (arrival === "kept") break;
         // One already retracted when it arrives (replays reorder) never counts as unread, nor
         // one sent before the account read on (catch-up writes it after newer ones).
         else if (isUnread(conv, row)) conv.unreadCount++;
@@ -476,12 +477,13 @@ async function writeSides(
       }
       case "displayed":
         // A marker older than the one in place (replays and catch-up interleave with live
-        // copies) is kept in the log but moves nothing back, nor marks later messages read.
+        // copies) is kept in the log but moves nothing back. What it read counts on its own:
+        // a read_until request may have named an older message after it was sent.
         if (side.direction === "out") {
+          markReadUntil(conv, copy.sentAt);
           if (conv.readUntilAt && conv.readUntilAt > copy.sentAt) break;
           conv.readUntil = event.targetId;
           conv.readUntilAt = copy.sentAt;
-          markReadUntil(conv, copy.sentAt);
         } else {
           if (conv.peerReadUntilAt && conv.peerReadUntilAt > copy.sentAt) break;
           conv.peerReadUntil = event.targetId;
@@ -636,7 +638,7 @@ const STORED_MESSAGE = `m.account_id, m.conversation_id, m.direction, m.message_
  *
  * A target is looked up by its unique key, messages_key. Joined plainly, PostgreSQL estimates
  * one row per (account, conversation) as well as per full key (it takes the join's columns as
- * independent) and may pick messages_account_conversation_created, reading every message of
+ * independent) and may pick messages_account_conversation_sent, reading every message of
  * the conversation to filter one out: O(conversation length) per edit, reaction or
  * retraction. Ordered by the key's own columns, only messages_key answers without a sort.
  */
@@ -905,8 +907,8 @@ export interface ReadState {
 }
 
 /**
- * The account read everything sent up to `at` (its own message, its displayed marker, a
- * request). A time older than the one in place changes nothing. When no stored message is
+ * The account read everything sent up to `at` (its own message, its displayed marker, the
+ * message a request names). A time older than the one in place changes nothing. When no stored message is
  * newer, nothing is left unread; otherwise (ingest wrote newer messages first) those newer
  * ones are counted once the batch is written.
  */
@@ -962,7 +964,12 @@ function targetKey(accountId: number | string, conversationId: number | string, 
 interface MessageState {
   row: MessageRow;
   dirty: boolean;
+  /** added by this batch, not loaded: the store may still hold a message with its id */
+  added: boolean;
 }
+
+/** What a message did to the batch's messages: took a new id, replaced one, or lost to one. */
+type Arrival = "new" | "replaced" | "kept";
 
 interface Modifier {
   kind: "edit" | "retract" | "reaction";
@@ -1020,21 +1027,24 @@ class MessageFolder {
     return newest;
   }
 
-  private remember(row: MessageRow, dirty: boolean): { state: MessageState; replaced: boolean } {
+  private remember(row: MessageRow, added: boolean): { state: MessageState; arrival: Arrival } {
     const key = this.key(row.accountId, row.conversationId, row.direction, row.messageId);
     let state = this.byId.get(key);
-    const replaced = state !== undefined;
+    let arrival: Arrival = "new";
     if (state) {
-      // A message id used again (clients may reuse one): the later message replaces the
-      // earlier, as the upsert does across batches, which keeps the row's created_seq.
+      // A message id used again (clients may reuse one): the message sent later replaces the
+      // other (of two sent at once, the one written later), whatever order they are written
+      // in, as the upsert does across batches; the row keeps its created_seq.
+      if (state.row.sentAt > row.sentAt) return { state, arrival: "kept" };
       state.row = {
         ...row,
         stanzaId: row.stanzaId ?? state.row.stanzaId,
         createdSeq: state.row.createdSeq,
       };
-      state.dirty ||= dirty;
+      state.dirty ||= added;
+      arrival = "replaced";
     } else {
-      state = { row, dirty };
+      state = { row, dirty: added, added };
       this.byId.set(key, state);
     }
     if (row.originId && row.originId !== row.messageId) {
@@ -1043,7 +1053,7 @@ class MessageFolder {
       if (!carriers.includes(state)) carriers.push(state);
       this.byOrigin.set(originKey, carriers);
     }
-    return { state, replaced };
+    return { state, arrival };
   }
 
   private record(key: string, modifier: Modifier) {
@@ -1055,18 +1065,19 @@ class MessageFolder {
   /**
    * Stores a new message, or a message whose id is used again, and applies every modifier that
    * named its ids so far: that is what makes the result the same however copies are batched (a
-   * later batch finds them all as stored modifiers). Returns its state, and whether it replaced
-   * a message the batch knows (one stored earlier may still be replaced: see save).
+   * later batch finds them all as stored modifiers). Returns its state, and what it did to a
+   * message with its id that the batch knows (one stored earlier it may still replace, or lose
+   * to: see save).
    */
   addMessage(
     accountId: number,
     conversationId: number,
     side: Side,
     seq: number,
-  ): { row: MessageRow; replaced: boolean } {
+  ): { row: MessageRow; arrival: Arrival } {
     const { event, copy } = side;
     const messageId = messageKeyOf(side);
-    const { state, replaced } = this.remember(
+    const { state, arrival } = this.remember(
       {
         accountId,
         conversationId,
@@ -1085,6 +1096,7 @@ class MessageFolder {
       },
       true,
     );
+    if (arrival === "kept") return { row: state.row, arrival };
     const byId = this.history.get(targetKey(accountId, conversationId, messageId));
     const byOrigin =
       event.originId && event.originId !== messageId
@@ -1097,7 +1109,7 @@ class MessageFolder {
       if (modifier.kind !== "reaction" && modifier.direction !== side.direction) continue;
       applyModifier(state.row, modifier, Math.max(seq, modifier.seq));
     }
-    return { row: state.row, replaced };
+    return { row: state.row, arrival };
   }
 
   /**
@@ -1137,14 +1149,14 @@ class MessageFolder {
   }
 
   /**
-   * Writes the changed messages. Resolves to the conversations where an incoming message
-   * replaced one stored by an earlier batch that this one did not load (a message id used
-   * again): their unread count must be counted again.
+   * Writes the changed messages. Resolves to the conversations where an incoming message met
+   * one with its id stored by an earlier batch that this one did not load (a message id used
+   * again), and replaced it or lost to it: their unread count must be counted again.
    */
   save(): Promise<{ accountId: number; id: number }[]> {
     const dirty = [...this.byId.values()].filter((s) => s.dirty);
     if (dirty.length === 0) return Promise.resolve([]);
-    const records = dirty.map(({ row }) => ({
+    const records = dirty.map(({ row, added }) => ({
       a: row.accountId,
       c: row.conversationId,
       d: row.direction,
@@ -1159,6 +1171,7 @@ class MessageFolder {
       rt: row.reactedAt && Object.keys(row.reactedAt).length > 0 ? row.reactedAt : undefined,
       cs: row.createdSeq,
       s: row.seq,
+      n: added || undefined,
     }));
     return run<{ a: string | number; c: string | number }>(
       this.tx,
@@ -1171,10 +1184,14 @@ class MessageFolder {
 
 /**
  * Writes the folded messages with their API rendering (`view`), which is always rendered from
- * the row's final values: on conflict the stored stanza id may be the one kept. Returns the
- * conversations where an incoming message replaced a stored one.
+ * the row's final values: on conflict the stored stanza id may be the one kept, and a stored
+ * message sent later than the one written stays (`n` marks the messages the batch added).
+ * Returns the conversations where an added incoming message was not stored as a new row.
  */
-const UPSERT_MESSAGES = `with saved as (insert into messages (account_id, conversation_id, direction, message_id,
+const UPSERT_MESSAGES = `with r as (select * from json_to_recordset($1::json) as r(a bigint, c bigint, d text,
+     m text, o text, si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb,
+     rt jsonb, cs bigint, s bigint, n boolean)),
+   saved as (insert into messages (account_id, conversation_id, direction, message_id,
      origin_id, stanza_id, body, sent_at, edited_at, retracted_at, reactions, reacted_at,
      created_seq, seq, view)
    select r.a, r.c, r.d, r.m, r.o, r.si, r.b, r.at, r.ea, r.ra, coalesce(r.re, '{}'),
@@ -1190,9 +1207,7 @@ const UPSERT_MESSAGES = `with saved as (insert into messages (account_id, conver
        reactions: "coalesce(r.re, '{}')",
        seq: "r.s",
      })}
-   from json_to_recordset($1::json) as r(a bigint, c bigint, d text, m text, o text,
-     si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb, rt jsonb,
-     cs bigint, s bigint)
+   from r
    on conflict (account_id, conversation_id, direction, message_id) do update set
      origin_id = excluded.origin_id, stanza_id = coalesce(excluded.stanza_id, messages.stanza_id),
      body = excluded.body, sent_at = excluded.sent_at, edited_at = excluded.edited_at,
@@ -1202,9 +1217,12 @@ const UPSERT_MESSAGES = `with saved as (insert into messages (account_id, conver
        ...messageColumnsOf("excluded"),
        stanzaId: "coalesce(excluded.stanza_id, messages.stanza_id)",
      })}
-   returning account_id, conversation_id, direction, xmax::text <> '0' as replaced)
-   select distinct account_id as a, conversation_id as c from saved
-   where direction = 'in' and replaced`;
+   where excluded.sent_at >= messages.sent_at
+   returning account_id, conversation_id, direction, message_id, xmax::text = '0' as inserted)
+   select distinct r.a, r.c from r
+   where r.n and r.d = 'in' and not exists (select from saved s
+     where s.account_id = r.a and s.conversation_id = r.c and s.direction = r.d
+       and s.message_id = r.m and s.inserted)`;
 
 /** Reactions may target either side's message (the peer's, usually); edits only one's own. */
 function candidateDirections(kind: Modifier["kind"], direction: Direction): Direction[] {

@@ -11,7 +11,7 @@ import {
   saveConversations,
 } from "./events.js";
 import { events } from "./schema/events.js";
-import type { ConversationRow } from "./sync.js";
+import { type ConversationRow, findMessage } from "./sync.js";
 
 /** What a user may change about a conversation; absent fields stay as they are. */
 export interface SettingsChange {
@@ -53,7 +53,11 @@ export async function appendSettings(
 
     const read: ReadState = { ...conv, recount: false };
     if (change.readUntil !== undefined) {
-      markReadUntil(read, input.now);
+      // Read up to when that message was sent: one sent later, even one on its way to the
+      // store now, stays unread. A message not stored yet was read with all that is stored.
+      const seen = await findMessage(tx, conv, change.readUntil);
+      const upTo = seen?.sentAt ?? conv.lastMessageAt;
+      if (upTo) markReadUntil(read, upTo);
       conv.unreadCount = read.unreadCount;
       conv.readAt = read.readAt;
     }
@@ -74,7 +78,6 @@ export async function appendSettings(
     conv.lastEventSeq = seq;
     conv.updatedAt = input.now;
     await saveConversations(tx, [conv]);
-    // A message stamped later than this request (ejabberd's clock ahead of ours) stays unread.
     for (const counted of await recountUnread(tx, read.recount ? [conv] : [])) {
       conv.unreadCount = counted.unreadCount;
     }

@@ -211,11 +211,14 @@ function syncQuery(paged: boolean): Query {
         from conversations where account_id = ${accountId}
         order by ${ACTIVITY_ORDER} limit ${p("pageSize")}`;
   const changed = paged ? sql`and m.seq > ${p("base")}` : sql``;
-  // A first sync shows a conversation's latest calls, as many as messages, not its whole past.
-  const callsCap = paged ? sql`` : sql`order by k.seq desc limit ${p("shown")}`;
-  const callsAfter = paged
-    ? p("base")
-    : sql`case when d.truncated then d.oldest_shown - 1 else 0 end`;
+  // A first sync shows a conversation's latest calls, as many as messages, not its whole past:
+  // by when they began, as messages go by when they were sent, and none older than the oldest
+  // message shown when the messages were cut.
+  const callAt = sql`coalesce(k.proposed_at, k.updated_at)`;
+  const callsCap = paged ? sql`` : sql`order by ${callAt} desc, k.seq desc limit ${p("shown")}`;
+  const callsWindow = paged
+    ? sql`k.seq > ${p("base")}`
+    : sql`(not d.truncated or ${callAt} >= d.oldest_shown_at)`;
   // Messages go by when they were sent, then by when they were written. The delta's newest is
   // the conversation's newest unless a message sent later is stored, or one sent at the same
   // time and written later: that one was written before the window, so the delta's newest was
@@ -255,7 +258,7 @@ function syncQuery(paged: boolean): Query {
           min(m.view) filter (where m.rank = 1) as newest_view,
           min(m.sent_at) filter (where m.rank = 1) as newest_sent_at,
           min(m.created_seq) filter (where m.rank = 1) as newest_created,
-          min(m.created_seq) filter (where m.rank <= ${p("shown")}) as oldest_shown
+          min(m.sent_at) filter (where m.rank <= ${p("shown")}) as oldest_shown_at
         from (
           select ${sql.raw(storedMessageJsonSql("m"))} as view, m.created_seq, m.sent_at,
             row_number() over (order by m.sent_at desc, m.created_seq desc) as rank
@@ -272,7 +275,7 @@ function syncQuery(paged: boolean): Query {
       left join lateral (
         select json_agg(${jsonRowOf(calls, "k")} order by k.proposed_at, k.call_id) as rows
         from (select * from calls k
-          where k.account_id = ${accountId} and k.conversation_id = p.id and k.seq > ${callsAfter}
+          where k.account_id = ${accountId} and k.conversation_id = p.id and ${callsWindow}
           ${callsCap}) k
       ) k on true
     ) on true

@@ -58,6 +58,15 @@ const HOSTILE_VALUES: string[] = [
     base64urlJson(["2026-11-26T08:00:00.000Z", 1]),
     base64urlJson([null, -1]),
     base64urlJson(["+275760-09-13T00:00:00.000Z", 1]),
+    // History cursors at and past the edges of the times a store holds.
+    base64urlJson(["history", 8.64e15, 1]),
+    base64urlJson(["history", -8.64e15, 1]),
+    base64urlJson(["history", Date.parse("0001-01-01T00:00:00Z") - 1, 1]),
+    base64urlJson(["history", Date.parse("9999-12-31T23:59:59.999Z") + 1, 1]),
+    base64urlJson(["history", 0, -1]),
+    base64urlJson(["history", 0, 2 ** 63]),
+    base64urlJson(["history", 0]),
+    base64urlJson(["changed", 0, 0]),
   ].map(encodeURIComponent),
   // Raw, as a broken client sends them: percent signs that decode to nothing valid.
   "%",

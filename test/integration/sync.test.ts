@@ -524,6 +524,28 @@ describe.each(["postgres", "pglite"] as const)("GET /v1/sync on %s", (driver) =>
     expect((await callsOf("messages=2"))[carol]).toEqual(["only-1", "only-2"]);
   });
 
+  it("shows on a first sync the calls since the oldest message shown, whatever order they were written in", async () => {
+    const { alice, bob } = people();
+    const token = await h.token(alice);
+    const sent = Array.from({ length: 6 }, (_, i) => msg(bob, alice, `m${i}`, "catching up"));
+    // The call came last but was written first (live), the messages after it (a catch-up).
+    const propose = callSignal(bob, alice, {
+      action: "propose",
+      callId: "live-1",
+      media: ["audio"],
+    });
+    const retract = callSignal(bob, alice, { action: "retract", callId: "live-1" });
+    await write(propose, retract);
+    await write(...sent);
+    const [conversation] = (await sync(token, "messages=3")).conversations as unknown as {
+      messages: unknown[];
+      messages_truncated: boolean;
+      calls: { id: string }[];
+    }[];
+    expect([conversation?.messages.length, conversation?.messages_truncated]).toEqual([3, true]);
+    expect(conversation?.calls.map((c) => c.id)).toEqual(["live-1"]);
+  });
+
   it("puts active calls first, whatever the conversation paging", async () => {
     const { alice, bob } = people();
     const token = await h.token(alice);

@@ -40,7 +40,7 @@ export const ConversationSchema = z
     version: z.number().int().openapi({ description: "seq of the conversation's latest event" }),
     unread_count: z.number().int().openapi({
       description:
-        "incoming messages, not retracted, sent after this account's latest own message or displayed marker (or `read_until` request)",
+        "incoming messages, not retracted, sent after this account's latest own message or displayed marker, or after the message a `read_until` request named",
     }),
     read_until: z
       .string()
@@ -84,7 +84,7 @@ export const SyncConversationSchema = ConversationSchema.extend({
   }),
   calls: z.array(CallSchema).openapi({
     description:
-      "Calls of this conversation that changed since `since`, in their current state, oldest offer first (on a first sync: the latest, as many as `messages`, and only those since the oldest message shown when `messages_truncated`), so the chat can show a missed call or a call's length. Upsert by `id`.",
+      "Calls of this conversation that changed since `since`, in their current state, oldest offer first (on a first sync: the latest begun, as many as `messages`, and only those begun since the oldest message shown was sent when `messages_truncated`), so the chat can show a missed call or a call's length. Upsert by `id`.",
   }),
 }).openapi("SyncConversation");
 

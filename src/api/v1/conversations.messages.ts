@@ -21,8 +21,9 @@ import {
   seqQuery,
 } from "./params.js";
 
-/** The widest time a Date holds, in epoch milliseconds either side of 1970. */
-const MAX_TIME = 8.64e15;
+/** The years 1–9999 in epoch milliseconds: the times RFC 3339 and PostgreSQL both take. */
+const FIRST_TIME = Date.parse("0001-01-01T00:00:00Z");
+const LAST_TIME = Date.parse("9999-12-31T23:59:59.999Z");
 
 /**
  * ["changed", last seq] continues a delta; ["history", sent_at (epoch ms), created_seq] of the
@@ -32,7 +33,7 @@ const MessagesCursor = z.union([
   z.tuple([z.literal("changed"), z.number().int().min(0)]),
   z.tuple([
     z.literal("history"),
-    z.number().int().min(-MAX_TIME).max(MAX_TIME),
+    z.number().int().min(FIRST_TIME).max(LAST_TIME),
     z.number().int().min(0),
   ]),
   z.tuple([z.literal("history")]),

@@ -23,9 +23,9 @@ export const conversations = pgTable(
     lastMessageAt: timestamp("last_message_at", { withTimezone: true }),
     unreadCount: integer("unread_count").notNull().default(0),
     /**
-     * The account has read everything sent up to this time: the newest of its own messages and
-     * displayed markers (or a read_until request). unread_count = its incoming messages sent
-     * later and not retracted, whatever order ingest wrote them in.
+     * The account has read everything sent up to this time: the newest of its own messages,
+     * its displayed markers and the messages read_until requests named. unread_count = its
+     * incoming messages sent later and not retracted, whatever order ingest wrote them in.
      */
     readAt: timestamp("read_at", { withTimezone: true }),
     readUntil: text("read_until"),
