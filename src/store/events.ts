@@ -724,7 +724,8 @@ function modifierOfStored(e: StoredModifier): EarlyModifier {
 }
 
 const FOLDED_CONVERSATION = `c.account_id, c.id, c.peer_jid, c.unread_count,
-  ${epochMs("c.read_at")} as read_at, ${epochMs("c.last_message_at")} as last_message_at, c.read_until, ${epochMs("c.read_until_at")} as read_until_at, c.peer_read_until,
+  ${epochMs("c.read_at")} as read_at, ${epochMs("c.last_message_at")} as last_message_at,
+  c.read_until, ${epochMs("c.read_until_at")} as read_until_at, c.peer_read_until,
   ${epochMs("c.peer_read_until_at")} as peer_read_until_at`;
 
 interface StoredConversation {
@@ -1156,7 +1157,7 @@ class MessageFolder {
   save(): Promise<{ accountId: number; id: number }[]> {
     const dirty = [...this.byId.values()].filter((s) => s.dirty);
     if (dirty.length === 0) return Promise.resolve([]);
-    const records = dirty.map(({ row, added }) => ({
+    const records = dirty.map(({ row }) => ({
       a: row.accountId,
       c: row.conversationId,
       d: row.direction,
@@ -1171,29 +1172,59 @@ class MessageFolder {
       rt: row.reactedAt && Object.keys(row.reactedAt).length > 0 ? row.reactedAt : undefined,
       cs: row.createdSeq,
       s: row.seq,
-      n: added || undefined,
     }));
-    return run<{ a: string | number; c: string | number }>(
+    return run<{ a: string | number; c: string | number; d: Direction; m: string }>(
       this.tx,
       "upsert_messages",
       UPSERT_MESSAGES,
       records,
-    ).then((rows) => rows.map((r) => ({ accountId: Number(r.a), id: Number(r.c) })));
+    ).then((rows) => {
+      const met = new Map<string, { accountId: number; id: number }>();
+      for (const r of rows) {
+        const [accountId, id] = [Number(r.a), Number(r.c)];
+        if (r.d === "in" && this.byId.get(this.key(accountId, id, r.d, r.m))?.added) {
+          met.set(`${accountId} ${id}`, { accountId, id });
+        }
+      }
+      return [...met.values()];
+    });
   }
 }
 
 /**
- * Writes the folded messages with their API rendering (`view`), which is always rendered from
- * the row's final values: on conflict the stored stanza id may be the one kept, and a stored
- * message sent later than the one written stays (`n` marks the messages the batch added).
- * Returns the conversations where an added incoming message was not stored as a new row.
+ * On conflict, each column takes the value of the message sent later: the row written now,
+ * or the stored one when that was sent later (a message id used again, written out of order).
  */
-const UPSERT_MESSAGES = `with r as (select * from json_to_recordset($1::json) as r(a bigint, c bigint, d text,
-     m text, o text, si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb,
-     rt jsonb, cs bigint, s bigint, n boolean)),
-   saved as (insert into messages (account_id, conversation_id, direction, message_id,
-     origin_id, stanza_id, body, sent_at, edited_at, retracted_at, reactions, reacted_at,
-     created_seq, seq, view)
+const CONFLICT_SET = Object.entries({
+  origin_id: "excluded.origin_id",
+  stanza_id: "coalesce(excluded.stanza_id, messages.stanza_id)",
+  body: "excluded.body",
+  sent_at: "excluded.sent_at",
+  edited_at: "excluded.edited_at",
+  retracted_at: "excluded.retracted_at",
+  reactions: "excluded.reactions",
+  reacted_at: "excluded.reacted_at",
+  seq: "excluded.seq",
+  view: messageJsonSql({
+    ...messageColumnsOf("excluded"),
+    stanzaId: "coalesce(excluded.stanza_id, messages.stanza_id)",
+  }),
+})
+  .map(([column, value]) => {
+    return `${column} = case when excluded.sent_at >= messages.sent_at then ${value}
+      else messages.${column} end`;
+  })
+  .join(",\n     ");
+
+/**
+ * Writes the folded messages with their API rendering (`view`), which is always rendered from
+ * the row's final values: on conflict the stored stanza id may be the one kept. Returns the
+ * rows that met a stored one (every conflict updates, so each shows): few, since the batch
+ * loads the messages it changes, and only an id used again meets one it did not load.
+ */
+const UPSERT_MESSAGES = `with saved as (insert into messages (account_id, conversation_id,
+     direction, message_id, origin_id, stanza_id, body, sent_at, edited_at, retracted_at,
+     reactions, reacted_at, created_seq, seq, view)
    select r.a, r.c, r.d, r.m, r.o, r.si, r.b, r.at, r.ea, r.ra, coalesce(r.re, '{}'),
      coalesce(r.rt, '{}'), r.cs, r.s,
      ${messageJsonSql({
@@ -1207,22 +1238,14 @@ const UPSERT_MESSAGES = `with r as (select * from json_to_recordset($1::json) as
        reactions: "coalesce(r.re, '{}')",
        seq: "r.s",
      })}
-   from r
+   from json_to_recordset($1::json) as r(a bigint, c bigint, d text, m text, o text,
+     si text, b text, at timestamptz, ea timestamptz, ra timestamptz, re jsonb, rt jsonb,
+     cs bigint, s bigint)
    on conflict (account_id, conversation_id, direction, message_id) do update set
-     origin_id = excluded.origin_id, stanza_id = coalesce(excluded.stanza_id, messages.stanza_id),
-     body = excluded.body, sent_at = excluded.sent_at, edited_at = excluded.edited_at,
-     retracted_at = excluded.retracted_at, reactions = excluded.reactions,
-     reacted_at = excluded.reacted_at, seq = excluded.seq,
-     view = ${messageJsonSql({
-       ...messageColumnsOf("excluded"),
-       stanzaId: "coalesce(excluded.stanza_id, messages.stanza_id)",
-     })}
-   where excluded.sent_at >= messages.sent_at
-   returning account_id, conversation_id, direction, message_id, xmax::text = '0' as inserted)
-   select distinct r.a, r.c from r
-   where r.n and r.d = 'in' and not exists (select from saved s
-     where s.account_id = r.a and s.conversation_id = r.c and s.direction = r.d
-       and s.message_id = r.m and s.inserted)`;
+     ${CONFLICT_SET}
+   returning account_id, conversation_id, direction, message_id, xmax <> '0'::xid as met)
+   select account_id as a, conversation_id as c, direction as d, message_id as m from saved
+   where met`;
 
 /** Reactions may target either side's message (the peer's, usually); edits only one's own. */
 function candidateDirections(kind: Modifier["kind"], direction: Direction): Direction[] {
