@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { IngestStats } from "./ingest/stats.js";
+import type { DatabaseUse } from "./store/admin.js";
 
 /** Every metric syncside exports; one registry per process (tests make their own). */
 export interface Metrics {
@@ -11,8 +12,8 @@ export interface Metrics {
 
 export function createMetrics(options: {
   ingest: IngestStats;
-  /** connections syncside holds to PostgreSQL, asked at scrape time; omit on PGlite */
-  databaseConnections?: () => Promise<number | null>;
+  /** how syncside uses PostgreSQL, asked at scrape time; null on PGlite */
+  database?: () => Promise<DatabaseUse | null>;
 }): Metrics {
   const registry = new Registry();
   const { ingest } = options;
@@ -89,15 +90,48 @@ export function createMetrics(options: {
       this.inc(ingest.writeFailures);
     },
   });
-  if (options.databaseConnections) {
-    const count = options.databaseConnections;
+  const database = options.database;
+  if (database) {
+    // One pg_stat_activity read serves the three gauges of a scrape: prom-client starts their
+    // collect() one after the other in the same turn, so they share what the first one asked.
+    let asked: Promise<DatabaseUse | null> | null = null;
+    const use = () => {
+      if (!asked) {
+        asked = database().catch(() => null);
+        setImmediate(() => {
+          asked = null;
+        });
+      }
+      return asked;
+    };
     new Gauge({
       name: "syncside_database_connections",
       help: "Connections of every syncside process to this PostgreSQL database",
       registers: [registry],
       async collect() {
-        const n = await count().catch(() => null);
-        if (n !== null) this.set(n);
+        const now = await use();
+        if (now) this.set(now.syncside);
+      },
+    });
+    new Gauge({
+      name: "syncside_database_pool_connections",
+      help: "This process's pool: connections busy (a statement or transaction) or idle",
+      labelNames: ["state"] as const,
+      registers: [registry],
+      async collect() {
+        const now = await use();
+        if (!now) return;
+        this.set({ state: "busy" }, now.busy);
+        this.set({ state: "idle" }, now.idle);
+      },
+    });
+    new Gauge({
+      name: "syncside_database_pool_max",
+      help: "This process's pool: the most connections it opens",
+      registers: [registry],
+      async collect() {
+        const now = await use();
+        if (now) this.set(now.max);
       },
     });
   }

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { Socket } from "node:net";
 import { PGlite } from "@electric-sql/pglite";
@@ -21,6 +22,8 @@ export interface Lock {
 export interface Store {
   readonly db: Db;
   readonly driver: "postgres" | "pglite";
+  /** On PostgreSQL: this process's pool, as pg_stat_activity names its sessions, and its size */
+  readonly pool: { applicationName: string; max: number } | null;
   ping(): Promise<void>;
   /** Applies the committed migrations (see migrate.ts). */
   migrate(): Promise<void>;
@@ -78,13 +81,16 @@ function deferredCloseSocket(options: SocketOptions): Socket {
 }
 
 function openPostgres(url: string, max: number): Store {
+  // Every session is named for syncside and this pool, so pg_stat_activity tells them apart.
+  const instance = randomBytes(4).toString("hex");
+  const applicationName = `syncside ${instance}`;
   // Timestamps come back as Date and bigint columns as numbers (drizzle maps mode "number").
   const options = {
     max,
     // A documented option of postgres.js that its type definitions lack.
     socket: deferredCloseSocket,
     onnotice: () => {},
-    connection: { application_name: "syncside" },
+    connection: { application_name: applicationName },
   };
   const sql = postgres(url, options);
   const db = drizzlePostgres(sql) as unknown as Db;
@@ -92,6 +98,7 @@ function openPostgres(url: string, max: number): Store {
   return {
     db,
     driver: "postgres",
+    pool: { applicationName, max },
     async ping() {
       await sql`select 1`;
     },
@@ -116,7 +123,7 @@ function openPostgres(url: string, max: number): Store {
         max_lifetime: null,
         onnotice: () => {},
         onclose: () => lose(),
-        connection: { application_name: "syncside-lock" },
+        connection: { application_name: `syncside-lock ${instance}` },
       });
       const end = () => lockSql.end({ timeout: 5 }).catch(() => {});
       try {
@@ -158,6 +165,7 @@ async function openPglite(dataDir: string): Promise<Store> {
   return {
     db,
     driver: "pglite",
+    pool: null,
     async ping() {
       await pg.query("select 1");
     },

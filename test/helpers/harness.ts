@@ -6,7 +6,7 @@ import { type Config, loadConfig } from "../../src/config.js";
 import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import { createMetrics } from "../../src/metrics.js";
-import { countDatabaseConnections } from "../../src/store/admin.js";
+import { databaseUse } from "../../src/store/admin.js";
 import { openTestStore, type TestStore } from "./database.js";
 
 export interface Harness {
@@ -47,8 +47,7 @@ export async function createHarness(
     readiness: { check: async () => ({ database: "ok" }) },
     metrics: createMetrics({
       ingest,
-      databaseConnections:
-        t.store.driver === "postgres" ? () => countDatabaseConnections(t.store) : undefined,
+      database: t.store.pool ? () => databaseUse(t.store) : undefined,
     }),
     ...options.deps,
     ingest,

@@ -175,6 +175,24 @@ describe("operations: request ids in logs, access lines, /metrics", () => {
       expect(sample(before, "syncside_sync_long_polls_open")).toBe(0);
       // The harness's own pool is a syncside connection on this database.
       expect(sample(before, "syncside_database_connections")).toBeGreaterThanOrEqual(1);
+      // This process's pool: a transaction held open is one busy connection until it ends.
+      const pool = (text: string) => [
+        sample(text, "syncside_database_pool_connections", { state: "busy" }),
+        sample(text, "syncside_database_pool_max"),
+      ];
+      const size = h.store.pool?.max;
+      expect(size).toBeGreaterThan(1);
+      expect(pool(before)).toEqual([0, size]);
+      const held = await holdAccountRow(h.store.db, alice);
+      try {
+        expect(pool(await metrics())).toEqual([1, size]);
+      } finally {
+        await held.release();
+      }
+      expect(pool(await metrics())).toEqual([0, size]);
+      const idle = sample(before, "syncside_database_pool_connections", { state: "idle" });
+      expect(idle).not.toBeNull();
+      expect(idle).toBeLessThanOrEqual(size ?? 0);
 
       const poll = h.get(`/v1/sync?since=${first.position}&wait=10`, token);
       await waitFor(async () => sample(await metrics(), "syncside_sync_long_polls_open") === 1, {
@@ -253,6 +271,7 @@ describe("operations: request ids in logs, access lines, /metrics", () => {
       const text = await expectContract<string>(res, "GET", "/metrics");
       expect(sample(text, "syncside_ingest_leader")).toBe(0);
       expect(sample(text, "syncside_database_connections")).toBeNull();
+      expect(sample(text, "syncside_database_pool_max")).toBeNull();
     });
 
     it("answers 401 without METRICS_TOKEN when one is configured", async () => {
