@@ -1,4 +1,4 @@
-import { onTestFinished } from "vitest";
+import { expect, onTestFinished } from "vitest";
 import { createApp } from "../../src/api/app.js";
 import { ensureAccount, issueToken, type Scope } from "../../src/api/auth.js";
 import type { App, AppDeps } from "../../src/api/context.js";
@@ -7,6 +7,7 @@ import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import { createMetrics } from "../../src/metrics.js";
 import { databaseUse } from "../../src/store/admin.js";
+import { expectContract } from "./contract.js";
 import { openTestStore, type TestStore } from "./database.js";
 
 export interface Harness {
@@ -22,6 +23,8 @@ export interface Harness {
   token(jid: string, scope?: Scope): Promise<string>;
   /** app.request with a bearer token */
   get(path: string, token: string, init?: RequestInit): Promise<Response>;
+  /** GET with a bearer token, answered 200 as openapi.yaml says: the body */
+  read<T>(path: string, token: string): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -52,6 +55,13 @@ export async function createHarness(
     ...options.deps,
     ingest,
   });
+  const get = (path: string, token: string, init: RequestInit = {}) =>
+    Promise.resolve(
+      app.request(path, {
+        ...init,
+        headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
+      }),
+    );
   return {
     app,
     store: t.store,
@@ -70,13 +80,11 @@ export async function createHarness(
       });
       return issued.token;
     },
-    get(path, token, init = {}) {
-      return Promise.resolve(
-        app.request(path, {
-          ...init,
-          headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
-        }),
-      );
+    get,
+    async read<T>(path: string, token: string) {
+      const res = await get(path, token);
+      expect(res.status, `${path}: ${await res.clone().text()}`).toBe(200);
+      return expectContract<T>(res, "GET", path);
     },
     close: () => t.close(),
   };

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ParsedCopy } from "../../src/ingest/parse.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
-import { expectContract } from "../helpers/contract.js";
 import { copyOf, edit, nextTime } from "../helpers/copies.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
 import { delayedAtRandom, generator } from "../helpers/histories.js";
@@ -100,11 +99,7 @@ describe("what a phone is shown does not depend on the order ingest wrote it", (
   });
   afterAll(() => h.close());
 
-  async function get<T>(path: string, token: string): Promise<T> {
-    const res = await h.get(path, token);
-    expect(res.status, `${path}: ${await res.clone().text()}`).toBe(200);
-    return expectContract<T>(res, "GET", path);
-  }
+  const get = <T>(path: string, token: string) => h.read<T>(path, token);
 
   /** The whole history through `?before` pages of two, newest first. */
   async function historyOf(token: string, peer: string): Promise<Shown[]> {
