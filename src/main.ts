@@ -7,7 +7,6 @@ import { createLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { runPush } from "./push/leader.js";
 import { retryForever } from "./retry.js";
-import { databaseUse } from "./store/admin.js";
 import { openDb } from "./store/db.js";
 
 async function main(): Promise<void> {
@@ -31,7 +30,7 @@ async function main(): Promise<void> {
   if (!config.ingestEnabled) ingestStats.role = "disabled";
   const metrics = createMetrics({
     ingest: ingestStats,
-    database: store.pool ? () => databaseUse(store) : undefined,
+    database: store.pool ? () => store.databaseUse() : undefined,
   });
 
   const app = createApp({

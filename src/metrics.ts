@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { IngestStats } from "./ingest/stats.js";
-import type { DatabaseUse } from "./store/admin.js";
+import type { DatabaseUse } from "./store/db.js";
 
 /** Every metric syncside exports; one registry per process (tests make their own). */
 export interface Metrics {
@@ -12,7 +12,7 @@ export interface Metrics {
 
 export function createMetrics(options: {
   ingest: IngestStats;
-  /** how syncside uses PostgreSQL, asked at scrape time; null on PGlite */
+  /** how syncside uses PostgreSQL, asked at scrape time; left out on PGlite */
   database?: () => Promise<DatabaseUse | null>;
 }): Metrics {
   const registry = new Registry();

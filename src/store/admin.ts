@@ -1,6 +1,6 @@
 import { and, asc, eq, gt, ilike, inArray, isNotNull, isNull, or, sql } from "drizzle-orm";
 import type { CallRow } from "./calls.js";
-import { type Db, queryRows, type Store } from "./db.js";
+import { type Db, queryRows } from "./db.js";
 import { accounts } from "./schema/accounts.js";
 import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
@@ -136,43 +136,4 @@ export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: nu
     await tx.delete(conversations).where(eq(conversations.accountId, accountId));
     return { accountId };
   });
-}
-
-/** How syncside uses its PostgreSQL database, from pg_stat_activity. */
-export interface DatabaseUse {
-  /** connections of every syncside process (pools and ingest lock sessions) */
-  syncside: number;
-  /** this process's pool: connections running a statement or in a transaction, not counting the one asking */
-  busy: number;
-  /** this process's pool: connections open and idle */
-  idle: number;
-  /** this process's pool: the most connections it opens */
-  max: number;
-}
-
-export async function databaseUse(store: Store): Promise<DatabaseUse | null> {
-  const pool = store.pool;
-  if (!pool) return null;
-  // pg_stat_activity is a system view drizzle has no table for.
-  const [row] = await queryRows<{
-    n: string | number;
-    busy: string | number;
-    idle: string | number;
-  }>(
-    store.db,
-    sql`select count(*) as n,
-          count(*) filter (where application_name = ${pool.applicationName}
-            and state <> 'idle') as busy,
-          count(*) filter (where application_name = ${pool.applicationName}
-            and state = 'idle') as idle
-        from pg_stat_activity
-        where datname = current_database() and application_name like 'syncside%'`,
-  );
-  if (!row) return null;
-  return {
-    syncside: Number(row.n),
-    busy: Math.max(0, Number(row.busy) - 1),
-    idle: Number(row.idle),
-    max: pool.max,
-  };
 }

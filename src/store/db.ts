@@ -24,6 +24,8 @@ export interface Store {
   readonly driver: "postgres" | "pglite";
   /** On PostgreSQL: this process's pool, as pg_stat_activity names its sessions, and its size */
   readonly pool: { applicationName: string; max: number } | null;
+  /** On PostgreSQL: how syncside uses the database now, read on a connection of its own */
+  databaseUse(): Promise<DatabaseUse | null>;
   ping(): Promise<void>;
   /** Applies the committed migrations (see migrate.ts). */
   migrate(): Promise<void>;
@@ -32,6 +34,18 @@ export interface Store {
   /** Session-level advisory lock on a connection of its own, or null when another holds it. */
   tryLock(key: number): Promise<Lock | null>;
   close(): Promise<void>;
+}
+
+/** How syncside uses its PostgreSQL database, from pg_stat_activity. */
+export interface DatabaseUse {
+  /** connections of every syncside process (pools, listeners, lock and probe sessions) */
+  syncside: number;
+  /** this process's pool: connections running a statement or in a transaction */
+  busy: number;
+  /** this process's pool: connections open and idle */
+  idle: number;
+  /** this process's pool: the most connections it opens */
+  max: number;
 }
 
 export interface OpenDbOptions {
@@ -95,16 +109,44 @@ function openPostgres(url: string, max: number): Store {
   const sql = postgres(url, options);
   const db = drizzlePostgres(sql) as unknown as Db;
   const locks = new Set<() => Promise<void>>();
+  // Sessions outside the pool, opened when first needed and named apart: LISTEN holds one (which
+  // postgres.js would otherwise open with the pool's name), and the probe must answer even when
+  // every pooled connection is busy.
+  const aside = new Map<string, postgres.Sql>();
+  const client = (role: string) => {
+    let session = aside.get(role);
+    if (!session) {
+      session = postgres(url, {
+        ...options,
+        max: 1,
+        connection: { application_name: `syncside-${role} ${instance}` },
+      });
+      aside.set(role, session);
+    }
+    return session;
+  };
   return {
     db,
     driver: "postgres",
     pool: { applicationName, max },
+    async databaseUse() {
+      const [row] = await client("probe")<{ n: string; busy: string; idle: string }[]>`
+        select count(*) as n,
+          count(*) filter (where application_name = ${applicationName}
+            and state <> 'idle') as busy,
+          count(*) filter (where application_name = ${applicationName}
+            and state = 'idle') as idle
+        from pg_stat_activity
+        where datname = current_database() and application_name like 'syncside%'`;
+      if (!row) return null;
+      return { syncside: Number(row.n), busy: Number(row.busy), idle: Number(row.idle), max };
+    },
     async ping() {
       await sql`select 1`;
     },
     migrate: () => migratePostgresUrl(url),
     async listen(channel, onPayload) {
-      const sub = await sql.listen(channel, onPayload);
+      const sub = await client("listen").listen(channel, onPayload);
       return () => sub.unlisten();
     },
     async tryLock(key) {
@@ -153,7 +195,7 @@ function openPostgres(url: string, max: number): Store {
     },
     async close() {
       await Promise.all([...locks].map((end) => end()));
-      await sql.end({ timeout: 5 });
+      await Promise.all([sql, ...aside.values()].map((s) => s.end({ timeout: 5 })));
     },
   };
 }
@@ -166,6 +208,7 @@ async function openPglite(dataDir: string): Promise<Store> {
     db,
     driver: "pglite",
     pool: null,
+    databaseUse: async () => null,
     async ping() {
       await pg.query("select 1");
     },

@@ -1219,8 +1219,9 @@ const CONFLICT_SET = Object.entries({
 /**
  * Writes the folded messages with their API rendering (`view`), which is always rendered from
  * the row's final values: on conflict the stored stanza id may be the one kept. Returns the
- * rows that met a stored one (every conflict updates, so each shows): few, since the batch
- * loads the messages it changes, and only an id used again meets one it did not load.
+ * rows that met a stored one (every conflict updates, so each shows): the stored messages the
+ * batch loaded and changed, and any message whose id was used again, which met one the batch
+ * did not load.
  */
 const UPSERT_MESSAGES = `with saved as (insert into messages (account_id, conversation_id,
      direction, message_id, origin_id, stanza_id, body, sent_at, edited_at, retracted_at,

@@ -6,7 +6,6 @@ import { type Config, loadConfig } from "../../src/config.js";
 import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
 import { createMetrics } from "../../src/metrics.js";
-import { databaseUse } from "../../src/store/admin.js";
 import { expectContract } from "./contract.js";
 import { openTestStore, type TestStore } from "./database.js";
 
@@ -50,7 +49,7 @@ export async function createHarness(
     readiness: { check: async () => ({ database: "ok" }) },
     metrics: createMetrics({
       ingest,
-      database: t.store.pool ? () => databaseUse(t.store) : undefined,
+      database: t.store.pool ? () => t.store.databaseUse() : undefined,
     }),
     ...options.deps,
     ingest,

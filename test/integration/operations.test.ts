@@ -189,6 +189,17 @@ describe("operations: request ids in logs, access lines, /metrics", () => {
       } finally {
         await held.release();
       }
+      // With every pooled connection busy, a scrape still answers and shows it.
+      const all = await Promise.all(
+        Array.from({ length: size ?? 0 }, (_, i) =>
+          holdAccountRow(h.store.db, `held-${i}@example.org`),
+        ),
+      );
+      try {
+        expect(pool(await metrics())).toEqual([size, size]);
+      } finally {
+        await Promise.all(all.map((hold) => hold.release()));
+      }
       expect(pool(await metrics())).toEqual([0, size]);
       const idle = sample(before, "syncside_database_pool_connections", { state: "idle" });
       expect(idle).not.toBeNull();
