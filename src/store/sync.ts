@@ -433,19 +433,29 @@ export async function findMessage(
   conversation: ConversationRow,
   messageId: string,
 ): Promise<MessageRow | null> {
-  const [row] = await db
+  const [row] = await messageByIdQuery(db, conversation, messageId);
+  return row ?? null;
+}
+
+/**
+ * findMessage's statement. Naming both directions makes it two probes of messages_key, whose
+ * third column is the direction: left out, PostgreSQL reads the conversation's whole range of
+ * the index to find the id, O(conversation length) on every `before` page and read_until.
+ */
+export function messageByIdQuery(db: Reader, conversation: ConversationRow, messageId: string) {
+  return db
     .select(MESSAGE_COLUMNS)
     .from(messages)
     .where(
       and(
         eq(messages.accountId, conversation.accountId),
         eq(messages.conversationId, conversation.id),
+        inArray(messages.direction, ["in", "out"]),
         eq(messages.messageId, messageId),
       ),
     )
     .orderBy(...NEWEST_FIRST)
     .limit(1);
-  return row ?? null;
 }
 
 /** The raw event log of one conversation, in seq order. */

@@ -21,6 +21,7 @@ import { conversations } from "../../src/store/schema/conversations.js";
 import { events } from "../../src/store/schema/events.js";
 import { messages } from "../../src/store/schema/messages.js";
 import { appendSettings } from "../../src/store/settings.js";
+import { findConversation, findMessage, messageByIdQuery } from "../../src/store/sync.js";
 import {
   callSignal,
   copyOf,
@@ -580,7 +581,7 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
   });
 });
 
-describe("the lookup of the messages a batch modifies, on postgres", () => {
+describe("the lookups of single messages, on postgres", () => {
   let t: TestStore;
   beforeAll(async () => {
     t = await openTestStore("postgres");
@@ -626,5 +627,26 @@ describe("the lookup of the messages a batch modifies, on postgres", () => {
     expect(plan).toContain("Index Scan using messages_key on messages");
     expect(plan).not.toContain("messages_account_conversation_sent");
     expect(plan).not.toContain("Rows Removed by Filter");
+  });
+
+  it("finds a message by its id with the whole key, not by reading the conversation's range", async () => {
+    // One long conversation: the id alone, after account and conversation, is no index prefix.
+    const [me, peer] = ["long-me@example.org", "long-peer@example.org"];
+    const copies = Array.from({ length: 2000 }, (_, i) =>
+      i % 2 ? msg(me, peer, `long-${i}`, "out") : msg(peer, me, `long-${i}`, "in"),
+    );
+    await appendBatch(t.store.db, { copies }, options);
+    await t.store.db.execute(sql`analyze messages`);
+    const [owner] = await t.store.db.select().from(accounts).where(eq(accounts.jid, me));
+    const conversation = owner && (await findConversation(t.store.db, owner.id, peer));
+    if (!conversation) throw new Error("no conversation");
+    expect((await findMessage(t.store.db, conversation, "long-1001"))?.body).toBe("out");
+    const rows = await queryRows<{ "QUERY PLAN": string }>(
+      t.store.db,
+      sql`explain (analyze, costs off) ${messageByIdQuery(t.store.db, conversation, "long-1001")}`,
+    );
+    const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
+    expect(plan).toContain("Index Scan using messages_key on messages");
+    expect(plan).toMatch(/Index Cond: .*direction = ANY/);
   });
 });
