@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   if (!config.ingestEnabled) ingestStats.role = "disabled";
   const metrics = createMetrics({
     ingest: ingestStats,
-    database: store.pool ? () => store.databaseUse() : undefined,
+    database: store.driver === "postgres" ? () => store.databaseUse() : undefined,
   });
 
   const app = createApp({

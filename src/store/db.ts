@@ -22,8 +22,6 @@ export interface Lock {
 export interface Store {
   readonly db: Db;
   readonly driver: "postgres" | "pglite";
-  /** On PostgreSQL: this process's pool, as pg_stat_activity names its sessions, and its size */
-  readonly pool: { applicationName: string; max: number } | null;
   /** On PostgreSQL: how syncside uses the database now, read on a connection of its own */
   databaseUse(): Promise<DatabaseUse | null>;
   ping(): Promise<void>;
@@ -128,7 +126,6 @@ function openPostgres(url: string, max: number): Store {
   return {
     db,
     driver: "postgres",
-    pool: { applicationName, max },
     async databaseUse() {
       const [row] = await client("probe")<{ n: string; busy: string; idle: string }[]>`
         select count(*) as n,
@@ -207,7 +204,6 @@ async function openPglite(dataDir: string): Promise<Store> {
   return {
     db,
     driver: "pglite",
-    pool: null,
     databaseUse: async () => null,
     async ping() {
       await pg.query("select 1");

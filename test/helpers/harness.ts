@@ -49,7 +49,7 @@ export async function createHarness(
     readiness: { check: async () => ({ database: "ok" }) },
     metrics: createMetrics({
       ingest,
-      database: t.store.pool ? () => t.store.databaseUse() : undefined,
+      database: t.store.driver === "postgres" ? () => t.store.databaseUse() : undefined,
     }),
     ...options.deps,
     ingest,

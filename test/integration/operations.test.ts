@@ -180,7 +180,7 @@ describe("operations: request ids in logs, access lines, /metrics", () => {
         sample(text, "syncside_database_pool_connections", { state: "busy" }),
         sample(text, "syncside_database_pool_max"),
       ];
-      const size = h.store.pool?.max;
+      const size = (await h.store.databaseUse())?.max;
       expect(size).toBeGreaterThan(1);
       expect(pool(before)).toEqual([0, size]);
       const held = await holdAccountRow(h.store.db, alice);
