@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { and, desc, eq, gt, inArray, isNull, lte, or } from "drizzle-orm";
+import { and, desc, eq, gt, inArray, isNull, lte, or, sql } from "drizzle-orm";
 import { changeFeedFor } from "../api/change-feed.js";
 import { encodePosition } from "../api/position.js";
 import type { Logger } from "../logger.js";
@@ -9,6 +9,7 @@ import { loadStoreMeta } from "../store/meta.js";
 import { accounts } from "../store/schema/accounts.js";
 import { conversations } from "../store/schema/conversations.js";
 import { events } from "../store/schema/events.js";
+import { messages } from "../store/schema/messages.js";
 import { pushDeliveries } from "../store/schema/push-deliveries.js";
 import type { PushPlatform } from "../store/schema/push-devices.js";
 import type { ApnsClient } from "./apns.js";
@@ -240,13 +241,16 @@ export class PushDispatcher {
         call = ringing.find((c) => !done.has(c.callId)) ?? null;
       }
     }
+    // The newest incoming message since the last alert by when it was sent, as the phone will
+    // list it (catch-up writes older messages after newer ones), in its current state: edited
+    // text, and none that its sender took back.
     const [message] = await db
       .select({
         seq: events.seq,
         peer: conversations.peerJid,
-        messageId: events.messageId,
-        body: events.body,
-        sentAt: events.sentAt,
+        messageId: messages.messageId,
+        body: messages.body,
+        sentAt: messages.sentAt,
         unreadCount: conversations.unreadCount,
       })
       .from(events)
@@ -257,17 +261,31 @@ export class PushDispatcher {
           eq(conversations.id, events.conversationId),
         ),
       )
+      .innerJoin(
+        messages,
+        and(
+          eq(messages.accountId, events.accountId),
+          eq(messages.conversationId, events.conversationId),
+          eq(messages.direction, "in"),
+          // The message's key as ingest stores it (messageKeyOf in store/events.ts).
+          eq(
+            messages.messageId,
+            sql`coalesce(${events.messageId}, ${events.originId}, 'copy:' || (${events.payload}->>'copy_id'))`,
+          ),
+        ),
+      )
       .where(
         and(
           eq(events.accountId, device.accountId),
           eq(events.kind, "message"),
           eq(events.direction, "in"),
           gt(events.seq, device.alertedSeq),
+          isNull(messages.retractedAt),
           // A muted conversation does not light up the phone.
           or(isNull(conversations.mutedUntil), lte(conversations.mutedUntil, now)),
         ),
       )
-      .orderBy(desc(events.seq))
+      .orderBy(desc(messages.sentAt), desc(messages.createdSeq))
       .limit(1);
     return {
       call,

@@ -83,7 +83,10 @@ function addSides(
 
 const MODIFIER_KINDS = ["edit", "retract", "reaction"] as const;
 
-/** The id a client uses for a message: its stanza id, else its origin-id, else the copy's. */
+/**
+ * The id a client uses for a message: its stanza id, else its origin-id, else the copy's. The
+ * push dispatcher finds a message event's row by the same rule, in SQL.
+ */
 function messageKeyOf(side: Side): string {
   return side.event.messageId ?? side.event.originId ?? `copy:${side.copy.copyId}`;
 }

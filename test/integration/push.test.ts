@@ -5,8 +5,10 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../src/logger.js";
 import { handlePublishIq, NS_PUBSUB } from "../../src/push/app-server.js";
 import { PushDispatcher } from "../../src/push/dispatcher.js";
-import { runPush } from "../../src/push/leader.js";
+import { createPushSenders, runPush } from "../../src/push/leader.js";
+import { appendBatch } from "../../src/store/events.js";
 import { expectContract } from "../helpers/contract.js";
+import { copyOf, edit, nextTime, retract } from "../helpers/copies.js";
 import { connectUser, createUser, type TestUser } from "../helpers/ejabberd.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
 import { ingestEnv, type RunningIngest, startIngest } from "../helpers/ingest.js";
@@ -317,6 +319,49 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     const alerts = hitsFor(alertToken);
     expect(alerts.length).toBeLessThanOrEqual(Math.ceil(elapsed / COALESCE_MS) + 1);
     expect(alerts.length).toBeLessThan(8);
+  });
+
+  it("alerts with the newest message by send time, as it stands now, whatever order ingest wrote them in", async () => {
+    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const dave = `dave-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const token = await h.token(carol);
+    const alertToken = hexToken();
+    const { device, keys } = await register(token, { platform: "apns", token: alertToken });
+    const [first, second, third] = [nextTime(), nextTime(), nextTime()];
+    const message = (id: string, body: string, sentAt: Date) =>
+      copyOf({ kind: "message", from: dave, to: carol, messageId: id, body }, { sentAt });
+    const write = (...copies: ReturnType<typeof copyOf>[]) =>
+      appendBatch(
+        h.store.db,
+        { copies },
+        { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
+      );
+    // Live copies first; then catch-up writes an older message behind them. The newest was
+    // taken back, and the one before it edited.
+    await write(message("m2", "second", second), message("m3", "third", third));
+    await write(message("m1", "first", first));
+    await write(retract(dave, carol, "m3"), edit(dave, carol, "m2", "second, edited"));
+
+    const senders = await createPushSenders(h.config.push);
+    const dispatcher = new PushDispatcher({
+      store: h.store,
+      logger: createLogger("silent"),
+      senders,
+      coalesceMs: COALESCE_MS,
+      catchUpMs: 0,
+    });
+    try {
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+    } finally {
+      dispatcher.close();
+      senders.apns?.close();
+    }
+    const alerts = hitsFor(alertToken);
+    expect(alerts).toHaveLength(1);
+    expect(decryptNotice(String(alerts[0]?.body.encrypted), keys)).toMatchObject({
+      message_id: "m2",
+      preview: "second, edited",
+    });
   });
 
   it("does the same over FCM: a HIGH-priority call message, then encrypted data-only alerts", async () => {
