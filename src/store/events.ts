@@ -1111,6 +1111,7 @@ class MessageFolder {
     for (const modifier of named ?? []) {
       // An edit or retraction only ever comes from the message's own sender.
       if (modifier.kind !== "reaction" && modifier.direction !== side.direction) continue;
+      if (!namesMessage(modifier, state.row)) continue;
       applyModifier(state.row, modifier, Math.max(seq, modifier.seq));
     }
     return { row: state.row, arrival };
@@ -1142,12 +1143,12 @@ class MessageFolder {
     this.record(targetKey(accountId, conversationId, target), modifier);
     for (const direction of candidateDirections(kind, side.direction)) {
       const state = this.find(accountId, conversationId, direction, target);
-      if (state) {
-        const before = { sentAt: state.row.sentAt, retractedAt: state.row.retractedAt };
-        applyModifier(state.row, modifier, seq);
-        state.dirty = true;
-        return before;
-      }
+      // Sent before the message with this id: it named an earlier one, replaced since.
+      if (!state || !namesMessage(modifier, state.row)) continue;
+      const before = { sentAt: state.row.sentAt, retractedAt: state.row.retractedAt };
+      applyModifier(state.row, modifier, seq);
+      state.dirty = true;
+      return before;
     }
     return null;
   }
@@ -1250,6 +1251,14 @@ const UPSERT_MESSAGES = `with saved as (insert into messages (account_id, conver
    returning account_id, conversation_id, direction, message_id, xmax <> '0'::xid as met)
    select account_id as a, conversation_id as c, direction as d, message_id as m from saved
    where met`;
+
+/**
+ * Whether a modifier can name this message: one sent before the message named an earlier
+ * message with the same id (clients may use an id again), which this one replaced.
+ */
+function namesMessage(modifier: Modifier, row: MessageRow): boolean {
+  return modifier.sentAt >= row.sentAt;
+}
 
 /** Reactions may target either side's message (the peer's, usually); edits only one's own. */
 function candidateDirections(kind: Modifier["kind"], direction: Direction): Direction[] {

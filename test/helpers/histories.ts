@@ -28,16 +28,19 @@ export type Step = (me: string, peer: string) => ParsedCopy;
 
 /**
  * A random conversation between two local accounts: messages from both sides with few ids, so
- * they are reused, named before they exist and shared by both sides; edits, retractions,
- * reactions, displayed markers and call signals.
+ * they are reused and shared by both sides; edits, retractions, reactions, displayed markers
+ * and call signals, which mostly name a message sent before them (as clients do) and now and
+ * then one not sent yet (a modifier sent before a message with its id never applies to it).
+ * Written out of order, modifiers still arrive before their messages.
  */
 export function randomConversation(seed: number, length: number): Step[] {
   const g = generator(seed);
-  // Few ids, so they are reused, named before they exist, and shared by both sides.
-  const ids = ["m1", "m2", "m3", "m4", "m5"];
+  // Few ids, so they are reused and shared by both sides.
+  const ids = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"];
+  /** ids of the messages sent so far: what an edit, retraction or reaction mostly names */
+  const sent: string[] = [];
   return Array.from({ length }, (): Step => {
     const mine = g.int(2) === 0;
-    const id = g.pick(ids);
     const sentAt = nextTime();
     const kind = g.pick([
       "message",
@@ -49,6 +52,9 @@ export function randomConversation(seed: number, length: number): Step[] {
       "displayed",
       "call",
     ] as const);
+    // Now and then a modifier names an id no message was sent with yet: it never applies.
+    const id = kind !== "message" && sent.length > 0 && g.int(4) > 0 ? g.pick(sent) : g.pick(ids);
+    if (kind === "message" && !sent.includes(id)) sent.push(id);
     const call = {
       action: g.pick(CALL_ACTIONS),
       callId: g.pick(["c1", "c2", "c3"]),

@@ -12,8 +12,8 @@ import { generator, randomConversation, type Step } from "../helpers/histories.j
 /**
  * How copies are grouped into batches is an accident of timing (live copies, catch-up pages,
  * retries that split a batch), so it must never change what is stored. Random conversations
- * with reused ids, edits, retractions, reactions and markers, often before their message, are
- * written once a copy per batch and once in random batches that replay some copies already
+ * with reused ids, edits, retractions, reactions and markers (some naming an id no message was
+ * sent with yet), are written once a copy per batch and once in random batches that replay some copies already
  * written; both must end in the same state.
  */
 

@@ -317,12 +317,13 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
     await appendBatch(t.store.db, { copies: [removal, add] }, options);
     expect((await messageRows(alice))[0]?.reactions).toEqual({});
 
-    // And when both arrive before their message.
+    // And when both are written before their message (sent before them).
+    const m2 = msg(bob, alice, "m2", "later");
     const first = react(alice, bob, "m2", ["1️⃣"]);
     const second = react(alice, bob, "m2", ["2️⃣"]);
     await appendBatch(t.store.db, { copies: [second] }, options);
     await appendBatch(t.store.db, { copies: [first] }, options);
-    await appendBatch(t.store.db, { copies: [msg(bob, alice, "m2", "later")] }, options);
+    await appendBatch(t.store.db, { copies: [m2] }, options);
     expect((await messageRows(alice)).find((m) => m.messageId === "m2")?.reactions).toEqual({
       [alice]: ["2️⃣"],
     });

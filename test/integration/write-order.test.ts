@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ParsedCopy } from "../../src/ingest/parse.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
-import { copyOf, edit, nextTime } from "../helpers/copies.js";
+import { copyOf, edit, nextTime, react, retract } from "../helpers/copies.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
 import { delayedAtRandom, generator } from "../helpers/histories.js";
 
@@ -51,9 +51,8 @@ function history(seed: number, me: string, peer: string) {
     const kind = g.pick(["in", "in", "in", "out", "displayed", "retract"] as const);
     if (kind === "in" || kind === "out" || incoming.length === 0) {
       const direction = kind === "out" ? "out" : "in";
-      const sameSide = [...stored.values()].filter(
-        (m) => m.direction === direction && !m.retracted,
-      );
+      // Taken back or not: the message that comes with the id is a new one.
+      const sameSide = [...stored.values()].filter((m) => m.direction === direction);
       const id = sameSide.length > 0 && g.int(5) === 0 ? g.pick(sameSide).id : `m${i}`;
       const [from, to] = direction === "in" ? [peer, me] : [me, peer];
       copies.push(
@@ -191,6 +190,58 @@ describe("what a phone is shown does not depend on the order ingest wrote it", (
       expect(shown.unread_count, batch.join()).toBe(1);
       expect(shown.last_message.body).toBe(batch.at(-1));
     }
+  });
+
+  it("a message id used again starts clean: what named the message it replaces stays with it", async () => {
+    const me = "me-reuse-clean@example.org";
+    const peer = "peer-reuse-clean@example.org";
+    const token = await h.token(me);
+    const path = `/v1/conversations/${encodeURIComponent(peer)}/messages?limit=10`;
+    type Row = Shown & {
+      body: string | null;
+      edited_at: string | null;
+      retracted: boolean;
+      reactions: Record<string, string[]>;
+    };
+    const shown = async () => (await get<{ messages: Row[] }>(path, token)).messages;
+    const again = (id: string, body: string) =>
+      copyOf({ kind: "message", from: peer, to: me, messageId: id, body });
+
+    // "x": edited, reacted to and taken back, then its id comes again, each in a later batch.
+    for (const copy of [
+      again("x", "one"),
+      edit(peer, me, "x", "one, edited"),
+      react(me, peer, "x", ["👍"]),
+      retract(peer, me, "x"),
+      again("x", "two"),
+    ]) {
+      await appendBatch(h.store.db, { copies: [copy] }, options);
+    }
+    // "y": the same in one batch; "z": the first message's edit is written after the second.
+    const y = [again("y", "one"), edit(peer, me, "y", "one, edited"), react(me, peer, "y", ["🎉"])];
+    await appendBatch(h.store.db, { copies: [...y, again("y", "two")] }, options);
+    const [z1, z1Edit, z2] = [
+      again("z", "one"),
+      edit(peer, me, "z", "one, edited"),
+      again("z", "two"),
+    ];
+    await appendBatch(h.store.db, { copies: [z1, z2] }, options);
+    await appendBatch(h.store.db, { copies: [z1Edit] }, options);
+
+    const messages = await shown();
+    expect(messages.map((m) => [m.id, m.body, m.edited_at, m.retracted, m.reactions])).toEqual([
+      ["z", "two", null, false, {}],
+      ["y", "two", null, false, {}],
+      ["x", "two", null, false, {}],
+    ]);
+    const conversation = await get<Conversation>(
+      `/v1/conversations/${encodeURIComponent(peer)}`,
+      token,
+    );
+    expect(conversation.unread_count).toBe(3);
+    // An edit sent after the new message still changes it.
+    await appendBatch(h.store.db, { copies: [edit(peer, me, "x", "two, edited")] }, options);
+    expect((await shown()).find((m) => m.id === "x")?.body).toBe("two, edited");
   });
 
   it("a read_until request reads up to that message, not up to the request's time", async () => {
