@@ -5,6 +5,7 @@ import type { Logger } from "../logger.js";
 import { retryForever, sleep } from "../retry.js";
 import { readCheckpoint } from "../store/checkpoint.js";
 import type { Store } from "../store/db.js";
+import { sendSaslAsUtf8 } from "../xmpp/sasl-utf8.js";
 import { catchUp, lookBack, NS_MAM } from "./catch-up.js";
 import type { IngestItem, Pipeline } from "./pipeline.js";
 import type { IngestStats } from "./stats.js";
@@ -132,6 +133,7 @@ export class Observer {
       // A fixed resource: a restarted sidecar replaces its own stale session at once.
       resource: this.o.resource,
     });
+    sendSaslAsUtf8(xmpp);
     this.xmpp = xmpp;
     readStreamIntact(xmpp);
     this.backOff = backOffReconnects(xmpp);

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { client } from "@xmpp/client";
 import { AppError } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { sendSaslAsUtf8 } from "./sasl-utf8.js";
 
 export interface PasswordCheck {
   /** ejabberd's client listener, e.g. xmpp://127.0.0.1:5222 */
@@ -31,6 +32,7 @@ export async function verifyPassword(check: PasswordCheck, logger: Logger): Prom
     // A fresh resource never replaces one of the user's real sessions.
     resource: `syncside-login-${randomBytes(6).toString("hex")}`,
   });
+  sendSaslAsUtf8(xmpp);
   // start() rejects with the same error; without a listener an emitted error would crash.
   xmpp.on("error", () => {});
   let timer: NodeJS.Timeout | undefined;

@@ -128,6 +128,19 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
       });
     });
 
+    it.each([
+      ["Latin-1", "josé"],
+      ["beyond Latin-1", "用户"],
+    ])("issues a token to an account whose name is not ASCII (%s)", async (_, name) => {
+      const user = await createUser(ejabberd, name);
+      expect(user.username).toContain(name);
+      const issued = await loginOk(user);
+      expect(issued.jid).toBe(user.jid);
+      // And the password is still checked.
+      const wrong = await login(h.app, { jid: user.jid, password: `${user.password}x` });
+      expect(wrong.status).toBe(401);
+    });
+
     it("accepts the JID in any case and without a label", async () => {
       const alice = await createUser(ejabberd, "alice");
       const res = await login(h.app, {
