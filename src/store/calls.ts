@@ -64,7 +64,8 @@ export async function loadCalls(
 /**
  * Folds XEP-0353 signals into each account's call rows (`existing`, from loadCalls) and writes
  * the changed ones. Idempotent (a signal applied twice leaves the same row) and order-tolerant
- * (only forward moves; missing facts are filled in late).
+ * (forward moves only, but for an answer and a reject, where the one sent first counts;
+ * missing facts are filled in late).
  */
 export async function saveCallSignals(
   tx: Tx,
@@ -89,13 +90,16 @@ export async function saveCallSignals(
       row = newCall(update);
       rows.set(key, row);
     }
+    // A session is between two parties: a signal from anyone else naming its id (another
+    // conversation's session, or a forgery) leaves it alone. It stays in the event log.
+    if (row.peerJid !== update.peer) continue;
     transition(row, update, timing.ringTimeoutMs, timing.maxDurationMs);
     if (update.signal.action === "finish" && update.signal.migratedTo) {
       migratedFrom.set(`${update.accountId} ${update.signal.migratedTo}`, row);
     }
     // XEP-0353 migration: the new session continues an answered call; it must not ring again.
     const previous = migratedFrom.get(key);
-    if (previous?.answeredAt && !isTerminal(row.state)) {
+    if (previous?.answeredAt && previous.peerJid === row.peerJid && !isTerminal(row.state)) {
       row.state = "accepted";
       row.answeredAt ??= previous.answeredAt;
       row.answeredBy ??= previous.answeredBy ?? null;
@@ -186,6 +190,12 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       return;
     case "proceed":
     case "accept":
+      // (see reject)
+      if (row.state === "rejected" && row.endedAt && row.endedAt > at) {
+        row.state = "ringing";
+        row.endedAt = null;
+        row.endReason = null;
+      }
       if (moveTo(row, "accepted")) {
         row.answeredAt = at;
         row.answeredBy = u.senderResource;
@@ -193,7 +203,14 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       }
       return;
     case "reject":
-      end(row, "rejected", "rejected", at);
+      // Of an answer and a reject (two devices of the callee), the one sent first counts,
+      // whichever is written first (catch-up reorders): a later reject leaves the call on.
+      if (row.state === "accepted" && row.answeredAt && row.answeredAt > at) {
+        row.state = "ringing";
+        row.answeredAt = null;
+        row.answeredBy = null;
+      }
+      if (row.state !== "accepted") end(row, "rejected", "rejected", at);
       return;
     case "retract":
       // A retract after the answer is a client bug; the call goes on until finish.

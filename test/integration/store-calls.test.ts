@@ -174,6 +174,70 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     expect(await active(callee, at)).toEqual([]);
   });
 
+  it("goes on when another device of the callee rejects after one answered, in any write order", async () => {
+    for (const order of ["as sent", "reject first"] as const) {
+      const [caller, callee] = pair();
+      const propose = callSignal(caller, callee, {
+        action: "propose",
+        callId: "r1",
+        media: ["audio"],
+      });
+      const proceed = callSignal(
+        callee,
+        caller,
+        { action: "proceed", callId: "r1" },
+        { resource: "phone" },
+      );
+      const reject = callSignal(
+        callee,
+        caller,
+        { action: "reject", callId: "r1", reason: "busy" },
+        { resource: "tablet" },
+      );
+      await write(propose);
+      if (order === "as sent") await write(proceed, reject);
+      else {
+        await write(reject);
+        await write(proceed);
+      }
+      for (const jid of [caller, callee]) {
+        expect(await callOf(jid, "r1"), `${order}, ${jid}`).toMatchObject({
+          state: "accepted",
+          answeredBy: "phone",
+          endedAt: null,
+          endReason: null,
+        });
+      }
+    }
+    // A reject sent before the answer ends the call, whichever is written first.
+    for (const order of ["as sent", "answer first"] as const) {
+      const [caller, callee] = pair();
+      const propose = callSignal(caller, callee, { action: "propose", callId: "r2", media: [] });
+      const reject = callSignal(callee, caller, { action: "reject", callId: "r2" });
+      const proceed = callSignal(callee, caller, { action: "proceed", callId: "r2" });
+      await write(propose);
+      await write(...(order === "as sent" ? [reject, proceed] : [proceed, reject]));
+      expect(await callOf(callee, "r2"), order).toMatchObject({
+        state: "rejected",
+        endReason: "rejected",
+        answeredAt: null,
+      });
+    }
+  });
+
+  it("moves a call only by signals of its own peer", async () => {
+    const [caller, callee] = pair();
+    const mallory = `mallory${n}@remote.example`;
+    await write(callSignal(caller, callee, { action: "propose", callId: "p1", media: ["audio"] }));
+    // Someone else names the same session id: retract, then a proceed of the callee to them.
+    await write(
+      callSignal(mallory, callee, { action: "retract", callId: "p1" }),
+      callSignal(callee, mallory, { action: "proceed", callId: "p1" }),
+    );
+    expect(await callOf(callee, "p1")).toMatchObject({ peerJid: caller, state: "proposed" });
+    expect(await active(callee, nextTime())).toEqual([["p1", "in", "proposed"]]);
+  });
+
   it("rings only the lower session id when both sides propose at once (tie-break)", async () => {
     const [alice, bob] = pair();
     await write(
