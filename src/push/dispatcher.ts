@@ -93,8 +93,8 @@ const GONE: PublishAnswer = {
 /**
  * Decides, per publish, what a device should get from the store's point of view: a VoIP push for
  * a ringing incoming call it has not been rung for, else one encrypted alert for the newest
- * incoming message it has not been alerted about. Work for one device is serialized, so two
- * publishes in a burst never race for the same call or message.
+ * unread incoming message it has not been alerted about. Work for one device is serialized, so
+ * two publishes in a burst never race for the same call or message.
  */
 export class PushDispatcher {
   private readonly chains = new Map<string, Promise<unknown>>();
@@ -243,7 +243,8 @@ export class PushDispatcher {
     }
     // The newest incoming message since the last alert by when it was sent, as the phone will
     // list it (catch-up writes older messages after newer ones), in its current state: edited
-    // text, and none that its sender took back.
+    // text, and none that its sender took back nor any the account has read (on another
+    // device, or before the phone slept: a publish for a reaction must not alert it again).
     const [message] = await db
       .select({
         seq: events.seq,
@@ -281,6 +282,7 @@ export class PushDispatcher {
           eq(events.direction, "in"),
           gt(events.seq, device.alertedSeq),
           isNull(messages.retractedAt),
+          or(isNull(conversations.readAt), gt(messages.sentAt, conversations.readAt)),
           // A muted conversation does not light up the phone.
           or(isNull(conversations.mutedUntil), lte(conversations.mutedUntil, now)),
         ),

@@ -8,7 +8,7 @@ import { PushDispatcher } from "../../src/push/dispatcher.js";
 import { createPushSenders, runPush } from "../../src/push/leader.js";
 import { appendBatch } from "../../src/store/events.js";
 import { expectContract } from "../helpers/contract.js";
-import { copyOf, edit, nextTime, retract } from "../helpers/copies.js";
+import { copyOf, edit, nextTime, react, retract } from "../helpers/copies.js";
 import { connectUser, createUser, type TestUser } from "../helpers/ejabberd.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
 import { ingestEnv, type RunningIngest, startIngest } from "../helpers/ingest.js";
@@ -361,6 +361,51 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     expect(decryptNotice(String(alerts[0]?.body.encrypted), keys)).toMatchObject({
       message_id: "m2",
       preview: "second, edited",
+    });
+  });
+
+  it("alerts no message the account has read: a publish for a reaction to it stays silent", async () => {
+    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const dave = `dave-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const token = await h.token(carol);
+    const write = (...copies: ReturnType<typeof copyOf>[]) =>
+      appendBatch(
+        h.store.db,
+        { copies },
+        { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
+      );
+    const message = (from: string, to: string, id: string, body: string) =>
+      copyOf({ kind: "message", from, to, messageId: id, body });
+    // A chat while the app was open: dave's message, carol's answer (she read it).
+    await write(message(dave, carol, "d1", "are you there?"), message(carol, dave, "c1", "yes"));
+    const alertToken = hexToken();
+    const { device, keys } = await register(token, { platform: "apns", token: alertToken });
+
+    const senders = await createPushSenders(h.config.push);
+    const dispatcher = new PushDispatcher({
+      store: h.store,
+      logger: createLogger("silent"),
+      senders,
+      coalesceMs: 0,
+      catchUpMs: 0,
+    });
+    try {
+      // The phone sleeps; dave reacts to her answer and ejabberd publishes for it.
+      await write(react(dave, carol, "c1", ["👍"]));
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+      expect(hitsFor(alertToken)).toEqual([]);
+      // A new message is alerted.
+      await write(message(dave, carol, "d2", "call me"));
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+    } finally {
+      dispatcher.close();
+      senders.apns?.close();
+    }
+    const alerts = hitsFor(alertToken);
+    expect(alerts).toHaveLength(1);
+    expect(decryptNotice(String(alerts[0]?.body.encrypted), keys)).toMatchObject({
+      message_id: "d2",
+      preview: "call me",
     });
   });
 
