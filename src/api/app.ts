@@ -10,7 +10,7 @@ import type { App, AppDeps, AppEnv } from "./context.js";
 import { registerDocs } from "./docs.js";
 import { registerHealth } from "./health.js";
 import { registerMetrics } from "./metrics.js";
-import { nulPath } from "./schemas.js";
+import { unstorableText } from "./schemas.js";
 import { registerAdminAccountsConversations } from "./v1/admin.accounts.conversations.js";
 import { registerAdminAccountsDelete } from "./v1/admin.accounts.delete.js";
 import { registerAdminAccountsList } from "./v1/admin.accounts.list.js";
@@ -51,10 +51,8 @@ export function createApp(deps: AppDeps): App {
       if (!result.success) {
         throw new AppError("validation_failed", describeIssues(result.error.issues));
       }
-      const nul = nulPath(result.data);
-      if (nul !== null) {
-        throw new AppError("validation_failed", `${nul}: must not contain the character U+0000`);
-      }
+      const bad = unstorableText(result.data);
+      if (bad !== null) throw new AppError("validation_failed", `${bad.path}: ${bad.problem}`);
     },
   });
 

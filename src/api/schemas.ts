@@ -45,18 +45,31 @@ export function iso(date: Date | null | undefined): string | null {
   return date ? date.toISOString() : null;
 }
 
+/** A UTF-16 surrogate without its other half: no UTF-8 text can hold it. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /**
- * Where a validated input holds the character U+0000, as a field path ("read_until",
- * "encryption.auth"), or null. PostgreSQL's text and jsonb cannot store it, and no JID, id or
- * token may contain it (XML forbids it in stanzas), so such input is refused as invalid.
+ * Where a validated input holds a character no stored text can: U+0000 (PostgreSQL's text and
+ * jsonb cannot store it, and XML forbids it in stanzas, so no JID, id or token contains it) or a
+ * lone UTF-16 surrogate (a JSON string cut inside an emoji: not Unicode text, and jsonb refuses
+ * it). Returns the field path ("read_until", "encryption.auth") with what is wrong, or null.
  */
-export function nulPath(value: unknown, path: string[] = []): string | null {
+export function unstorableText(
+  value: unknown,
+  path: string[] = [],
+): { path: string; problem: string } | null {
   if (typeof value === "string") {
-    return value.includes("\u0000") ? path.join(".") || "body" : null;
+    const at = path.join(".") || "body";
+    if (value.includes("\u0000"))
+      return { path: at, problem: "must not contain the character U+0000" };
+    if (LONE_SURROGATE.test(value)) {
+      return { path: at, problem: "must be Unicode text (it holds a lone UTF-16 surrogate)" };
+    }
+    return null;
   }
   if (value && typeof value === "object") {
     for (const [key, inner] of Object.entries(value)) {
-      const found = nulPath(inner, [...path, key]);
+      const found = unstorableText(inner, [...path, key]);
       if (found !== null) return found;
     }
   }

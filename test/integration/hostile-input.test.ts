@@ -58,6 +58,11 @@ const HOSTILE_VALUES: string[] = [
     base64urlJson(["2026-11-26T08:00:00.000Z", 1]),
     base64urlJson([null, -1]),
     base64urlJson(["+275760-09-13T00:00:00.000Z", 1]),
+    // Chat-list cursors at and past the edges of the times a store holds.
+    base64urlJson(["0000-01-01T00:00:00Z", 1]),
+    base64urlJson(["0000-12-31T23:59:59.999Z", 1]),
+    base64urlJson(["0001-01-01T00:00:00Z", 1]),
+    base64urlJson(["9999-12-31T23:59:59.999Z", 1]),
     // History cursors at and past the edges of the times a store holds.
     base64urlJson(["history", 8.64e15, 1]),
     base64urlJson(["history", -8.64e15, 1]),
@@ -244,11 +249,14 @@ describe("hostile input on every route", () => {
         for (const value of HOSTILE_FIELDS) {
           await post(JSON.stringify({ ...valid, [field]: value }));
         }
-        const nul = await post(JSON.stringify({ ...valid, [field]: `a${NUL}b` }));
-        // A field the schema does not know is dropped or refused, never stored.
-        if (field !== "unknown_field") {
-          expect([nul.status, nul.code], nul.what).toEqual([400, "validation_failed"]);
-          expect(nul.detail).toContain(field);
+        // NUL, and a string cut inside an emoji (JSON.stringify writes the lone half as \ud83d).
+        for (const text of [`a${NUL}b`, "a\ud83db"]) {
+          const answer = await post(JSON.stringify({ ...valid, [field]: text }));
+          // A field the schema does not know is dropped or refused, never stored.
+          if (field !== "unknown_field") {
+            expect([answer.status, answer.code], answer.what).toEqual([400, "validation_failed"]);
+            expect(answer.detail).toContain(field);
+          }
         }
       }
       for (const [label, body, contentType] of HOSTILE_BODIES) {

@@ -5,10 +5,10 @@ import { accountRoute } from "../auth.js";
 import type { App } from "../context.js";
 import { errorResponses } from "../schemas.js";
 import { ConversationSchema, toConversation } from "./conversation-views.js";
-import { cursorQuery, decodeCursor, encodeCursor, limitQuery } from "./params.js";
+import { cursorQuery, cursorTime, decodeCursor, encodeCursor, limitQuery } from "./params.js";
 
 /** [last_message_at or null, id] of the last row of a page: the chat list's sort key. */
-const ActivityCursor = z.tuple([z.iso.datetime().nullable(), z.number().int().min(0)]);
+const ActivityCursor = z.tuple([cursorTime.nullable(), z.number().int().min(0)]);
 
 export const ConversationList = z
   .object({

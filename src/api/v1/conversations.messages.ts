@@ -15,15 +15,13 @@ import {
   cursorQuery,
   decodeCursor,
   encodeCursor,
+  FIRST_TIME,
+  LAST_TIME,
   limitQuery,
   ownConversation,
   PeerParams,
   seqQuery,
 } from "./params.js";
-
-/** The years 1–9999 in epoch milliseconds: the times RFC 3339 and PostgreSQL both take. */
-const FIRST_TIME = Date.parse("0001-01-01T00:00:00Z");
-const LAST_TIME = Date.parse("9999-12-31T23:59:59.999Z");
 
 /**
  * ["changed", last seq] continues a delta; ["history", sent_at (epoch ms), created_seq] of the

@@ -2,7 +2,17 @@ import { z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
 import type { Db } from "../../store/db.js";
 import { type ConversationRow, findConversation } from "../../store/sync.js";
-import { nulPath } from "../schemas.js";
+import { unstorableText } from "../schemas.js";
+
+/** The years 1–9999 in epoch milliseconds: the times RFC 3339 and PostgreSQL both take. */
+export const FIRST_TIME = Date.parse("0001-01-01T00:00:00Z");
+export const LAST_TIME = Date.parse("9999-12-31T23:59:59.999Z");
+
+/** A time a cursor carries as RFC 3339 UTC, within the years PostgreSQL takes. */
+export const cursorTime = z.iso.datetime().refine((text) => {
+  const ms = Date.parse(text);
+  return ms >= FIRST_TIME && ms <= LAST_TIME;
+});
 
 /** A page size with its documented default and maximum; 0, negatives and non-numbers are 400s. */
 export function limitQuery(fallback: number, max: number, what: string) {
@@ -78,7 +88,7 @@ export function decodeCursor<T>(text: string, schema: z.ZodType<T>): T {
     parsed = undefined;
   }
   const result = schema.safeParse(parsed);
-  if (!result.success || nulPath(result.data) !== null) {
+  if (!result.success || unstorableText(result.data) !== null) {
     throw new AppError("validation_failed", "cursor: not a cursor this API issued");
   }
   return result.data;
