@@ -580,6 +580,16 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
         "encryption.p256dh",
       ],
       [
+        "a p256dh of the right shape that is no point on the curve",
+        {
+          encryption: {
+            p256dh: Buffer.concat([Buffer.from([4]), Buffer.alloc(64)]).toString("base64url"),
+            auth: "A".repeat(22),
+          },
+        },
+        "encryption.p256dh",
+      ],
+      [
         "an auth secret of the wrong length",
         { encryption: { p256dh: deviceKeys().encryption.p256dh, auth: "AAAA" } },
         "encryption.auth",

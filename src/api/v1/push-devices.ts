@@ -1,3 +1,4 @@
+import { ECDH } from "node:crypto";
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
 import { deleteDevice, listDevices, type PushDevice, registerDevice } from "../../push/devices.js";
@@ -14,10 +15,22 @@ function base64urlOf(bytes: number, what: string) {
     .refine((v) => Buffer.from(v, "base64url").length === bytes, `expected ${what}`);
 }
 
-const P256DH = base64urlOf(65, "a 65-byte uncompressed P-256 point").refine(
-  (v) => Buffer.from(v, "base64url")[0] === 0x04,
-  "expected an uncompressed P-256 point (first byte 0x04)",
-);
+const P256DH = base64urlOf(65, "a 65-byte uncompressed P-256 point")
+  .refine(
+    (v) => Buffer.from(v, "base64url")[0] === 0x04,
+    "expected an uncompressed P-256 point (first byte 0x04)",
+  )
+  // Every alert to a key off the curve would fail to encrypt, and nothing would tell the app.
+  .refine(isP256Point, "expected a point on the P-256 curve");
+
+function isP256Point(v: string): boolean {
+  try {
+    ECDH.convertKey(Buffer.from(v, "base64url"), "prime256v1");
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Provider tokens: APNs hex, FCM base64url-ish with ":"; printable ASCII, never whitespace. Real
