@@ -311,7 +311,30 @@ export class PushDispatcher {
       .onConflictDoNothing()
       .returning({ callId: pushDeliveries.callId });
     if (claimed.length === 0) return OK;
+    // Not delivered: the next publish for this device may ring it.
+    const release = () =>
+      db
+        .delete(pushDeliveries)
+        .where(and(eq(pushDeliveries.deviceId, device.id), eq(pushDeliveries.callId, call.callId)));
+    let result: SendResult;
+    try {
+      result = await this.ring(device, call, work);
+    } catch (err) {
+      // A payload that cannot be built, a provider token that cannot be signed.
+      await release();
+      throw err;
+    }
+    if (result.ok) {
+      this.o.logger.info({ deviceId: device.id, callId: call.callId }, "VoIP push sent");
+      this.outcome(device, "voip", "sent");
+      return OK;
+    }
+    if (result.kind !== "unregistered" && result.kind !== "bad_token") await release();
+    return this.failed(device, "voip", result);
+  }
 
+  /** Sends the VoIP push (APNs) or high-priority call message (FCM) for a claimed call. */
+  private async ring(device: PushDevice, call: CallRow, work: Work): Promise<SendResult> {
     const now = this.clock();
     const notice: CallNotice = {
       callId: call.callId,
@@ -346,19 +369,7 @@ export class PushDispatcher {
         collapseKey: call.callId,
       });
     };
-    const result = await sendWithRetries(send);
-    if (result.ok) {
-      this.o.logger.info({ deviceId: device.id, callId: call.callId }, "VoIP push sent");
-      this.outcome(device, "voip", "sent");
-      return OK;
-    }
-    if (result.kind !== "unregistered" && result.kind !== "bad_token") {
-      // Not delivered: the next publish for this device may ring it.
-      await db
-        .delete(pushDeliveries)
-        .where(and(eq(pushDeliveries.deviceId, device.id), eq(pushDeliveries.callId, call.callId)));
-    }
-    return this.failed(device, "voip", result);
+    return sendWithRetries(send);
   }
 
   private async sendAlert(
@@ -438,13 +449,16 @@ export class PushDispatcher {
         log.warn({ reason: result.reason }, "provider refused the device token; disabled");
         this.outcome(device, kind, "bad_token");
         return GONE;
-      case "throttled":
-        // Success for ejabberd: a throttled device must keep its registration.
-        this.backoffUntil.set(device.id, now + result.retryAfterMs);
-        this.followUp(device.id, now + result.retryAfterMs);
-        log.warn({ retryAfterMs: result.retryAfterMs }, "provider throttles this device");
+      case "throttled": {
+        // Success for ejabberd: a throttled device must keep its registration. A Retry-After
+        // of 0 (or a date gone by) would otherwise send again at once, and again.
+        const retryAfterMs = Math.max(MIN_THROTTLE_MS, result.retryAfterMs);
+        this.backoffUntil.set(device.id, now + retryAfterMs);
+        this.followUp(device.id, now + retryAfterMs);
+        log.warn({ retryAfterMs }, "provider throttles this device");
         this.outcome(device, kind, "throttled");
         return OK;
+      }
       case "unavailable":
         log.warn({ reason: result.reason }, "provider unavailable after retries");
         this.outcome(device, kind, "failed");
@@ -475,6 +489,9 @@ export class PushDispatcher {
     this.o.onOutcome?.(device.platform, kind, outcome);
   }
 }
+
+/** The shortest back-off a throttled device gets, whatever the provider's Retry-After says. */
+const MIN_THROTTLE_MS = 1000;
 
 const NOT_CONFIGURED = "not_configured";
 const notConfigured: SendResult = { ok: false, kind: "rejected", reason: NOT_CONFIGURED };

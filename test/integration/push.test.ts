@@ -3,12 +3,14 @@ import { type Client, xml } from "@xmpp/client";
 import { decrypt } from "http_ece";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../src/logger.js";
+import { ApnsClient } from "../../src/push/apns.js";
+import { ApnsTokenSigner } from "../../src/push/apns-token.js";
 import { handlePublishIq, NS_PUBSUB } from "../../src/push/app-server.js";
 import { PushDispatcher } from "../../src/push/dispatcher.js";
 import { createPushSenders, runPush } from "../../src/push/leader.js";
 import { appendBatch } from "../../src/store/events.js";
 import { expectContract } from "../helpers/contract.js";
-import { copyOf, edit, nextTime, react, retract } from "../helpers/copies.js";
+import { callSignal, copyOf, edit, nextTime, react, retract } from "../helpers/copies.js";
 import { connectUser, createUser, type TestUser } from "../helpers/ejabberd.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
 import { ingestEnv, type RunningIngest, startIngest } from "../helpers/ingest.js";
@@ -512,6 +514,104 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     const body = await expectContract<{ devices: Device[] }>(res, "GET", "/v1/push/devices");
     expect(body.devices[0]?.disabled_at).toBeNull();
     apns.state.answer = () => undefined;
+  });
+
+  it("backs off at least a second on a 429 whose Retry-After says 0, instead of sending again at once", async () => {
+    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const token = await h.token(carol);
+    const alertToken = hexToken();
+    const { device } = await register(token, { platform: "apns", token: alertToken });
+    await appendBatch(
+      h.store.db,
+      {
+        copies: [
+          copyOf({ kind: "message", from: `dave@${ejabberd.domain}`, to: carol, body: "hi" }),
+        ],
+      },
+      { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
+    );
+    apns.state.answer = (hit) =>
+      hit.token === alertToken
+        ? { status: 429, body: { reason: "TooManyRequests" }, headers: { "retry-after": "0" } }
+        : undefined;
+    const senders = await createPushSenders(h.config.push);
+    const dispatcher = new PushDispatcher({
+      store: h.store,
+      logger: createLogger("silent"),
+      senders,
+      coalesceMs: 0,
+      catchUpMs: 0,
+    });
+    try {
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(apns.requests.filter((r) => r.token === alertToken)).toHaveLength(1);
+    } finally {
+      dispatcher.close();
+      senders.apns?.close();
+      apns.state.answer = () => undefined;
+    }
+  });
+
+  it("rings a device later when its VoIP push could not even be sent (its claim is released)", async () => {
+    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const token = await h.token(carol);
+    const voipToken = hexToken();
+    const { device } = await register(token, {
+      platform: "apns",
+      token: hexToken(),
+      voip_token: voipToken,
+    });
+    await appendBatch(
+      h.store.db,
+      {
+        copies: [
+          callSignal(
+            `dave@${ejabberd.domain}`,
+            carol,
+            { action: "propose", callId: `claim-${randomBytes(3).toString("hex")}`, media: [] },
+            // Ringing now: the helpers' clock runs in the past.
+            { sentAt: new Date() },
+          ),
+        ],
+      },
+      { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
+    );
+    const dispatcher = (apnsClient: ApnsClient) =>
+      new PushDispatcher({
+        store: h.store,
+        logger: createLogger("silent"),
+        senders: { apns: apnsClient, fcm: null },
+        coalesceMs: 0,
+        catchUpMs: 0,
+      });
+    // A provider key that cannot sign ES256 (an RSA key given as APNS_KEY): the send throws.
+    const broken = new ApnsClient({
+      signer: new ApnsTokenSigner(
+        googleKey.privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+        "KEYID12345",
+        "TEAM123456",
+      ),
+      productionUrl: apns.url,
+      sandboxUrl: apns.url,
+      ca: apns.ca,
+    });
+    const first = dispatcher(broken);
+    await expect(first.publish(device.node, device.secret)).rejects.toThrow();
+    first.close();
+    broken.close();
+    expect(hitsFor(voipToken)).toEqual([]);
+
+    // Once the key is fixed, the next publish rings it.
+    const senders = await createPushSenders(h.config.push);
+    const second = dispatcher(senders.apns as ApnsClient);
+    try {
+      expect(await second.publish(device.node, device.secret)).toEqual({ ok: true });
+    } finally {
+      second.close();
+      senders.apns?.close();
+    }
+    expect(hitsFor(voipToken)).toHaveLength(1);
   });
 
   it("retries a 5xx from APNs with back-off and delivers on the third try", async () => {
