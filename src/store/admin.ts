@@ -1,6 +1,7 @@
 import { and, asc, eq, gt, ilike, inArray, isNotNull, isNull, or, sql } from "drizzle-orm";
 import type { CallRow } from "./calls.js";
 import { type Db, queryRows } from "./db.js";
+import { notifyAccounts } from "./events.js";
 import { accounts } from "./schema/accounts.js";
 import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
@@ -134,6 +135,8 @@ export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: nu
     await tx.delete(messages).where(eq(messages.accountId, accountId));
     await tx.delete(events).where(eq(events.accountId, accountId));
     await tx.delete(conversations).where(eq(conversations.accountId, accountId));
+    // Its held long-polls answer now (their positions expired), not at their deadlines.
+    await notifyAccounts(tx, [accountId]);
     return { accountId };
   });
 }

@@ -577,6 +577,22 @@ describe("admin API", () => {
       expect((await rowsOf((await accountOf(alice)).id)).events).toBe(1);
     });
 
+    it("answers the erased account's held long-poll at once: its position expired", async () => {
+      const { alice, bob } = people();
+      await write(msg(bob, alice, "m1", "hi"));
+      const own = await h.token(alice);
+      const { position } = await call<{ position: string }>("GET", "/v1/sync", own, 200);
+      const started = Date.now();
+      const poll = h.get(`/v1/sync?since=${encodeURIComponent(position)}&wait=30`, own);
+      // Parked by now (it subscribes in a few ms); if not, it reads after the erase anyway.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await call("DELETE", `/v1/admin/accounts/${alice}`, admin, 204);
+      const res = await poll;
+      expect(res.status).toBe(410);
+      expect((await res.json()) as { code: string }).toMatchObject({ code: "position_expired" });
+      expect(Date.now() - started).toBeLessThan(10_000);
+    });
+
     it("waits for an ingest batch that holds the account, then erases what it wrote", async () => {
       const { alice, bob } = people();
       await write(msg(bob, alice, "m1", "hi"));
