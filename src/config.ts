@@ -1,3 +1,4 @@
+import proxyaddr from "proxy-addr";
 import { z } from "zod";
 
 /** Thrown by loadConfig with one line per bad variable; main.ts prints it and exits. */
@@ -59,6 +60,33 @@ const httpUrl = z
   .regex(/^https?:\/\/[^/]+/, "expected http(s)://host…");
 const baseUrl = (fallback: string) => httpUrl.default(fallback);
 
+/**
+ * TRUST_PROXY: which peers may name the client in X-Forwarded-For — a number of proxy hops,
+ * or addresses, CIDR ranges and proxy-addr's names (loopback, linklocal, uniquelocal).
+ */
+const trustProxy = z
+  .string()
+  .trim()
+  .optional()
+  .transform((v, ctx) => {
+    if (!v) return null;
+    if (/^\d+$/.test(v)) return Number(v);
+    const list = v
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    try {
+      proxyaddr.compile(list);
+    } catch (err) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a hop count or addresses, CIDR ranges, loopback, linklocal or uniquelocal: ${(err as Error).message}`,
+      });
+      return z.NEVER;
+    }
+    return list;
+  });
+
 const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 
 const schema = z
@@ -72,6 +100,7 @@ const schema = z
     DATA_DIR: z.string().default("./data"),
     HOST: z.string().default("127.0.0.1"),
     PORT: port(8080),
+    TRUST_PROXY: trustProxy,
     XMPP_SERVICE: z
       .string()
       .default("xmpp://127.0.0.1:5222")
@@ -116,6 +145,8 @@ const schema = z
     dataDir: c.DATA_DIR,
     host: c.HOST,
     port: c.PORT,
+    /** unset = the socket's peer is the client; else who may name it in X-Forwarded-For */
+    trustProxy: c.TRUST_PROXY,
     xmpp: {
       service: c.XMPP_SERVICE,
       domain: c.XMPP_DOMAIN,

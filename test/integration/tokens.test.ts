@@ -328,6 +328,8 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
             h.app,
             { jid: `nobody-${i}-${Date.now()}@${ejabberd.domain}`, password: "guess" },
             `2001:db8:0:1::${i + 1}`,
+            // Not believed without TRUST_PROXY: anyone can write it.
+            { "x-forwarded-for": `203.0.113.${i + 1}` },
           ),
         ),
       );
@@ -348,6 +350,44 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
       );
 
       await loginOk(alice, "phone", "2001:db8:0:2::1");
+    });
+
+    it("behind trusted proxies (TRUST_PROXY) counts each client, not the balancer, and only trusted hops", async () => {
+      const balancer = "10.0.0.1";
+      const behind = createApp({
+        store: h.store,
+        config: loadConfig({
+          LOG_LEVEL: "silent",
+          XMPP_SERVICE: ejabberd.service,
+          XMPP_DOMAIN: ejabberd.domain,
+          TRUST_PROXY: "10.0.0.0/8",
+        }),
+        logger: createLogger("silent"),
+        readiness: { check: async () => ({}) },
+      });
+      const alice = await createUser(ejabberd, "alice");
+      // One client fails 20 times through the balancer, naming another address itself first
+      // (a client may write X-Forwarded-For; the balancer appends the address it saw).
+      const failures = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          login(
+            behind,
+            { jid: `nobody-${i}-${Date.now()}@${ejabberd.domain}`, password: "guess" },
+            balancer,
+            { "x-forwarded-for": `203.0.113.${i + 1}, 198.51.100.250` },
+          ),
+        ),
+      );
+      expect(failures.map((res) => res.status)).toEqual(Array(20).fill(401));
+      const blocked = await login(behind, { jid: alice.jid, password: alice.password }, balancer, {
+        "x-forwarded-for": "198.51.100.250",
+      });
+      expect(blocked.status).toBe(429);
+      // Another client behind the same balancer is not locked out.
+      const other = await login(behind, { jid: alice.jid, password: alice.password }, balancer, {
+        "x-forwarded-for": "198.51.100.251",
+      });
+      expect(other.status).toBe(201);
     });
 
     it("does not count successful logins", async () => {

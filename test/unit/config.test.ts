@@ -9,6 +9,7 @@ describe("loadConfig", () => {
       dataDir: "./data",
       host: "127.0.0.1",
       port: 8080,
+      trustProxy: null,
       xmpp: {
         service: "xmpp://127.0.0.1:5222",
         domain: "localhost",
@@ -104,6 +105,17 @@ describe("loadConfig", () => {
     );
     expect(() => loadConfig({ INGEST_LANES: "9" })).toThrow(/INGEST_LANES: /);
     expect(() => loadConfig({ INGEST_LANES: "two" })).toThrow(/INGEST_LANES: /);
+  });
+
+  it("takes a TRUST_PROXY as a hop count or a list of addresses and ranges", () => {
+    expect(loadConfig({ TRUST_PROXY: "2" }).trustProxy).toBe(2);
+    expect(loadConfig({ TRUST_PROXY: " loopback, 10.0.0.0/8 ,fd00::1 " }).trustProxy).toEqual([
+      "loopback",
+      "10.0.0.0/8",
+      "fd00::1",
+    ]);
+    expect(() => loadConfig({ TRUST_PROXY: "the balancer" })).toThrow(/TRUST_PROXY: /);
+    expect(() => loadConfig({ TRUST_PROXY: "10.0.0.0/99" })).toThrow(/TRUST_PROXY: /);
   });
 
   it("treats an empty variable as unset", () => {

@@ -1,8 +1,11 @@
+import type { IncomingMessage } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import { getConnInfo } from "@hono/node-server/conninfo";
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gt, isNull } from "drizzle-orm";
 import type { Context } from "hono";
+import proxyaddr from "proxy-addr";
+import type { Config } from "../../config.js";
 import { AppError } from "../../errors.js";
 import { tokens } from "../../store/schema/tokens.js";
 import { verifyPassword } from "../../xmpp/verify-password.js";
@@ -143,12 +146,34 @@ const revokeToken = createRoute({
 });
 
 /** The peer's address; app.request() in tests has no socket. */
-function clientAddress(c: Context<AppEnv>): string {
+/**
+ * The client's address, bucketed (see addressBucket): the socket's peer, or behind trusted
+ * proxies (TRUST_PROXY) the address the nearest untrusted hop was seen from, as Express reads
+ * X-Forwarded-For. Behind a load balancer every socket peer is the balancer itself.
+ */
+function clientAddress(c: Context<AppEnv>, trust: ReturnType<typeof proxyaddr.compile> | null) {
   try {
-    return addressBucket(getConnInfo(c).remote.address ?? "unknown");
+    const socketAddress = getConnInfo(c).remote.address;
+    if (!socketAddress) return "unknown";
+    if (!trust) return addressBucket(socketAddress);
+    const forwardedFor = c.req.header("x-forwarded-for");
+    const request = {
+      socket: { remoteAddress: socketAddress },
+      headers: forwardedFor ? { "x-forwarded-for": forwardedFor } : {},
+    };
+    return addressBucket(proxyaddr(request as unknown as IncomingMessage, trust));
   } catch {
     return "unknown";
   }
+}
+
+function compileTrust(setting: Config["trustProxy"]) {
+  if (setting === null) return null;
+  if (typeof setting === "number") {
+    const hops = setting;
+    return (_address: string, hop: number) => hop < hops;
+  }
+  return proxyaddr.compile(setting);
 }
 
 export function registerTokens(app: App): void {
@@ -156,11 +181,15 @@ export function registerTokens(app: App): void {
   const byJid = new SlidingWindow(MAX_FAILURES_PER_JID, FAILURE_WINDOW_MS);
   const byClient = new SlidingWindow(MAX_FAILURES_PER_CLIENT, FAILURE_WINDOW_MS);
 
+  /** compiled once per configuration */
+  const trusts = new WeakMap<Config, ReturnType<typeof compileTrust>>();
+
   app.openapi(createToken, async (c) => {
     const { store, config, clock } = c.var.deps;
     const logger = c.var.logger;
     const { jid, password, label } = c.req.valid("json");
-    const client = clientAddress(c);
+    if (!trusts.has(config)) trusts.set(config, compileTrust(config.trustProxy));
+    const client = clientAddress(c, trusts.get(config) ?? null);
     const at = clock().getTime();
 
     const waitMs = Math.max(byJid.retryAfterMs(jid, at), byClient.retryAfterMs(client, at));
