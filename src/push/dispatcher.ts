@@ -63,6 +63,11 @@ export interface DispatcherOptions {
   coalesceMs: number;
   /** how long a publish may wait for ingest to store the stanza behind it */
   catchUpMs?: number;
+  /**
+   * after a call's push found the provider unavailable (all retries spent), when to try that
+   * device again by itself: ejabberd publishes once per stanza, and a call rings only so long
+   */
+  callRetryMs?: number;
   clock?: () => number;
   /** one call per push decision: wire to the push outcome counter */
   onOutcome?: (platform: PushPlatform, kind: PushKind, outcome: PushOutcome) => void;
@@ -462,6 +467,9 @@ export class PushDispatcher {
       case "unavailable":
         log.warn({ reason: result.reason }, "provider unavailable after retries");
         this.outcome(device, kind, "failed");
+        // Tried again while it still rings (its claim was released); an expired call is no
+        // work any more, so this ends by itself.
+        if (kind === "voip") this.followUp(device.id, now + (this.o.callRetryMs ?? 5000));
         return {
           ok: false,
           type: "wait",

@@ -614,6 +614,60 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     expect(hitsFor(voipToken)).toHaveLength(1);
   });
 
+  it("rings a device again by itself while the call rings when APNs stayed unavailable", async () => {
+    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const token = await h.token(carol);
+    const voipToken = hexToken();
+    const { device } = await register(token, {
+      platform: "apns",
+      token: hexToken(),
+      voip_token: voipToken,
+    });
+    await appendBatch(
+      h.store.db,
+      {
+        copies: [
+          callSignal(
+            `dave@${ejabberd.domain}`,
+            carol,
+            { action: "propose", callId: `down-${randomBytes(3).toString("hex")}`, media: [] },
+            { sentAt: new Date() },
+          ),
+        ],
+      },
+      { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
+    );
+    // Down for the publish's own three tries, up after.
+    let refused = 0;
+    apns.state.answer = (hit) => {
+      if (hit.token !== voipToken || refused >= 3) return undefined;
+      refused++;
+      return { status: 503, body: { reason: "ServiceUnavailable" } };
+    };
+    const senders = await createPushSenders(h.config.push);
+    const dispatcher = new PushDispatcher({
+      store: h.store,
+      logger: createLogger("silent"),
+      senders,
+      coalesceMs: 0,
+      catchUpMs: 0,
+      callRetryMs: 300,
+    });
+    try {
+      expect(await dispatcher.publish(device.node, device.secret)).toMatchObject({
+        ok: false,
+        type: "wait",
+      });
+      expect(refused).toBe(3);
+      // No other publish comes: the dispatcher tries again by itself.
+      await waitFor(() => hitsFor(voipToken).length === 1, { what: "the VoIP push, later" });
+    } finally {
+      dispatcher.close();
+      senders.apns?.close();
+      apns.state.answer = () => undefined;
+    }
+  });
+
   it("retries a 5xx from APNs with back-off and delivers on the third try", async () => {
     const { alice, bobClient, token } = await pushUser();
     const alertToken = hexToken();
