@@ -64,8 +64,8 @@ export async function loadCalls(
 /**
  * Folds XEP-0353 signals into each account's call rows (`existing`, from loadCalls) and writes
  * the changed ones. Idempotent (a signal applied twice leaves the same row) and order-tolerant
- * (forward moves only, but for an answer and a reject, where the one sent first counts;
- * missing facts are filled in late).
+ * (forward moves only, but for a reject sent before the answer it is written after; missing
+ * facts are filled in late).
  */
 export async function saveCallSignals(
   tx: Tx,
@@ -91,8 +91,14 @@ export async function saveCallSignals(
       rows.set(key, row);
     }
     // A session is between two parties: a signal from anyone else naming its id (another
-    // conversation's session, or a forgery) leaves it alone. It stays in the event log.
-    if (row.peerJid !== update.peer) continue;
+    // conversation's session, or a forgery) leaves it alone. It stays in the event log. Until
+    // a propose was seen, the row is only a guess from the first signal written: a propose
+    // of another peer takes it over.
+    if (row.peerJid !== update.peer) {
+      if (update.signal.action !== "propose" || row.proposedAt) continue;
+      row = newCall(update);
+      rows.set(key, row);
+    }
     transition(row, update, timing.ringTimeoutMs, timing.maxDurationMs);
     if (update.signal.action === "finish" && update.signal.migratedTo) {
       migratedFrom.set(`${update.accountId} ${update.signal.migratedTo}`, row);
@@ -117,6 +123,9 @@ export async function saveCallSignals(
     .onConflictDoUpdate({
       target: [calls.accountId, calls.callId],
       set: {
+        // A propose may take over a row guessed from another peer's signal (see above).
+        conversationId: sql`excluded.conversation_id`,
+        peerJid: sql`excluded.peer_jid`,
         media: sql`excluded.media`,
         state: sql`excluded.state`,
         proposedAt: sql`excluded.proposed_at`,
@@ -190,12 +199,6 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       return;
     case "proceed":
     case "accept":
-      // (see reject)
-      if (row.state === "rejected" && row.endedAt && row.endedAt > at) {
-        row.state = "ringing";
-        row.endedAt = null;
-        row.endReason = null;
-      }
       if (moveTo(row, "accepted")) {
         row.answeredAt = at;
         row.answeredBy = u.senderResource;
@@ -203,8 +206,9 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       }
       return;
     case "reject":
-      // Of an answer and a reject (two devices of the callee), the one sent first counts,
-      // whichever is written first (catch-up reorders): a later reject leaves the call on.
+      // Of an answer and a reject (two devices of the callee), the one sent first counts: a
+      // reject after the answer leaves the call on, one sent before it (written after it by a
+      // catch-up) ends it. An ended call is never revived: a finish it took is not kept.
       if (row.state === "accepted" && row.answeredAt && row.answeredAt > at) {
         row.state = "ringing";
         row.answeredAt = null;
