@@ -72,10 +72,11 @@ export function createApp(deps: AppDeps): App {
     onError: (c) =>
       problemResponse(c, "payload_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`),
   });
-  // Only POST and PATCH routes read a body; any other method's is never read, so never limited
-  // (its routes declare no 413). The check asks for the request's body stream, for which the
-  // Node adapter builds a whole fetch Request (headers, stream, abort controller) from the
-  // incoming message: for small syncs, 40% of what outlived their answers into the old generation.
+  // Only POST and PATCH routes (and PUT, should one come) read a body; any other method's is
+  // never read, so never limited (its routes declare no 413). The check asks for the request's
+  // body stream, for which the Node adapter builds a whole fetch Request (headers, stream, abort
+  // controller) from the incoming message: for small syncs, 40% of what outlived their answers
+  // into the old generation.
   app.use((c, next) => (BODY_METHODS.has(c.req.method) ? limitBody(c, next) : next()));
 
   registerHealth(app);

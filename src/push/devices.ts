@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, desc, eq, isNull, lt, ne, sql } from "drizzle-orm";
 import type { Db } from "../store/db.js";
+import { accounts } from "../store/schema/accounts.js";
 import {
   type PushEnvironment,
   type PushPlatform,
@@ -59,6 +60,8 @@ export async function registerDevice(
       .values({
         id: `dev_${randomBytes(9).toString("base64url")}`,
         accountId: r.accountId,
+        // A new device is alerted about what comes after it, not the account's whole past.
+        alertedSeq: sql`(select ${accounts.lastSeq} from ${accounts} where ${accounts.id} = ${r.accountId})`,
         platform: r.platform,
         token: r.token,
         node: randomBytes(18).toString("base64url"),
@@ -138,10 +141,16 @@ export async function disableDevice(
   return updated.length > 0;
 }
 
-/** Records an alert that covered the account's events up to `seq`. */
-export async function markAlerted(db: Db, id: string, seq: number, at: Date): Promise<void> {
+/**
+ * Records that the account's events up to `seq` need no alert any more: an alert covered them
+ * (`at`, when it was sent), or none of them was an unread message to alert.
+ */
+export async function markAlerted(db: Db, id: string, seq: number, at?: Date): Promise<void> {
   await db
     .update(pushDevices)
-    .set({ alertedSeq: sql`greatest(${pushDevices.alertedSeq}, ${seq})`, lastPushAt: at })
+    .set({
+      alertedSeq: sql`greatest(${pushDevices.alertedSeq}, ${seq})`,
+      ...(at ? { lastPushAt: at } : {}),
+    })
     .where(eq(pushDevices.id, id));
 }

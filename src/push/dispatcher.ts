@@ -175,7 +175,12 @@ export class PushDispatcher {
     }
     const work = await this.waitForWork(device, deadline);
     if (work.call) return this.sendCall(device, work.call, work);
-    if (!work.message) return OK;
+    if (!work.message) {
+      // Nothing up to here will ever need an alert (read, retracted or muted stays so, and
+      // later writes get later seqs): the next publish need not look at it again.
+      await markAlerted(this.o.store.db, device.id, work.lastSeq);
+      return OK;
+    }
 
     const last = this.lastAlertAt.get(device.id);
     if (last !== undefined && now - last < this.o.coalesceMs) {
@@ -273,6 +278,8 @@ export class PushDispatcher {
           eq(messages.accountId, events.accountId),
           eq(messages.conversationId, events.conversationId),
           eq(messages.direction, "in"),
+          // Only the event of the message stored: of two with one id, the one sent later.
+          eq(messages.sentAt, events.sentAt),
           // The message's key as ingest stores it (messageKeyOf in store/events.ts).
           eq(
             messages.messageId,
@@ -334,8 +341,10 @@ export class PushDispatcher {
       this.outcome(device, "voip", "sent");
       return OK;
     }
-    if (result.kind !== "unregistered" && result.kind !== "bad_token") await release();
-    return this.failed(device, "voip", result);
+    const answer = await this.failed(device, "voip", result);
+    // Kept only for a device now disabled; any other may be rung by the next try.
+    if (answer !== GONE) await release();
+    return answer;
   }
 
   /** Sends the VoIP push (APNs) or high-priority call message (FCM) for a claimed call. */
@@ -457,7 +466,10 @@ export class PushDispatcher {
       case "throttled": {
         // Success for ejabberd: a throttled device must keep its registration. A Retry-After
         // of 0 (or a date gone by) would otherwise send again at once, and again.
-        const retryAfterMs = Math.max(MIN_THROTTLE_MS, result.retryAfterMs);
+        const retryAfterMs = Math.min(
+          MAX_THROTTLE_MS,
+          Math.max(MIN_THROTTLE_MS, result.retryAfterMs),
+        );
         this.backoffUntil.set(device.id, now + retryAfterMs);
         this.followUp(device.id, now + retryAfterMs);
         log.warn({ retryAfterMs }, "provider throttles this device");
@@ -498,8 +510,12 @@ export class PushDispatcher {
   }
 }
 
-/** The shortest back-off a throttled device gets, whatever the provider's Retry-After says. */
+/**
+ * The back-off of a throttled device, whatever the provider's Retry-After says: at least a
+ * second, and at most an hour (a timer cannot wait past 24.8 days: it would fire at once).
+ */
 const MIN_THROTTLE_MS = 1000;
+const MAX_THROTTLE_MS = 3_600_000;
 
 const NOT_CONFIGURED = "not_configured";
 const notConfigured: SendResult = { ok: false, kind: "rejected", reason: NOT_CONFIGURED };

@@ -26,9 +26,13 @@ interface SaslFactory {
   _mechs?: { name: string; mech: MechanismClass }[];
 }
 
-/** The client's SASL mechanisms, each wrapped to speak UTF-8 (see above). */
+/**
+ * The client's SASL mechanisms, each wrapped to speak UTF-8 (see above). Not FAST's (XEP-0484
+ * token logins, which ejabberd offers from 24.x on): its HT-SHA-256-NONE already hands over
+ * binary strings, an HMAC after the username, which a second encoding would garble.
+ */
 export function sendSaslAsUtf8(xmpp: object): void {
-  // Neither is in @xmpp/client's types: the client object carries its factory all the same.
+  // Not in @xmpp/client's types: the client object carries its factory all the same.
   const factory = (xmpp as { saslFactory?: SaslFactory }).saslFactory;
   if (!factory || !Array.isArray(factory._mechs)) {
     throw new Error("@xmpp/client's SASL mechanism registry was not found");

@@ -1,14 +1,18 @@
 import { createECDH, generateKeyPairSync, randomBytes } from "node:crypto";
 import { type Client, xml } from "@xmpp/client";
+import { eq } from "drizzle-orm";
 import { decrypt } from "http_ece";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { ParsedCopy } from "../../src/ingest/parse.js";
 import { createLogger } from "../../src/logger.js";
 import { ApnsClient } from "../../src/push/apns.js";
 import { ApnsTokenSigner } from "../../src/push/apns-token.js";
 import { handlePublishIq, NS_PUBSUB } from "../../src/push/app-server.js";
-import { PushDispatcher } from "../../src/push/dispatcher.js";
+import { type DispatcherOptions, PushDispatcher } from "../../src/push/dispatcher.js";
 import { createPushSenders, runPush } from "../../src/push/leader.js";
 import { appendBatch } from "../../src/store/events.js";
+import { accounts } from "../../src/store/schema/accounts.js";
+import { pushDevices } from "../../src/store/schema/push-devices.js";
 import { expectContract } from "../helpers/contract.js";
 import { callSignal, copyOf, edit, nextTime, react, retract } from "../helpers/copies.js";
 import { connectUser, createUser, type TestUser } from "../helpers/ejabberd.js";
@@ -208,6 +212,65 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
   }
 
   const hitsFor = (token: string) => apns.hits.filter((hit) => hit.token === token);
+  /** The notices of the alerts a device's token got, decrypted. */
+  const alertsTo = (token: string, keys: Keys) =>
+    hitsFor(token).map((hit) => decryptNotice(String(hit.body.encrypted), keys));
+
+  /**
+   * An account ejabberd does not know, with a registered device, for tests that write the store
+   * themselves and call a dispatcher's publish as ejabberd would.
+   */
+  async function storeOnlyUser(device: Record<string, unknown>) {
+    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const dave = `dave-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const registered = await register(await h.token(carol), device);
+    return { carol, dave, ...registered };
+  }
+
+  const writeStore = (...copies: ParsedCopy[]) =>
+    appendBatch(
+      h.store.db,
+      { copies },
+      { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
+    );
+
+  /** An iPhone that can be rung, and a call ringing its account now. */
+  async function ringingDevice() {
+    const voipToken = hexToken();
+    const { carol, dave, device } = await storeOnlyUser({
+      platform: "apns",
+      token: hexToken(),
+      voip_token: voipToken,
+    });
+    // Sent now: the copies' own clock runs in the past, where the call would have expired.
+    const callId = `call-${randomBytes(3).toString("hex")}`;
+    await writeStore(
+      callSignal(dave, carol, { action: "propose", callId, media: [] }, { sentAt: new Date() }),
+    );
+    return { voipToken, device };
+  }
+
+  /** Runs `fn` with a dispatcher of its own (by default with clients of the stand-ins). */
+  async function withDispatcher<T>(
+    fn: (dispatcher: PushDispatcher) => Promise<T>,
+    options: Partial<DispatcherOptions> = {},
+  ): Promise<T> {
+    const senders = options.senders ?? (await createPushSenders(h.config.push));
+    const dispatcher = new PushDispatcher({
+      store: h.store,
+      logger: createLogger("silent"),
+      coalesceMs: 0,
+      catchUpMs: 0,
+      ...options,
+      senders,
+    });
+    try {
+      return await fn(dispatcher);
+    } finally {
+      dispatcher.close();
+      senders.apns?.close();
+    }
+  }
 
   it("rings an offline iPhone once per call with a VoIP push, and alerts it with encrypted messages", async () => {
     const { alice, bob, token, bobClient } = await pushUser();
@@ -324,91 +387,84 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
   });
 
   it("alerts with the newest message by send time, as it stands now, whatever order ingest wrote them in", async () => {
-    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
-    const dave = `dave-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
-    const token = await h.token(carol);
     const alertToken = hexToken();
-    const { device, keys } = await register(token, { platform: "apns", token: alertToken });
+    const { carol, dave, device, keys } = await storeOnlyUser({
+      platform: "apns",
+      token: alertToken,
+    });
     const [first, second, third] = [nextTime(), nextTime(), nextTime()];
     const message = (id: string, body: string, sentAt: Date) =>
       copyOf({ kind: "message", from: dave, to: carol, messageId: id, body }, { sentAt });
-    const write = (...copies: ReturnType<typeof copyOf>[]) =>
-      appendBatch(
-        h.store.db,
-        { copies },
-        { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
-      );
     // Live copies first; then catch-up writes an older message behind them. The newest was
     // taken back, and the one before it edited.
-    await write(message("m2", "second", second), message("m3", "third", third));
-    await write(message("m1", "first", first));
-    await write(retract(dave, carol, "m3"), edit(dave, carol, "m2", "second, edited"));
+    await writeStore(message("m2", "second", second), message("m3", "third", third));
+    await writeStore(message("m1", "first", first));
+    await writeStore(retract(dave, carol, "m3"), edit(dave, carol, "m2", "second, edited"));
 
-    const senders = await createPushSenders(h.config.push);
-    const dispatcher = new PushDispatcher({
-      store: h.store,
-      logger: createLogger("silent"),
-      senders,
-      coalesceMs: COALESCE_MS,
-      catchUpMs: 0,
-    });
-    try {
+    await withDispatcher(async (dispatcher) => {
       expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
-    } finally {
-      dispatcher.close();
-      senders.apns?.close();
-    }
-    const alerts = hitsFor(alertToken);
-    expect(alerts).toHaveLength(1);
-    expect(decryptNotice(String(alerts[0]?.body.encrypted), keys)).toMatchObject({
-      message_id: "m2",
-      preview: "second, edited",
     });
+    expect(alertsTo(alertToken, keys)).toMatchObject([
+      { message_id: "m2", preview: "second, edited" },
+    ]);
   });
 
   it("alerts no message the account has read: a publish for a reaction to it stays silent", async () => {
-    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
-    const dave = `dave-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
-    const token = await h.token(carol);
-    const write = (...copies: ReturnType<typeof copyOf>[]) =>
-      appendBatch(
-        h.store.db,
-        { copies },
-        { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
-      );
+    const alertToken = hexToken();
+    const { carol, dave, device, keys } = await storeOnlyUser({
+      platform: "apns",
+      token: alertToken,
+    });
     const message = (from: string, to: string, id: string, body: string) =>
       copyOf({ kind: "message", from, to, messageId: id, body });
     // A chat while the app was open: dave's message, carol's answer (she read it).
-    await write(message(dave, carol, "d1", "are you there?"), message(carol, dave, "c1", "yes"));
-    const alertToken = hexToken();
-    const { device, keys } = await register(token, { platform: "apns", token: alertToken });
+    await writeStore(
+      message(dave, carol, "d1", "are you there?"),
+      message(carol, dave, "c1", "yes"),
+    );
 
-    const senders = await createPushSenders(h.config.push);
-    const dispatcher = new PushDispatcher({
-      store: h.store,
-      logger: createLogger("silent"),
-      senders,
-      coalesceMs: 0,
-      catchUpMs: 0,
-    });
-    try {
+    await withDispatcher(async (dispatcher) => {
       // The phone sleeps; dave reacts to her answer and ejabberd publishes for it.
-      await write(react(dave, carol, "c1", ["👍"]));
+      await writeStore(react(dave, carol, "c1", ["👍"]));
       expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
       expect(hitsFor(alertToken)).toEqual([]);
       // A new message is alerted.
-      await write(message(dave, carol, "d2", "call me"));
+      await writeStore(message(dave, carol, "d2", "call me"));
       expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
-    } finally {
-      dispatcher.close();
-      senders.apns?.close();
-    }
-    const alerts = hitsFor(alertToken);
-    expect(alerts).toHaveLength(1);
-    expect(decryptNotice(String(alerts[0]?.body.encrypted), keys)).toMatchObject({
-      message_id: "d2",
-      preview: "call me",
     });
+    expect(alertsTo(alertToken, keys)).toMatchObject([{ message_id: "d2", preview: "call me" }]);
+  });
+
+  it("alerts a new device about what comes after it, and each message once though its id comes again", async () => {
+    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const dave = `dave-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
+    const token = await h.token(carol);
+    const message = (id: string, body: string, sentAt = nextTime()) =>
+      copyOf({ kind: "message", from: dave, to: carol, messageId: id, body }, { sentAt });
+    // Unread, but from before the phone registered: the app was open then.
+    await writeStore(message("old", "from before"));
+    const alertToken = hexToken();
+    const { device, keys } = await register(token, { platform: "apns", token: alertToken });
+    const early = nextTime();
+    await withDispatcher(async (dispatcher) => {
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+      expect(hitsFor(alertToken)).toEqual([]);
+      // Nothing to alert: the next publish starts after what this one looked at.
+      const [row] = await h.store.db
+        .select({ alerted: pushDevices.alertedSeq, last: accounts.lastSeq })
+        .from(pushDevices)
+        .innerJoin(accounts, eq(accounts.id, pushDevices.accountId))
+        .where(eq(pushDevices.id, device.id));
+      expect(row?.alerted).toBe(row?.last);
+
+      await writeStore(message("x", "new"));
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+      // Catch-up writes an older message with the same id: the stored one is kept, and
+      // already alerted.
+      await writeStore(message("x", "older, same id", early));
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+    });
+    expect(alertsTo(alertToken, keys)).toMatchObject([{ message_id: "x", preview: "new" }]);
   });
 
   it("does the same over FCM: a HIGH-priority call message, then encrypted data-only alerts", async () => {
@@ -517,74 +573,26 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
   });
 
   it("backs off at least a second on a 429 whose Retry-After says 0, instead of sending again at once", async () => {
-    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
-    const token = await h.token(carol);
     const alertToken = hexToken();
-    const { device } = await register(token, { platform: "apns", token: alertToken });
-    await appendBatch(
-      h.store.db,
-      {
-        copies: [
-          copyOf({ kind: "message", from: `dave@${ejabberd.domain}`, to: carol, body: "hi" }),
-        ],
-      },
-      { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
-    );
+    const { carol, dave, device } = await storeOnlyUser({ platform: "apns", token: alertToken });
+    await writeStore(copyOf({ kind: "message", from: dave, to: carol, body: "hi" }));
     apns.state.answer = (hit) =>
       hit.token === alertToken
         ? { status: 429, body: { reason: "TooManyRequests" }, headers: { "retry-after": "0" } }
         : undefined;
-    const senders = await createPushSenders(h.config.push);
-    const dispatcher = new PushDispatcher({
-      store: h.store,
-      logger: createLogger("silent"),
-      senders,
-      coalesceMs: 0,
-      catchUpMs: 0,
-    });
     try {
-      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      expect(apns.requests.filter((r) => r.token === alertToken)).toHaveLength(1);
+      await withDispatcher(async (dispatcher) => {
+        expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        expect(apns.requests.filter((r) => r.token === alertToken)).toHaveLength(1);
+      });
     } finally {
-      dispatcher.close();
-      senders.apns?.close();
       apns.state.answer = () => undefined;
     }
   });
 
   it("rings a device later when its VoIP push could not even be sent (its claim is released)", async () => {
-    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
-    const token = await h.token(carol);
-    const voipToken = hexToken();
-    const { device } = await register(token, {
-      platform: "apns",
-      token: hexToken(),
-      voip_token: voipToken,
-    });
-    await appendBatch(
-      h.store.db,
-      {
-        copies: [
-          callSignal(
-            `dave@${ejabberd.domain}`,
-            carol,
-            { action: "propose", callId: `claim-${randomBytes(3).toString("hex")}`, media: [] },
-            // Ringing now: the helpers' clock runs in the past.
-            { sentAt: new Date() },
-          ),
-        ],
-      },
-      { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
-    );
-    const dispatcher = (apnsClient: ApnsClient) =>
-      new PushDispatcher({
-        store: h.store,
-        logger: createLogger("silent"),
-        senders: { apns: apnsClient, fcm: null },
-        coalesceMs: 0,
-        catchUpMs: 0,
-      });
+    const { voipToken, device } = await ringingDevice();
     // A provider key that cannot sign ES256 (an RSA key given as APNS_KEY): the send throws.
     const broken = new ApnsClient({
       signer: new ApnsTokenSigner(
@@ -596,47 +604,44 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
       sandboxUrl: apns.url,
       ca: apns.ca,
     });
-    const first = dispatcher(broken);
-    await expect(first.publish(device.node, device.secret)).rejects.toThrow();
-    first.close();
-    broken.close();
+    await withDispatcher(
+      async (dispatcher) => {
+        await expect(dispatcher.publish(device.node, device.secret)).rejects.toThrow();
+      },
+      { senders: { apns: broken, fcm: null } },
+    );
     expect(hitsFor(voipToken)).toEqual([]);
 
     // Once the key is fixed, the next publish rings it.
-    const senders = await createPushSenders(h.config.push);
-    const second = dispatcher(senders.apns as ApnsClient);
+    await withDispatcher(async (dispatcher) => {
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+    });
+    expect(hitsFor(voipToken)).toHaveLength(1);
+  });
+
+  it("rings a device again after a 410 that came before it registered again", async () => {
+    const { voipToken, device } = await ringingDevice();
+    // The token's 410 is older than the device's registration: the device stays enabled.
+    let gone = 0;
+    apns.state.answer = (hit) => {
+      if (hit.token !== voipToken || gone > 0) return undefined;
+      gone++;
+      return { status: 410, body: { reason: "Unregistered", timestamp: Date.now() - 3_600_000 } };
+    };
     try {
-      expect(await second.publish(device.node, device.secret)).toEqual({ ok: true });
+      await withDispatcher(async (dispatcher) => {
+        expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+        expect(gone).toBe(1);
+        expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+      });
     } finally {
-      second.close();
-      senders.apns?.close();
+      apns.state.answer = () => undefined;
     }
     expect(hitsFor(voipToken)).toHaveLength(1);
   });
 
   it("rings a device again by itself while the call rings when APNs stayed unavailable", async () => {
-    const carol = `carol-${randomBytes(3).toString("hex")}@${ejabberd.domain}`;
-    const token = await h.token(carol);
-    const voipToken = hexToken();
-    const { device } = await register(token, {
-      platform: "apns",
-      token: hexToken(),
-      voip_token: voipToken,
-    });
-    await appendBatch(
-      h.store.db,
-      {
-        copies: [
-          callSignal(
-            `dave@${ejabberd.domain}`,
-            carol,
-            { action: "propose", callId: `down-${randomBytes(3).toString("hex")}`, media: [] },
-            { sentAt: new Date() },
-          ),
-        ],
-      },
-      { isLocal: (jid) => jid.endsWith(`@${ejabberd.domain}`), callRingTimeoutMs: 60_000 },
-    );
+    const { voipToken, device } = await ringingDevice();
     // Down for the publish's own three tries, up after.
     let refused = 0;
     apns.state.answer = (hit) => {
@@ -644,26 +649,20 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
       refused++;
       return { status: 503, body: { reason: "ServiceUnavailable" } };
     };
-    const senders = await createPushSenders(h.config.push);
-    const dispatcher = new PushDispatcher({
-      store: h.store,
-      logger: createLogger("silent"),
-      senders,
-      coalesceMs: 0,
-      catchUpMs: 0,
-      callRetryMs: 300,
-    });
     try {
-      expect(await dispatcher.publish(device.node, device.secret)).toMatchObject({
-        ok: false,
-        type: "wait",
-      });
-      expect(refused).toBe(3);
-      // No other publish comes: the dispatcher tries again by itself.
-      await waitFor(() => hitsFor(voipToken).length === 1, { what: "the VoIP push, later" });
+      await withDispatcher(
+        async (dispatcher) => {
+          expect(await dispatcher.publish(device.node, device.secret)).toMatchObject({
+            ok: false,
+            type: "wait",
+          });
+          expect(refused).toBe(3);
+          // No other publish comes: the dispatcher tries again by itself.
+          await waitFor(() => hitsFor(voipToken).length === 1, { what: "the VoIP push, later" });
+        },
+        { callRetryMs: 300 },
+      );
     } finally {
-      dispatcher.close();
-      senders.apns?.close();
       apns.state.answer = () => undefined;
     }
   });
