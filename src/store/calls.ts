@@ -64,8 +64,8 @@ export async function loadCalls(
 /**
  * Folds XEP-0353 signals into each account's call rows (`existing`, from loadCalls) and writes
  * the changed ones. Idempotent (a signal applied twice leaves the same row) and order-tolerant
- * (forward moves only, but for a reject sent before the answer it is written after; missing
- * facts are filled in late).
+ * (forward moves only, but for an answer and a reject, where the one sent first counts, and a
+ * finish, which outranks both; missing facts are filled in late).
  */
 export async function saveCallSignals(
   tx: Tx,
@@ -91,14 +91,8 @@ export async function saveCallSignals(
       rows.set(key, row);
     }
     // A session is between two parties: a signal from anyone else naming its id (another
-    // conversation's session, or a forgery) leaves it alone. It stays in the event log. Until
-    // a propose was seen, the row is only a guess from the first signal written: a propose
-    // of another peer takes it over.
-    if (row.peerJid !== update.peer) {
-      if (update.signal.action !== "propose" || row.proposedAt) continue;
-      row = newCall(update);
-      rows.set(key, row);
-    }
+    // conversation's session, or a forgery) leaves it alone. It stays in the event log.
+    if (row.peerJid !== update.peer) continue;
     transition(row, update, timing.ringTimeoutMs, timing.maxDurationMs);
     if (update.signal.action === "finish" && update.signal.migratedTo) {
       migratedFrom.set(`${update.accountId} ${update.signal.migratedTo}`, row);
@@ -123,9 +117,6 @@ export async function saveCallSignals(
     .onConflictDoUpdate({
       target: [calls.accountId, calls.callId],
       set: {
-        // A propose may take over a row guessed from another peer's signal (see above).
-        conversationId: sql`excluded.conversation_id`,
-        peerJid: sql`excluded.peer_jid`,
         media: sql`excluded.media`,
         state: sql`excluded.state`,
         proposedAt: sql`excluded.proposed_at`,
@@ -199,16 +190,27 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       return;
     case "proceed":
     case "accept":
+      // (see reject) Written after a reject sent later: the answer counts.
+      if (row.state === "rejected" && row.endedAt && row.endedAt > at) {
+        row.state = "ringing";
+        row.endedAt = null;
+        row.endReason = null;
+      }
       if (moveTo(row, "accepted")) {
         row.answeredAt = at;
         row.answeredBy = u.senderResource;
         row.expiresAt = new Date(at.getTime() + maxDurationMs);
+      } else if (row.state === "finished" && !row.answeredAt) {
+        // A finish written before the answer: the answer is a fact filled in late.
+        row.answeredAt = at;
+        row.answeredBy = u.senderResource;
       }
       return;
     case "reject":
-      // Of an answer and a reject (two devices of the callee), the one sent first counts: a
-      // reject after the answer leaves the call on, one sent before it (written after it by a
-      // catch-up) ends it. An ended call is never revived: a finish it took is not kept.
+      // Of an answer and a reject (two devices of the callee), the one sent first counts,
+      // whichever is written first: a reject after the answer leaves the call on, one sent
+      // before it ends it. A finish outranks both (below), so a revived call is never one that
+      // had already finished.
       if (row.state === "accepted" && row.answeredAt && row.answeredAt > at) {
         row.state = "ringing";
         row.answeredAt = null;
@@ -222,6 +224,9 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       return;
     case "finish":
       if (signal.migratedTo) row.migratedTo = signal.migratedTo;
+      // A finish says the session was set up: a reject or retract it met lost, whatever the
+      // order they were written in.
+      if (row.state === "rejected" || row.state === "retracted") row.state = "ringing";
       end(row, "finished", signal.migratedTo ? "migrated" : "finished", at);
       return;
   }

@@ -174,24 +174,38 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     expect(await active(callee, at)).toEqual([]);
   });
 
-  it("goes on when another device of the callee rejects after one answered", async () => {
-    const [caller, callee] = pair();
-    await write(callSignal(caller, callee, { action: "propose", callId: "r1", media: [] }));
-    await write(
-      callSignal(callee, caller, { action: "proceed", callId: "r1" }, { resource: "phone" }),
-      callSignal(callee, caller, { action: "reject", callId: "r1" }, { resource: "tablet" }),
-    );
-    for (const jid of [caller, callee]) {
-      expect(await callOf(jid, "r1"), jid).toMatchObject({
-        state: "accepted",
-        answeredBy: "phone",
-        endedAt: null,
-        endReason: null,
-      });
+  it("goes on when another device of the callee rejects after one answered, in any write order", async () => {
+    for (const order of ["as sent", "reject first"] as const) {
+      const [caller, callee] = pair();
+      const propose = callSignal(caller, callee, { action: "propose", callId: "r1", media: [] });
+      const proceed = callSignal(
+        callee,
+        caller,
+        { action: "proceed", callId: "r1" },
+        { resource: "phone" },
+      );
+      const reject = callSignal(
+        callee,
+        caller,
+        { action: "reject", callId: "r1" },
+        { resource: "tablet" },
+      );
+      await write(propose);
+      for (const copy of order === "as sent" ? [proceed, reject] : [reject, proceed]) {
+        await write(copy);
+      }
+      for (const jid of [caller, callee]) {
+        expect(await callOf(jid, "r1"), `${order}, ${jid}`).toMatchObject({
+          state: "accepted",
+          answeredBy: "phone",
+          endedAt: null,
+          endReason: null,
+        });
+      }
+      // Applied twice, nothing changes.
+      await write(reject, proceed);
+      expect(await callOf(callee, "r1")).toMatchObject({ state: "accepted", answeredBy: "phone" });
     }
-    // Applied twice, nothing changes.
-    await write(callSignal(callee, caller, { action: "reject", callId: "r1" }));
-    expect(await callOf(callee, "r1")).toMatchObject({ state: "accepted", answeredBy: "phone" });
   });
 
   it("ends when a reject was sent before the answer, whichever is written first", async () => {
@@ -210,6 +224,33 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     }
   });
 
+  it("ends as finished in every write order of an answer, a later reject and the finish", async () => {
+    const orders = [
+      [0, 1, 2],
+      [0, 2, 1],
+      [1, 0, 2],
+      [1, 2, 0],
+      [2, 0, 1],
+      [2, 1, 0],
+    ];
+    for (const order of orders) {
+      const [caller, callee] = pair();
+      await write(callSignal(caller, callee, { action: "propose", callId: "f0", media: [] }));
+      // Sent in this order: the answer, another device's reject, the caller's finish.
+      const signals = [
+        callSignal(callee, caller, { action: "proceed", callId: "f0" }, { resource: "phone" }),
+        callSignal(callee, caller, { action: "reject", callId: "f0" }, { resource: "tablet" }),
+        callSignal(caller, callee, { action: "finish", callId: "f0" }),
+      ];
+      for (const i of order) await write(signals[i] as (typeof signals)[number]);
+      expect(await callOf(callee, "f0"), `written ${order}`).toMatchObject({
+        state: "finished",
+        endReason: "finished",
+        answeredBy: "phone",
+      });
+    }
+  });
+
   it("moves a call only by signals of its own peer", async () => {
     const [caller, callee] = pair();
     const mallory = `mallory${n}@remote.example`;
@@ -221,19 +262,6 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     );
     expect(await callOf(callee, "p1")).toMatchObject({ peerJid: caller, state: "proposed" });
     expect(await active(callee, nextTime())).toEqual([["p1", "in", "proposed"]]);
-
-    // Written before the propose it would have guessed the call's peer: the propose wins.
-    const at = nextTime();
-    await write(callSignal(mallory, callee, { action: "retract", callId: "p2" }, { sentAt: at }));
-    await write(
-      callSignal(caller, callee, { action: "propose", callId: "p2", media: [] }, { sentAt: at }),
-    );
-    expect(await callOf(callee, "p2")).toMatchObject({
-      peerJid: caller,
-      state: "proposed",
-      direction: "in",
-      endedAt: null,
-    });
   });
 
   it("rings only the lower session id when both sides propose at once (tie-break)", async () => {
