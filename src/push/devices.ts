@@ -60,8 +60,7 @@ export async function registerDevice(
       .values({
         id: `dev_${randomBytes(9).toString("base64url")}`,
         accountId: r.accountId,
-        // A new device is alerted about what comes after it, not the account's whole past.
-        alertedSeq: sql`(select ${accounts.lastSeq} from ${accounts} where ${accounts.id} = ${r.accountId})`,
+        alertedSeq: lastSeqOf(r.accountId),
         platform: r.platform,
         token: r.token,
         node: randomBytes(18).toString("base64url"),
@@ -70,7 +69,10 @@ export async function registerDevice(
       })
       .onConflictDoUpdate({
         target: [pushDevices.accountId, pushDevices.platform, pushDevices.token],
-        set: fields,
+        set: {
+          ...fields,
+          alertedSeq: sql`greatest(${pushDevices.alertedSeq}, ${lastSeqOf(r.accountId)})`,
+        },
       })
       .returning();
     if (!device) throw new Error("push device upsert returned no row");
@@ -87,6 +89,14 @@ export async function registerDevice(
       );
     return { device, secret };
   });
+}
+
+/**
+ * Where a device registered now starts being alerted: after the account's last event, not at
+ * its whole past (the app that registers is open; it shows what came before).
+ */
+function lastSeqOf(accountId: number) {
+  return sql`(select ${accounts.lastSeq} from ${accounts} where ${accounts.id} = ${accountId})`;
 }
 
 export function listDevices(db: Db, accountId: number): Promise<PushDevice[]> {

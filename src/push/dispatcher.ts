@@ -176,8 +176,9 @@ export class PushDispatcher {
     const work = await this.waitForWork(device, deadline);
     if (work.call) return this.sendCall(device, work.call, work);
     if (!work.message) {
-      // Nothing up to here will ever need an alert (read, retracted or muted stays so, and
-      // later writes get later seqs): the next publish need not look at it again.
+      // Nothing up to here will ever need an alert (read and retracted stay so, a message that
+      // came while muted is never alerted, and later writes get later seqs): the next publish
+      // need not look at it again.
       await markAlerted(this.o.store.db, device.id, work.lastSeq);
       return OK;
     }

@@ -463,7 +463,13 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
       // already alerted.
       await writeStore(message("x", "older, same id", early));
       expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+      // The app registers its token again (it is open): what came before is not alerted.
+      await writeStore(message("y", "while the app was open"));
+      const again = await register(token, { platform: "apns", token: alertToken });
+      expect(again.device.id).toBe(device.id);
+      expect(await dispatcher.publish(device.node, again.device.secret)).toEqual({ ok: true });
     });
+    expect(hitsFor(alertToken)).toHaveLength(1);
     expect(alertsTo(alertToken, keys)).toMatchObject([{ message_id: "x", preview: "new" }]);
   });
 
