@@ -145,11 +145,11 @@ const revokeToken = createRoute({
   },
 });
 
-/** The peer's address; app.request() in tests has no socket. */
 /**
  * The client's address, bucketed (see addressBucket): the socket's peer, or behind trusted
  * proxies (TRUST_PROXY) the address the nearest untrusted hop was seen from, as Express reads
- * X-Forwarded-For. Behind a load balancer every socket peer is the balancer itself.
+ * X-Forwarded-For. Behind a load balancer every socket peer is the balancer itself. "unknown"
+ * where there is no socket (app.request() without an address).
  */
 function clientAddress(c: Context<AppEnv>, trust: ReturnType<typeof proxyaddr.compile> | null) {
   try {
