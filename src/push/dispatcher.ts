@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
-import { and, desc, eq, gt, inArray, isNull, lte, or, sql } from "drizzle-orm";
+import { and, desc, eq, gt, inArray, isNull, lte, or } from "drizzle-orm";
 import { changeFeedFor } from "../api/change-feed.js";
 import { encodePosition } from "../api/position.js";
 import type { Logger } from "../logger.js";
 import { activeCalls, type CallRow } from "../store/calls.js";
 import type { Store, Tx } from "../store/db.js";
+import { MESSAGE_KEY_OF_EVENT } from "../store/events.js";
 import { loadStoreMeta } from "../store/meta.js";
 import { accounts } from "../store/schema/accounts.js";
 import { conversations } from "../store/schema/conversations.js";
@@ -281,11 +282,7 @@ export class PushDispatcher {
           eq(messages.direction, "in"),
           // Only the event of the message stored: of two with one id, the one sent later.
           eq(messages.sentAt, events.sentAt),
-          // The message's key as ingest stores it (messageKeyOf in store/events.ts).
-          eq(
-            messages.messageId,
-            sql`coalesce(${events.messageId}, ${events.originId}, 'copy:' || (${events.payload}->>'copy_id'))`,
-          ),
+          eq(messages.messageId, MESSAGE_KEY_OF_EVENT),
         ),
       )
       .where(

@@ -6,7 +6,7 @@ import { type Db, preparedRows, type Tx } from "./db.js";
 import { recordsOf } from "./json-rows.js";
 import { messageColumnsOf, messageJsonSql } from "./message-json.js";
 import { conversations } from "./schema/conversations.js";
-import type { EventKindName } from "./schema/events.js";
+import { type EventKindName, events } from "./schema/events.js";
 import type { messages, Reactions } from "./schema/messages.js";
 
 /** The channel every committed change is announced on; the payload lists account ids. */
@@ -83,13 +83,14 @@ function addSides(
 
 const MODIFIER_KINDS = ["edit", "retract", "reaction"] as const;
 
-/**
- * The id a client uses for a message: its stanza id, else its origin-id, else the copy's. The
- * push dispatcher finds a message event's row by the same rule, in SQL.
- */
+/** The id a client uses for a message: its stanza id, else its origin-id, else the copy's. */
 function messageKeyOf(side: Side): string {
   return side.event.messageId ?? side.event.originId ?? `copy:${side.copy.copyId}`;
 }
+
+/** messageKeyOf in SQL, of a stored message event: the key of its row in `messages`. */
+export const MESSAGE_KEY_OF_EVENT = sql`coalesce(${events.messageId}, ${events.originId},
+  'copy:' || (${events.payload}->>'copy_id'))`;
 
 interface LockedAccount {
   id: number;
