@@ -76,7 +76,7 @@ const trustProxy = z
       .map((s) => s.trim())
       .filter(Boolean);
     try {
-      proxyaddr.compile(list);
+      trustOf(list);
     } catch (err) {
       ctx.addIssue({
         code: "custom",
@@ -86,6 +86,17 @@ const trustProxy = z
     }
     return list;
   });
+
+/**
+ * Whether the address `hop` steps from syncside (0: the socket's peer) may name the client in
+ * X-Forwarded-For, for a TRUST_PROXY setting; null when unset (the header is not believed).
+ * Throws for an address or range proxy-addr does not take.
+ */
+export function trustOf(setting: number | string[] | null) {
+  if (setting === null) return null;
+  if (typeof setting === "number") return (_address: string, hop: number) => hop < setting;
+  return proxyaddr.compile(setting);
+}
 
 const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 

@@ -5,7 +5,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gt, isNull } from "drizzle-orm";
 import type { Context } from "hono";
 import proxyaddr from "proxy-addr";
-import type { Config } from "../../config.js";
+import { type Config, trustOf } from "../../config.js";
 import { AppError } from "../../errors.js";
 import { tokens } from "../../store/schema/tokens.js";
 import { verifyPassword } from "../../xmpp/verify-password.js";
@@ -151,7 +151,7 @@ const revokeToken = createRoute({
  * X-Forwarded-For. Behind a load balancer every socket peer is the balancer itself. "unknown"
  * where there is no socket (app.request() without an address).
  */
-function clientAddress(c: Context<AppEnv>, trust: ReturnType<typeof proxyaddr.compile> | null) {
+function clientAddress(c: Context<AppEnv>, trust: ReturnType<typeof trustOf>) {
   try {
     const socketAddress = getConnInfo(c).remote.address;
     if (!socketAddress) return "unknown";
@@ -167,28 +167,19 @@ function clientAddress(c: Context<AppEnv>, trust: ReturnType<typeof proxyaddr.co
   }
 }
 
-function compileTrust(setting: Config["trustProxy"]) {
-  if (setting === null) return null;
-  if (typeof setting === "number") {
-    const hops = setting;
-    return (_address: string, hop: number) => hop < hops;
-  }
-  return proxyaddr.compile(setting);
-}
-
 export function registerTokens(app: App): void {
   // Per app instance: each replica (and each test app) counts its own failures.
   const byJid = new SlidingWindow(MAX_FAILURES_PER_JID, FAILURE_WINDOW_MS);
   const byClient = new SlidingWindow(MAX_FAILURES_PER_CLIENT, FAILURE_WINDOW_MS);
 
   /** compiled once per configuration */
-  const trusts = new WeakMap<Config, ReturnType<typeof compileTrust>>();
+  const trusts = new WeakMap<Config, ReturnType<typeof trustOf>>();
 
   app.openapi(createToken, async (c) => {
     const { store, config, clock } = c.var.deps;
     const logger = c.var.logger;
     const { jid, password, label } = c.req.valid("json");
-    if (!trusts.has(config)) trusts.set(config, compileTrust(config.trustProxy));
+    if (!trusts.has(config)) trusts.set(config, trustOf(config.trustProxy));
     const client = clientAddress(c, trusts.get(config) ?? null);
     const at = clock().getTime();
 
