@@ -81,6 +81,12 @@ describe("calls, end to end through ejabberd", () => {
       `/v1/calls/${encodeURIComponent(id)}`,
     );
 
+  /** Waits until `user` sees call `id` in `state`. */
+  const callIn = (user: TestUser, id: string, state: string) =>
+    waitFor(async () => (await callOf(user, id).catch(() => null))?.state === state, {
+      what: `${id} ${state} for ${user.jid}`,
+    });
+
   it("lists a call offer first in the callee's sync, even after fifty messages", async () => {
     const [caller, callee] = [
       await createUser(ejabberd, "caller"),
@@ -138,9 +144,12 @@ describe("calls, end to end through ejabberd", () => {
       what: "ringing",
     });
     await deviceA.send(signal(caller.jid, "proceed", "talk-1"));
-    await waitFor(async () => (await sync(caller)).calls[0]?.state === "accepted", {
-      what: "accepted",
-    });
+    // Ingest writes each account in its own lane: one side may see the answer a moment first.
+    for (const user of [caller, callee]) {
+      await waitFor(async () => (await sync(user)).calls[0]?.state === "accepted", {
+        what: `accepted for ${user.jid}`,
+      });
+    }
     for (const user of [caller, callee]) {
       expect((await sync(user)).calls).toMatchObject([
         { id: "talk-1", state: "accepted", answered_by: "device-a" },
@@ -178,14 +187,15 @@ describe("calls, end to end through ejabberd", () => {
     await b.send(signal(caller.jid, "reject", "declined", JMI0, reason("busy")));
     await a.send(signal(callee.jid, "propose", "unanswered", JMI0, audio()));
 
-    await waitFor(async () => (await callOf(callee, "declined")).state === "rejected", {
-      what: "rejected",
-    });
-    expect(await callOf(callee, "hangup")).toMatchObject({
-      state: "retracted",
-      end_reason: "retracted",
-    });
-    expect(await callOf(caller, "declined")).toMatchObject({ state: "rejected", direction: "out" });
+    // Sent from two connections, signals may be routed in another order than they were sent,
+    // and each account is written in its own lane: wait for every fact asserted.
+    await callIn(callee, "hangup", "retracted");
+    await callIn(callee, "declined", "rejected");
+    await callIn(callee, "unanswered", "proposed");
+    await callIn(caller, "declined", "rejected");
+    expect(await callOf(callee, "hangup")).toMatchObject({ end_reason: "retracted" });
+    expect(await callOf(callee, "declined")).toMatchObject({ direction: "in" });
+    expect(await callOf(caller, "declined")).toMatchObject({ direction: "out" });
     expect((await sync(callee)).calls.map((c) => c.id)).toEqual(["unanswered"]);
     await waitFor(async () => (await callOf(callee, "unanswered")).state === "missed", {
       timeoutMs: RING_MS + 10_000,
@@ -205,13 +215,14 @@ describe("calls, end to end through ejabberd", () => {
       what: "alice sees bob's offer",
     });
     expect((await sync(alice)).calls.map((c) => c.id)).toEqual(["aa-from-bob"]);
+    // Bob's account is written in its own lane: once his own offer is in, alice's lost the tie-break.
+    await callIn(bob, "aa-from-bob", "proposed");
     expect((await sync(bob)).calls).toEqual([]);
 
     await a.send(signal(bob.jid, "propose", "legacy", JMI1, audio()));
     await b.send(signal(alice.jid, "accept", "legacy", JMI1));
-    await waitFor(async () => (await callOf(alice, "legacy")).state === "accepted", {
-      what: "legacy accept",
-    });
+    await callIn(alice, "legacy", "accepted");
+    await callIn(bob, "legacy", "accepted");
     expect(await callOf(bob, "legacy")).toMatchObject({
       state: "accepted",
       answered_by: "phone",
