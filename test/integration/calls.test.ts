@@ -10,8 +10,8 @@ const ejabberd = inject("ejabberd");
 const JMI0 = "urn:xmpp:jingle-message:0";
 const JMI1 = "urn:xmpp:jingle-message:1";
 /** Short, so "nobody answered" can be observed; long enough for a sync right after the offer. */
-const RING = "10s";
-const RING_MS = 10_000;
+const RING = "15s";
+const RING_MS = 15_000;
 
 interface CallJson {
   id: string;
