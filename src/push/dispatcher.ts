@@ -62,8 +62,17 @@ export interface DispatcherOptions {
   senders: PushSenders;
   /** at most one alert per device per this many ms; later publishes in the window coalesce */
   coalesceMs: number;
-  /** how long a publish may wait for ingest to store the stanza behind it */
+  /** how long a publish's answer may wait for ingest to store the stanza behind it */
   catchUpMs?: number;
+  /**
+   * Up to when ingest has stored what ejabberd archived (epoch ms of its checkpoint; null before
+   * it stored anything). A publish that found nothing while ingest was behind it is not taken as
+   * one with nothing to push: the device is looked at again once ingest has caught up. Without
+   * it, ingest counts as always caught up.
+   */
+  ingestedUpTo?: () => Promise<number | null>;
+  /** how long a device waits in the background for ingest to reach its publish (default 10 min) */
+  ingestWaitMs?: number;
   /**
    * after a call's push found the provider unavailable (all retries spent), when to try that
    * device again by itself: ejabberd publishes once per stanza, and a call rings only so long
@@ -107,6 +116,11 @@ export class PushDispatcher {
   private readonly lastAlertAt = new Map<string, number>();
   private readonly backoffUntil = new Map<string, number>();
   private readonly followUps = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  /** per device, when its newest publish arrived, until ingest is known to have reached it */
+  private readonly unconfirmed = new Map<string, number>();
+  /** devices waiting in the background for ingest to reach their publish */
+  private readonly awaitingIngest = new Set<string>();
+  private readonly stopping = new AbortController();
   private readonly clock: () => number;
   private closed = false;
 
@@ -124,6 +138,7 @@ export class PushDispatcher {
       return { ok: false, type: "auth", condition: "forbidden", text: "wrong secret" };
     }
     if (device.disabledAt) return GONE;
+    this.unconfirmed.set(device.id, Math.max(this.unconfirmed.get(device.id) ?? 0, arrivedAt));
     return this.serialized(device.id, () =>
       this.deliver(device.id, arrivedAt + (this.o.catchUpMs ?? 1000)),
     );
@@ -131,6 +146,7 @@ export class PushDispatcher {
 
   close(): void {
     this.closed = true;
+    this.stopping.abort();
     for (const { timer } of this.followUps.values()) clearTimeout(timer);
     this.followUps.clear();
   }
@@ -175,8 +191,22 @@ export class PushDispatcher {
       return OK;
     }
     const work = await this.waitForWork(device, deadline);
-    if (work.call) return this.sendCall(device, work.call, work);
+    if (work.call) {
+      const answer = await this.sendCall(device, work.call, work);
+      // One look may stand for several publishes (see awaitIngest): what else is due (a message,
+      // another call) is looked for at once rather than left to a publish that may not come.
+      if (answer.ok) this.followUp(device.id, this.clock());
+      return answer;
+    }
     if (!work.message) {
+      // ejabberd publishes once per stanza: while ingest has not stored it, "nothing" only
+      // means "not yet", and the device is looked at again once ingest gets there.
+      const publishedAt = this.unconfirmed.get(device.id);
+      if (publishedAt !== undefined && !(await this.ingestReached(device, publishedAt))) {
+        this.awaitIngest(device);
+        return OK;
+      }
+      if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
       // Nothing up to here will ever need an alert (read and retracted stay so, a message that
       // came while muted is never alerted, and later writes get later seqs): the next publish
       // need not look at it again.
@@ -191,6 +221,60 @@ export class PushDispatcher {
       return OK;
     }
     return this.sendAlert(device, work.message, work);
+  }
+
+  /**
+   * Whether ingest has stored what ejabberd archived up to a publish (give or take the clocks'
+   * skew), or the device has waited for it long enough: then what the store shows is all there is.
+   */
+  private async ingestReached(device: PushDevice, publishedAt: number): Promise<boolean> {
+    if (!this.o.ingestedUpTo) return true;
+    if (this.clock() - publishedAt > (this.o.ingestWaitMs ?? INGEST_WAIT_MS)) {
+      if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
+      this.o.logger.warn(
+        { deviceId: device.id, publishedAt: new Date(publishedAt) },
+        "ingest did not store what a publish was for in time; nothing pushed for it",
+      );
+      return true;
+    }
+    const upTo = await this.o.ingestedUpTo();
+    return upTo !== null && upTo >= publishedAt - CLOCK_SKEW_MS;
+  }
+
+  /**
+   * Looks at the device again, in the background, once ingest has reached its newest publish or
+   * stored something new for its account that needs a push.
+   */
+  private awaitIngest(device: PushDevice): void {
+    if (this.closed || this.awaitingIngest.has(device.id)) return;
+    this.awaitingIngest.add(device.id);
+    void this.watchIngest(device)
+      .finally(() => this.awaitingIngest.delete(device.id))
+      .then(() => {
+        if (this.closed) return;
+        return this.serialized(device.id, () => this.deliver(device.id, this.clock()));
+      })
+      .catch((err) => this.o.logger.error({ err, deviceId: device.id }, "delayed push failed"));
+  }
+
+  private async watchIngest(device: PushDevice): Promise<void> {
+    const subscription = await changeFeedFor(this.o.store, this.o.logger).subscribe(
+      device.accountId,
+    );
+    try {
+      while (!this.closed) {
+        const changed = await subscription.wait(INGEST_POLL_MS, this.stopping.signal);
+        const publishedAt = this.unconfirmed.get(device.id);
+        if (this.closed || publishedAt === undefined) return;
+        if (await this.ingestReached(device, publishedAt)) return;
+        if (changed) {
+          const work = await this.findWork(device);
+          if (work.call || work.message) return;
+        }
+      }
+    } finally {
+      subscription.close();
+    }
   }
 
   /**
@@ -514,6 +598,16 @@ export class PushDispatcher {
  */
 const MIN_THROTTLE_MS = 1000;
 const MAX_THROTTLE_MS = 3_600_000;
+
+/** How long a device waits for ingest to reach its publish before the publish is let go. */
+const INGEST_WAIT_MS = 10 * 60_000;
+/** How often a waiting device asks whether ingest has reached its publish (one shared read). */
+const INGEST_POLL_MS = 1000;
+/**
+ * ejabberd's archive ids and a publish's arrival are told by two clocks (one host's, or two
+ * kept in step): ingest counts as having reached a publish this much before it.
+ */
+const CLOCK_SKEW_MS = 500;
 
 const NOT_CONFIGURED = "not_configured";
 const notConfigured: SendResult = { ok: false, kind: "rejected", reason: NOT_CONFIGURED };

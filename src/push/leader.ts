@@ -1,6 +1,8 @@
 import type { Config } from "../config.js";
+import { checkpointSource } from "../ingest/leader.js";
 import type { Logger } from "../logger.js";
 import { sleep } from "../retry.js";
+import { ingestedUpTo } from "../store/checkpoint.js";
 import type { Store } from "../store/db.js";
 import { ApnsClient } from "./apns.js";
 import { ApnsTokenSigner } from "./apns-token.js";
@@ -77,6 +79,7 @@ export async function runPush(o: PushOptions): Promise<void> {
       logger: log,
       senders,
       coalesceMs: push.coalesceMs,
+      ingestedUpTo: ingestedUpTo(o.store.db, checkpointSource(o.config)),
       ...(o.onOutcome ? { onOutcome: o.onOutcome } : {}),
     });
     const server = new AppServer({

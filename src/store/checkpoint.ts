@@ -108,3 +108,32 @@ export async function dropOtherLanes(db: Db, source: string, lanes: number): Pro
     .map((row) => row.source);
   for (const name of stale) await db.delete(checkpoints).where(eq(checkpoints.source, name));
 }
+
+/**
+ * Up to when ingest has stored the source's archive: its checkpoint's archive id (a µs
+ * timestamp) in epoch ms, or null before every lane has one. Read at most once per `maxAgeMs`,
+ * so any number of callers polling it cost one query.
+ */
+export function ingestedUpTo(
+  db: Db,
+  source: string,
+  maxAgeMs = 1000,
+  clock: () => number = Date.now,
+): () => Promise<number | null> {
+  let cached: { at: number; value: Promise<number | null> } | null = null;
+  return () => {
+    const now = clock();
+    if (!cached || now - cached.at >= maxAgeMs) {
+      const value = readCheckpoint(db, source).then((c) =>
+        c && /^\d+$/.test(c.position) ? Number(BigInt(c.position) / 1000n) : null,
+      );
+      const entry = { at: now, value };
+      cached = entry;
+      // A failed read is not kept: the next caller asks again.
+      value.catch(() => {
+        if (cached === entry) cached = null;
+      });
+    }
+    return cached.value;
+  };
+}

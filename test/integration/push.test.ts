@@ -92,6 +92,7 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
   const stopPush = new AbortController();
   let pushDone: Promise<void>;
   const outcomes: string[] = [];
+  let env: Record<string, string>;
   const clients: Client[] = [];
 
   beforeAll(async () => {
@@ -105,7 +106,7 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
       clientEmail: "push@test-project.iam.gserviceaccount.com",
       project: "test-project",
     });
-    const env = {
+    env = {
       ...ingestEnv(ejabberd),
       PUSH_COMPONENT_SECRET: ejabberd.pushSecret,
       PUSH_COMPONENT_SERVICE: `xmpp://127.0.0.1:${ejabberd.componentPort}`,
@@ -361,8 +362,44 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     );
     expect(hitsFor(voipToken)).toHaveLength(1);
     expect(apns.refused).toEqual([]);
-    // A publish waits for ingest at most 1 s; the push follows within a round trip.
-    expect(latencyMs).toBeLessThan(3000);
+    // A publish waits for ingest about 1 s at most, and the push follows at once: a loose bound
+    // (the machine is shared) that still tells a prompt ring from one left to a later look.
+    expect(latencyMs).toBeLessThan(10_000);
+  });
+
+  it("rings and alerts a phone for stanzas ingest stored only after ejabberd's publishes were answered", async () => {
+    const { alice, bob, token, bobClient } = await pushUser();
+    const alertToken = hexToken();
+    const voipToken = hexToken();
+    const { device, keys } = await register(token, {
+      platform: "apns",
+      token: alertToken,
+      voip_token: voipToken,
+    });
+    await enableAndLeave(alice, device);
+    await ingest.stop();
+    try {
+      await bobClient.send(propose(alice.jid, "while-away"));
+      await bobClient.send(chat(alice.jid, "sent while ingest was away"));
+      // Each publish waits a second for ingest, then is answered with nothing found yet.
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      expect([hitsFor(voipToken), hitsFor(alertToken)]).toEqual([[], []]);
+    } finally {
+      ingest = await startIngest(h.store, ejabberd, env);
+    }
+    // Catch-up stores both; no publish comes again, yet the phone rings and is alerted.
+    const [voip] = await waitFor(
+      () => (hitsFor(voipToken).length > 0 ? hitsFor(voipToken) : null),
+      {
+        what: "VoIP push once ingest caught up",
+      },
+    );
+    expect(voip?.body.call).toMatchObject({ call_id: "while-away", caller: bob.jid });
+    const [notice] = await waitFor(
+      () => (hitsFor(alertToken).length > 0 ? alertsTo(alertToken, keys) : null),
+      { what: "alert once ingest caught up" },
+    );
+    expect(notice).toMatchObject({ peer: bob.jid, preview: "sent while ingest was away" });
   });
 
   it("coalesces a burst into at most one alert per window, the last carrying the newest message", async () => {
@@ -548,19 +585,26 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     const { device, keys } = await register(token, { platform: "apns", token: alertToken });
     await enableAndLeave(alice, device);
     let throttled = 0;
+    // Both times as the stand-in sees the requests: a poll of the test could notice late.
+    let throttledAt = 0;
+    let retriedAt = 0;
     apns.state.answer = (hit) => {
-      if (hit.token !== alertToken || throttled > 0) return undefined;
+      if (hit.token !== alertToken) return undefined;
+      if (throttled > 0) {
+        retriedAt ||= Date.now();
+        return undefined;
+      }
       throttled++;
+      throttledAt = Date.now();
       return { status: 429, body: { reason: "TooManyRequests" }, headers: { "retry-after": "1" } };
     };
 
     await bobClient.send(chat(alice.jid, "first"));
     await waitFor(() => throttled === 1, { what: "a 429" });
-    const throttledAt = Date.now();
     // Within the back-off nothing is sent; the deferred push follows when it ends.
     await bobClient.send(chat(alice.jid, "second"));
     const hit = await waitFor(() => hitsFor(alertToken)[0], { what: "push after back-off" });
-    expect(Date.now() - throttledAt).toBeGreaterThanOrEqual(900);
+    expect(retriedAt - throttledAt).toBeGreaterThanOrEqual(990);
     expect(decryptNotice(String(hit.body.encrypted), keys).preview).toBe("second");
 
     // A message after the back-off is published by ejabberd (registration kept) and pushed.
