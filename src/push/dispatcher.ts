@@ -1,8 +1,10 @@
 import { createHash } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { and, desc, eq, gt, inArray, isNull, lte, or } from "drizzle-orm";
-import { changeFeedFor } from "../api/change-feed.js";
+import { type ChangeSubscription, changeFeedFor } from "../api/change-feed.js";
 import { encodePosition } from "../api/position.js";
 import type { Logger } from "../logger.js";
+import { sleep } from "../retry.js";
 import { activeCalls, type CallRow } from "../store/calls.js";
 import type { Store, Tx } from "../store/db.js";
 import { MESSAGE_KEY_OF_EVENT } from "../store/events.js";
@@ -71,7 +73,7 @@ export interface DispatcherOptions {
    * it, ingest counts as always caught up.
    */
   ingestedUpTo?: () => Promise<number | null>;
-  /** how long a device waits in the background for ingest to reach its publish (default 10 min) */
+  /** how long a device is watched for ingest to reach its publish (default 10 min) */
   ingestWaitMs?: number;
   /**
    * after a call's push found the provider unavailable (all retries spent), when to try that
@@ -120,12 +122,19 @@ export class PushDispatcher {
   private readonly unconfirmed = new Map<string, number>();
   /** devices waiting in the background for ingest to reach their publish */
   private readonly awaitingIngest = new Set<string>();
+  /**
+   * per device, when the message a look limited by send time alerted was sent: older messages
+   * are covered by that alert, newer ones, stored already or not, still to come
+   */
+  private readonly alertedThrough = new Map<string, Date>();
   private readonly stopping = new AbortController();
   private readonly clock: () => number;
   private closed = false;
 
   constructor(private readonly o: DispatcherOptions) {
     this.clock = o.clock ?? Date.now;
+    // Every waiting device listens for it: one listener each, not a leak.
+    setMaxListeners(0, this.stopping.signal);
   }
 
   /** Handles ejabberd's publish for `node`, authenticated by the device's secret. */
@@ -180,9 +189,29 @@ export class PushDispatcher {
     this.followUps.set(deviceId, { at, timer });
   }
 
-  private async deliver(deviceId: string, deadline: number): Promise<PublishAnswer> {
+  /**
+   * Looks at the store for the device and pushes what is due. `sentUpTo`: only what was sent by
+   * then (see watchIngest). Whatever it found, the device is watched while ingest is behind its
+   * newest publish: ejabberd publishes once per stanza, and until ingest has stored it, what a
+   * look finds may not be what the publish was for.
+   */
+  private async deliver(
+    deviceId: string,
+    deadline: number,
+    sentUpTo: Date | null = null,
+  ): Promise<PublishAnswer> {
     const device = await findDevice(this.o.store.db, { id: deviceId });
     if (!device || device.disabledAt) return GONE;
+    const answer = await this.deliverTo(device, deadline, sentUpTo);
+    if (answer !== GONE) await this.watchWhileBehind(device);
+    return answer;
+  }
+
+  private async deliverTo(
+    device: PushDevice,
+    deadline: number,
+    sentUpTo: Date | null,
+  ): Promise<PublishAnswer> {
     const now = this.clock();
     const backoff = this.backoffUntil.get(device.id) ?? 0;
     if (backoff > now) {
@@ -190,27 +219,14 @@ export class PushDispatcher {
       this.outcome(device, "alert", "deferred");
       return OK;
     }
-    const work = await this.waitForWork(device, deadline);
-    if (work.call) {
-      const answer = await this.sendCall(device, work.call, work);
-      // One look may stand for several publishes (see awaitIngest): what else is due (a message,
-      // another call) is looked for at once rather than left to a publish that may not come.
-      if (answer.ok) this.followUp(device.id, this.clock());
-      return answer;
-    }
+    const work = await this.waitForWork(device, deadline, sentUpTo);
+    if (work.call) return this.sendCall(device, work.call, work);
     if (!work.message) {
-      // ejabberd publishes once per stanza: while ingest has not stored it, "nothing" only
-      // means "not yet", and the device is looked at again once ingest gets there.
-      const publishedAt = this.unconfirmed.get(device.id);
-      if (publishedAt !== undefined && !(await this.ingestReached(device, publishedAt))) {
-        this.awaitIngest(device);
-        return OK;
-      }
-      if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
       // Nothing up to here will ever need an alert (read and retracted stay so, a message that
       // came while muted is never alerted, and later writes get later seqs): the next publish
-      // need not look at it again.
-      await markAlerted(this.o.store.db, device.id, work.lastSeq);
+      // need not look at it again. A look limited to what was sent by some time cannot say so
+      // of what was sent later.
+      if (!sentUpTo) await this.markAlerted(device, work.lastSeq);
       return OK;
     }
 
@@ -220,60 +236,92 @@ export class PushDispatcher {
       this.outcome(device, "alert", "coalesced");
       return OK;
     }
-    return this.sendAlert(device, work.message, work);
+    return this.sendAlert(device, work.message, work, sentUpTo);
   }
 
-  /**
-   * Whether ingest has stored what ejabberd archived up to a publish (give or take the clocks'
-   * skew), or the device has waited for it long enough: then what the store shows is all there is.
-   */
-  private async ingestReached(device: PushDevice, publishedAt: number): Promise<boolean> {
-    if (!this.o.ingestedUpTo) return true;
-    if (this.clock() - publishedAt > (this.o.ingestWaitMs ?? INGEST_WAIT_MS)) {
+  /** Starts watching the device if ingest has not yet reached its newest publish. */
+  private async watchWhileBehind(device: PushDevice): Promise<void> {
+    const publishedAt = this.unconfirmed.get(device.id);
+    if (publishedAt === undefined || this.awaitingIngest.has(device.id)) return;
+    const reached = await this.ingestReached(publishedAt).catch(() => false);
+    if (reached) {
       if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
-      this.o.logger.warn(
-        { deviceId: device.id, publishedAt: new Date(publishedAt) },
-        "ingest did not store what a publish was for in time; nothing pushed for it",
-      );
-      return true;
+      return;
     }
-    const upTo = await this.o.ingestedUpTo();
-    return upTo !== null && upTo >= publishedAt - CLOCK_SKEW_MS;
-  }
-
-  /**
-   * Looks at the device again, in the background, once ingest has reached its newest publish or
-   * stored something new for its account that needs a push.
-   */
-  private awaitIngest(device: PushDevice): void {
-    if (this.closed || this.awaitingIngest.has(device.id)) return;
+    if (this.closed) return;
     this.awaitingIngest.add(device.id);
     void this.watchIngest(device)
-      .finally(() => this.awaitingIngest.delete(device.id))
-      .then(() => {
-        if (this.closed) return;
-        return this.serialized(device.id, () => this.deliver(device.id, this.clock()));
-      })
-      .catch((err) => this.o.logger.error({ err, deviceId: device.id }, "delayed push failed"));
+      .catch((err) => this.o.logger.error({ err, deviceId: device.id }, "delayed push failed"))
+      .finally(() => this.awaitingIngest.delete(device.id));
   }
 
+  /**
+   * Whether ingest has stored everything ejabberd archived up to a publish: its checkpoint is
+   * past the publish's arrival, by more than ejabberd's clock may run ahead of this one.
+   */
+  private async ingestReached(publishedAt: number): Promise<boolean> {
+    if (!this.o.ingestedUpTo) return true;
+    const upTo = await this.o.ingestedUpTo();
+    return upTo !== null && upTo >= publishedAt + CLOCK_SKEW_MS;
+  }
+
+  /**
+   * While ingest is behind the device's newest publish, looks again at every change ingest
+   * stores for the account, and once more when ingest reaches the publish. These looks push
+   * only what was sent before the publish (give or take the clocks' skew): a stanza sent later
+   * had a publish of its own if the phone still slept, and none if it had woken meanwhile.
+   * Gives up after `ingestWaitMs`; a publish for a stanza ingest does not copy (a presence, a
+   * groupchat message) waits so on a quiet server, and nothing is lost by it. The waiting lives
+   * in this process: a new push leader does not take it over.
+   */
   private async watchIngest(device: PushDevice): Promise<void> {
-    const subscription = await changeFeedFor(this.o.store, this.o.logger).subscribe(
-      device.accountId,
-    );
+    const feed = changeFeedFor(this.o.store, this.o.logger);
+    let subscription: ChangeSubscription | null = null;
+    // The first look right away: a change between the last look and subscribing is not missed.
+    let look = true;
     try {
       while (!this.closed) {
-        const changed = await subscription.wait(INGEST_POLL_MS, this.stopping.signal);
         const publishedAt = this.unconfirmed.get(device.id);
-        if (this.closed || publishedAt === undefined) return;
-        if (await this.ingestReached(device, publishedAt)) return;
-        if (changed) {
-          const work = await this.findWork(device);
-          if (work.call || work.message) return;
+        if (publishedAt === undefined) return;
+        if (this.clock() - publishedAt > (this.o.ingestWaitMs ?? INGEST_WAIT_MS)) {
+          if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
+          this.o.logger.info(
+            { deviceId: device.id, publishedAt: new Date(publishedAt) },
+            "stopped waiting for ingest to reach a publish",
+          );
+          return;
+        }
+        try {
+          subscription ??= await feed.subscribe(device.accountId);
+          const reached = await this.ingestReached(publishedAt);
+          if (look || reached) {
+            const sentUpTo = new Date(publishedAt + CLOCK_SKEW_MS);
+            const answer = await this.serialized(device.id, async () => {
+              const current = await findDevice(this.o.store.db, { id: device.id });
+              if (!current || current.disabledAt) return GONE;
+              return this.deliverTo(current, this.clock(), sentUpTo);
+            });
+            if (answer === GONE) {
+              this.unconfirmed.delete(device.id);
+              return;
+            }
+          }
+          if (reached) {
+            if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
+            return;
+          }
+          look = await subscription.wait(INGEST_POLL_MS, this.stopping.signal);
+        } catch (err) {
+          // A database that fails now may answer again: the wait is bounded above, not here.
+          this.o.logger.warn({ err, deviceId: device.id }, "waiting for ingest failed; retrying");
+          subscription?.close();
+          subscription = null;
+          look = true;
+          await sleep(INGEST_POLL_MS, this.stopping.signal).catch(() => {});
         }
       }
     } finally {
-      subscription.close();
+      subscription?.close();
     }
   }
 
@@ -282,13 +330,17 @@ export class PushDispatcher {
    * reaches the store a few ms later. Wait (bounded) until the store shows something new for
    * this device, woken by ingest's NOTIFY for the account.
    */
-  private async waitForWork(device: PushDevice, deadline: number): Promise<Work> {
+  private async waitForWork(
+    device: PushDevice,
+    deadline: number,
+    sentUpTo: Date | null,
+  ): Promise<Work> {
     const subscription = await changeFeedFor(this.o.store, this.o.logger).subscribe(
       device.accountId,
     );
     try {
       for (;;) {
-        const work = await this.findWork(device);
+        const work = await this.findWork(device, sentUpTo);
         const left = deadline - this.clock();
         if (work.call || work.message || left <= 0) return work;
         await subscription.wait(left, AbortSignal.timeout(left + 100));
@@ -302,15 +354,16 @@ export class PushDispatcher {
    * Reads in one snapshot, as a sync does: a commit between separate reads could give a position
    * older than the message the push carries, and the sync from it would show the message again.
    */
-  private findWork(device: PushDevice): Promise<Work> {
-    return this.o.store.db.transaction((tx) => this.readWork(tx, device), {
+  private findWork(device: PushDevice, sentUpTo: Date | null): Promise<Work> {
+    return this.o.store.db.transaction((tx) => this.readWork(tx, device, sentUpTo), {
       isolationLevel: "repeatable read",
       accessMode: "read only",
     });
   }
 
-  private async readWork(db: Tx, device: PushDevice): Promise<Work> {
+  private async readWork(db: Tx, device: PushDevice, sentUpTo: Date | null): Promise<Work> {
     const now = new Date(this.clock());
+    const alertedThrough = this.alertedThrough.get(device.id);
     const [account] = await db
       .select({ jid: accounts.jid, lastSeq: accounts.lastSeq })
       .from(accounts)
@@ -318,7 +371,10 @@ export class PushDispatcher {
     let call: CallRow | null = null;
     if (canRing(device)) {
       const ringing = (await activeCalls(db, device.accountId, now)).filter(
-        (c) => c.direction === "in" && (c.state === "proposed" || c.state === "ringing"),
+        (c) =>
+          c.direction === "in" &&
+          (c.state === "proposed" || c.state === "ringing") &&
+          (!sentUpTo || !c.proposedAt || c.proposedAt <= sentUpTo),
       );
       if (ringing.length > 0) {
         const pushed = await db
@@ -379,6 +435,8 @@ export class PushDispatcher {
           or(isNull(conversations.readAt), gt(messages.sentAt, conversations.readAt)),
           // A muted conversation does not light up the phone.
           or(isNull(conversations.mutedUntil), lte(conversations.mutedUntil, now)),
+          sentUpTo ? lte(messages.sentAt, sentUpTo) : undefined,
+          alertedThrough ? gt(messages.sentAt, alertedThrough) : undefined,
         ),
       )
       .orderBy(desc(messages.sentAt), desc(messages.createdSeq))
@@ -389,6 +447,12 @@ export class PushDispatcher {
       lastSeq: account?.lastSeq ?? 0,
       accountJid: account?.jid ?? "",
     };
+  }
+
+  /** Nothing stored up to `seq` needs an alert any more. */
+  private async markAlerted(device: PushDevice, seq: number, at?: Date): Promise<void> {
+    await markAlerted(this.o.store.db, device.id, seq, at);
+    this.alertedThrough.delete(device.id);
   }
 
   private async position(account: number, seq: number): Promise<string> {
@@ -421,6 +485,9 @@ export class PushDispatcher {
     if (result.ok) {
       this.o.logger.info({ deviceId: device.id, callId: call.callId }, "VoIP push sent");
       this.outcome(device, "voip", "sent");
+      // One look may stand for several publishes (see watchIngest): what else is due (a message,
+      // another call) is looked for at once rather than left to a publish that may not come.
+      this.followUp(device.id, this.clock());
       return OK;
     }
     const answer = await this.failed(device, "voip", result);
@@ -472,6 +539,7 @@ export class PushDispatcher {
     device: PushDevice,
     message: NonNullable<Work["message"]>,
     work: Work,
+    sentUpTo: Date | null,
   ): Promise<PublishAnswer> {
     const notice: MessageNotice = {
       account: work.accountJid,
@@ -505,7 +573,16 @@ export class PushDispatcher {
     if (result.ok) {
       const now = this.clock();
       this.lastAlertAt.set(device.id, now);
-      await markAlerted(this.o.store.db, device.id, work.lastSeq, new Date(now));
+      // The alert stands for everything stored, but for a look limited by send time: messages
+      // sent later may be stored already, and their own publishes must still find them.
+      if (sentUpTo) {
+        const through = this.alertedThrough.get(device.id);
+        if (!through || through < message.sentAt)
+          this.alertedThrough.set(device.id, message.sentAt);
+        await markAlerted(this.o.store.db, device.id, 0, new Date(now));
+      } else {
+        await this.markAlerted(device, work.lastSeq, new Date(now));
+      }
       this.o.logger.info({ deviceId: device.id, seq: message.seq }, "alert push sent");
       this.outcome(device, "alert", "sent");
       return OK;
@@ -599,13 +676,14 @@ export class PushDispatcher {
 const MIN_THROTTLE_MS = 1000;
 const MAX_THROTTLE_MS = 3_600_000;
 
-/** How long a device waits for ingest to reach its publish before the publish is let go. */
+/** How long a device is watched for ingest to reach its publish. */
 const INGEST_WAIT_MS = 10 * 60_000;
-/** How often a waiting device asks whether ingest has reached its publish (one shared read). */
+/** How often a watched device asks whether ingest has reached its publish (one shared read). */
 const INGEST_POLL_MS = 1000;
 /**
- * ejabberd's archive ids and a publish's arrival are told by two clocks (one host's, or two
- * kept in step): ingest counts as having reached a publish this much before it.
+ * How far ejabberd's clock (archive ids, send times) may be off this one (a publish's arrival):
+ * ingest has reached a publish once its checkpoint is this far past it, and a watched device is
+ * pushed what was sent up to this far past its publish.
  */
 const CLOCK_SKEW_MS = 500;
 
