@@ -28,7 +28,10 @@ export interface PipelineOptions {
   maxBatch?: number;
   /** transactions a batch is split into by account, written side by side; PGlite has one */
   lanes?: number;
-  /** how long a live copy may wait for company before its batch is written */
+  /**
+   * how long a copy reaching an idle lane waits for company before its batch is written
+   * (default 0: at once; copies that come while a batch is being written form the next one)
+   */
   lingerMs?: number;
   /** told what each batch wrote, to keep the store's statistics and tables in shape */
   upkeep?: StoreUpkeep;
@@ -38,7 +41,8 @@ export interface PipelineOptions {
  * Copies a batch holds at most. Most of a batch's cost in the database is per row, but enough is
  * per batch (each statement's round trip and execution set-up, the account locks, the commit)
  * that on two cores 2,000 copies commit about a third faster per copy than 500. Batches only
- * grow this large when copies queue up, as in a catch-up: a live copy waits at most `lingerMs`.
+ * grow this large when copies queue up, as in a catch-up: a live copy reaching an idle lane is
+ * written at once, and the copies that come while it is being written form the next batch.
  */
 export const DEFAULT_MAX_BATCH = 2000;
 
@@ -76,7 +80,7 @@ export class Pipeline {
     const maxBatch = o.maxBatch ?? DEFAULT_MAX_BATCH;
     // PGlite has one connection: its transactions would only queue behind each other.
     const lanes = o.store.driver === "pglite" ? 1 : (o.lanes ?? DEFAULT_INGEST_LANES);
-    const lingerMs = o.lingerMs ?? 5;
+    const lingerMs = o.lingerMs ?? 0;
     this.positions = Array.from({ length: lanes }, () => null);
     this.lanes = Array.from(
       { length: lanes },
@@ -209,8 +213,8 @@ class LaneWriter {
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ items, resolve, reject });
       this.queued += items.length;
-      if (this.queued >= this.o.maxBatch) this.kick();
-      else this.timer ??= setTimeout(() => this.kick(), this.o.lingerMs);
+      if (this.queued >= this.o.maxBatch || (this.o.lingerMs <= 0 && !this.writing)) this.kick();
+      else if (!this.writing) this.timer ??= setTimeout(() => this.kick(), this.o.lingerMs);
     });
   }
 
