@@ -25,15 +25,14 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 describe("push while ingest is behind ejabberd's publishes", () => {
   let t: TestStore;
+  let n = 0;
+  const dispatchers: PushDispatcher[] = [];
   beforeAll(async () => {
     t = await openTestStore("postgres");
   });
-  afterAll(() => t?.close());
-
-  let n = 0;
-  const dispatchers: PushDispatcher[] = [];
-  afterAll(() => {
+  afterAll(async () => {
     for (const d of dispatchers) d.close();
+    await t?.close();
   });
 
   /** An iPhone of a new account, a dispatcher with a recording APNs sender, and ingest's clock. */
