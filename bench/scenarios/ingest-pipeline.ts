@@ -72,10 +72,10 @@ async function feed(store: Store, copies: RecordedCopy[], o: FeedOptions): Promi
   let batches = 0;
   let commitMs = 0;
   const record = stats.recordBatch.bind(stats);
-  stats.recordBatch = (result, parsed, ms) => {
+  stats.recordBatch = (result, ms) => {
     batches++;
     commitMs += ms;
-    record(result, parsed, ms);
+    record(result, ms);
   };
   const logger = createLogger(process.env.BENCH_LOG_LEVEL ?? "silent");
   const pipeline = new Pipeline({

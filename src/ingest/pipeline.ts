@@ -174,7 +174,7 @@ export class Pipeline {
       lane,
       lanes,
     );
-    this.o.stats.recordBatch(result, copies, performance.now() - started);
+    this.o.stats.recordBatch(result, performance.now() - started);
     this.o.upkeep?.afterWrite(result.written);
     if (!checkpoint) return;
     this.positions[lane] = checkpoint.position;

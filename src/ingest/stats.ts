@@ -1,5 +1,4 @@
 import type { BatchResult } from "../store/events.js";
-import type { ParsedCopy } from "./parse.js";
 
 export type IngestRole = "disabled" | "starting" | "standby" | "leader";
 
@@ -12,7 +11,7 @@ export class IngestStats {
   duplicates = 0;
   writeFailures = 0;
   lastBatchAt: Date | null = null;
-  /** ms from the server receiving the newest copy of the last batch to its commit */
+  /** ms from the server receiving the newest copy the last batch wrote to its commit */
   lastLagMs: number | null = null;
   /** copies handed to the pipeline and not yet committed: per push, its oldest server time */
   private readonly pending = new Map<number, number>();
@@ -33,7 +32,7 @@ export class IngestStats {
     this.ignored.set(reason, (this.ignored.get(reason) ?? 0) + 1);
   }
 
-  recordBatch(result: BatchResult, copies: ParsedCopy[], _writeMs: number): void {
+  recordBatch(result: BatchResult, _writeMs: number): void {
     const now = this.clock();
     this.eventsWritten += result.written;
     this.duplicates += result.duplicates;
@@ -41,9 +40,10 @@ export class IngestStats {
       this.eventsByKind.set(kind, (this.eventsByKind.get(kind) ?? 0) + (n ?? 0));
     }
     this.lastBatchAt = new Date(now);
-    let newest = 0;
-    for (const c of copies) newest = Math.max(newest, c.sentAt.getTime());
-    if (newest > 0) this.lastLagMs = Math.max(0, now - newest);
+    // A batch of copies read again only (a look-back after a restart) leaves the lag as it was.
+    if (result.newestWrittenAt !== null) {
+      this.lastLagMs = Math.max(0, now - result.newestWrittenAt);
+    }
     if (result.written > 0) this.recent.push({ at: now, n: result.written });
     this.prune(now);
   }

@@ -34,6 +34,11 @@ export interface BatchResult {
   foreign: number;
   accountIds: number[];
   byKind: Partial<Record<EventKindName, number>>;
+  /**
+   * server time (epoch ms) of the newest copy the batch wrote, or null when it wrote none: a
+   * copy read again (a look-back, a replay) says nothing about how far behind the store is
+   */
+  newestWrittenAt: number | null;
 }
 
 export interface WriteOptions {
@@ -280,6 +285,9 @@ export async function appendInLanes(
     result.duplicates += lane.duplicates;
     result.foreign += lane.foreign;
     result.accountIds.push(...lane.accountIds);
+    if (lane.newestWrittenAt !== null) {
+      result.newestWrittenAt = Math.max(result.newestWrittenAt ?? 0, lane.newestWrittenAt);
+    }
     for (const [kind, n] of Object.entries(lane.byKind) as [EventKindName, number][]) {
       result.byKind[kind] = (result.byKind[kind] ?? 0) + n;
     }
@@ -330,7 +338,14 @@ export function laneOf(jid: string, lanes: number): number {
 }
 
 function emptyResult(): BatchResult {
-  return { written: 0, duplicates: 0, foreign: 0, accountIds: [], byKind: {} };
+  return {
+    written: 0,
+    duplicates: 0,
+    foreign: 0,
+    accountIds: [],
+    byKind: {},
+    newestWrittenAt: null,
+  };
 }
 
 async function writeLane(
@@ -418,6 +433,10 @@ async function writeSides(
     }
     state.known.add(key);
     sides.push(side);
+    const sentAt = side.copy.sentAt.getTime();
+    if (result.newestWrittenAt === null || sentAt > result.newestWrittenAt) {
+      result.newestWrittenAt = sentAt;
+    }
   }
   if (sides.length === 0) return [];
 

@@ -424,8 +424,8 @@ describe("admin API", () => {
           foreign: 0,
           accountIds: [],
           byKind: { message: 80, call: 10 },
+          newestWrittenAt: null,
         },
-        [],
         5,
       );
       stats.lastLagMs = 41.6;
