@@ -117,7 +117,10 @@ export class PushDispatcher {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly lastAlertAt = new Map<string, number>();
   private readonly backoffUntil = new Map<string, number>();
-  private readonly followUps = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  private readonly followUps = new Map<
+    string,
+    { at: number; timer: NodeJS.Timeout; sentUpTo: Date | null }
+  >();
   /** per device, when its newest publish arrived, until ingest is known to have reached it */
   private readonly unconfirmed = new Map<string, number>();
   /** devices waiting in the background for ingest to reach their publish */
@@ -127,6 +130,11 @@ export class PushDispatcher {
    * are covered by that alert, newer ones, stored already or not, still to come
    */
   private readonly alertedThrough = new Map<string, Date>();
+  /**
+   * per device, the calls whose VoIP push the provider refused for good (not throttled, not
+   * unavailable): a watch's looks do not ring them again; a publish still may
+   */
+  private readonly refusedCalls = new Map<string, Set<string>>();
   private readonly stopping = new AbortController();
   private readonly clock: () => number;
   private closed = false;
@@ -171,22 +179,37 @@ export class PushDispatcher {
     return next;
   }
 
-  /** Runs a delivery for the device later (end of a coalescing window or back-off). */
-  private followUp(deviceId: string, at: number): void {
+  /**
+   * Runs a delivery for the device later (end of a coalescing window or back-off), limited to
+   * what was sent by `sentUpTo` when the look that asked for it was; of two asked for, the
+   * earlier time and the wider limit.
+   */
+  private followUp(deviceId: string, at: number, sentUpTo: Date | null): void {
+    if (this.closed) return;
     const existing = this.followUps.get(deviceId);
-    if (this.closed || (existing && existing.at <= at)) return;
+    const limit =
+      existing && (!existing.sentUpTo || !sentUpTo)
+        ? null
+        : existing?.sentUpTo && sentUpTo && existing.sentUpTo > sentUpTo
+          ? existing.sentUpTo
+          : sentUpTo;
+    if (existing && existing.at <= at) {
+      existing.sentUpTo = limit;
+      return;
+    }
     if (existing) clearTimeout(existing.timer);
     const timer = setTimeout(
       () => {
+        const due = this.followUps.get(deviceId);
         this.followUps.delete(deviceId);
-        void this.serialized(deviceId, () => this.deliver(deviceId, this.clock())).catch((err) =>
-          this.o.logger.error({ err, deviceId }, "delayed push failed"),
-        );
+        void this.serialized(deviceId, () =>
+          this.deliver(deviceId, this.clock(), due?.sentUpTo ?? null),
+        ).catch((err) => this.o.logger.error({ err, deviceId }, "delayed push failed"));
       },
       Math.max(0, at - this.clock()),
     );
     timer.unref();
-    this.followUps.set(deviceId, { at, timer });
+    this.followUps.set(deviceId, { at, timer, sentUpTo: limit });
   }
 
   /**
@@ -202,9 +225,14 @@ export class PushDispatcher {
   ): Promise<PublishAnswer> {
     const device = await findDevice(this.o.store.db, { id: deviceId });
     if (!device || device.disabledAt) return GONE;
-    const answer = await this.deliverTo(device, deadline, sentUpTo);
-    if (answer !== GONE) await this.watchWhileBehind(device);
-    return answer;
+    let answer: PublishAnswer | undefined;
+    try {
+      answer = await this.deliverTo(device, deadline, sentUpTo);
+      return answer;
+    } finally {
+      // Also when the look failed: the database that failed it may be what holds ingest back.
+      if (answer !== GONE) await this.watchWhileBehind(device);
+    }
   }
 
   private async deliverTo(
@@ -215,12 +243,12 @@ export class PushDispatcher {
     const now = this.clock();
     const backoff = this.backoffUntil.get(device.id) ?? 0;
     if (backoff > now) {
-      this.followUp(device.id, backoff);
+      this.followUp(device.id, backoff, sentUpTo);
       this.outcome(device, "alert", "deferred");
       return OK;
     }
     const work = await this.waitForWork(device, deadline, sentUpTo);
-    if (work.call) return this.sendCall(device, work.call, work);
+    if (work.call) return this.sendCall(device, work.call, work, sentUpTo);
     if (!work.message) {
       // Nothing up to here will ever need an alert (read and retracted stay so, a message that
       // came while muted is never alerted, and later writes get later seqs): the next publish
@@ -232,8 +260,9 @@ export class PushDispatcher {
 
     const last = this.lastAlertAt.get(device.id);
     if (last !== undefined && now - last < this.o.coalesceMs) {
-      this.followUp(device.id, last + this.o.coalesceMs);
-      this.outcome(device, "alert", "coalesced");
+      // A watch's look finding the same message again while it waits is no new decision.
+      if (!(sentUpTo && this.followUps.has(device.id))) this.outcome(device, "alert", "coalesced");
+      this.followUp(device.id, last + this.o.coalesceMs, sentUpTo);
       return OK;
     }
     return this.sendAlert(device, work.message, work, sentUpTo);
@@ -246,6 +275,7 @@ export class PushDispatcher {
     const reached = await this.ingestReached(publishedAt).catch(() => false);
     if (reached) {
       if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
+      this.refusedCalls.delete(device.id);
       return;
     }
     if (this.closed) return;
@@ -270,9 +300,9 @@ export class PushDispatcher {
    * stores for the account, and once more when ingest reaches the publish. These looks push
    * only what was sent before the publish (give or take the clocks' skew): a stanza sent later
    * had a publish of its own if the phone still slept, and none if it had woken meanwhile.
-   * Gives up after `ingestWaitMs`; a publish for a stanza ingest does not copy (a presence, a
-   * groupchat message) waits so on a quiet server, and nothing is lost by it. The waiting lives
-   * in this process: a new push leader does not take it over.
+   * The checkpoint moves with stored copies only, so on a quiet server the watch lasts until
+   * later traffic, or `ingestWaitMs`, when it ends: nothing is lost by that. The waiting lives in
+   * this process: a new push leader does not take it over.
    */
   private async watchIngest(device: PushDevice): Promise<void> {
     const feed = changeFeedFor(this.o.store, this.o.logger);
@@ -285,7 +315,8 @@ export class PushDispatcher {
         if (publishedAt === undefined) return;
         if (this.clock() - publishedAt > (this.o.ingestWaitMs ?? INGEST_WAIT_MS)) {
           if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
-          this.o.logger.info(
+          // Not a warning: on a quiet server, most watches end so.
+          this.o.logger.debug(
             { deviceId: device.id, publishedAt: new Date(publishedAt) },
             "stopped waiting for ingest to reach a publish",
           );
@@ -297,8 +328,11 @@ export class PushDispatcher {
           if (look || reached) {
             const sentUpTo = new Date(publishedAt + CLOCK_SKEW_MS);
             const answer = await this.serialized(device.id, async () => {
+              if (this.closed) return OK;
               const current = await findDevice(this.o.store.db, { id: device.id });
               if (!current || current.disabledAt) return GONE;
+              // A back-off's follow-up will look; looking now would only count it again.
+              if ((this.backoffUntil.get(device.id) ?? 0) > this.clock()) return OK;
               return this.deliverTo(current, this.clock(), sentUpTo);
             });
             if (answer === GONE) {
@@ -307,8 +341,13 @@ export class PushDispatcher {
             }
           }
           if (reached) {
-            if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
-            return;
+            if (this.unconfirmed.get(device.id) === publishedAt) {
+              this.unconfirmed.delete(device.id);
+              return;
+            }
+            // A newer publish came meanwhile: its own look left the watch to this one.
+            look = true;
+            continue;
           }
           look = await subscription.wait(INGEST_POLL_MS, this.stopping.signal);
         } catch (err) {
@@ -322,6 +361,7 @@ export class PushDispatcher {
       }
     } finally {
       subscription?.close();
+      this.refusedCalls.delete(device.id);
     }
   }
 
@@ -374,7 +414,9 @@ export class PushDispatcher {
         (c) =>
           c.direction === "in" &&
           (c.state === "proposed" || c.state === "ringing") &&
-          (!sentUpTo || !c.proposedAt || c.proposedAt <= sentUpTo),
+          (!sentUpTo ||
+            ((!c.proposedAt || c.proposedAt <= sentUpTo) &&
+              !this.refusedCalls.get(device.id)?.has(c.callId))),
       );
       if (ringing.length > 0) {
         const pushed = await db
@@ -433,8 +475,12 @@ export class PushDispatcher {
           gt(events.seq, device.alertedSeq),
           isNull(messages.retractedAt),
           or(isNull(conversations.readAt), gt(messages.sentAt, conversations.readAt)),
-          // A muted conversation does not light up the phone.
-          or(isNull(conversations.mutedUntil), lte(conversations.mutedUntil, now)),
+          // A muted conversation does not light up the phone, nor later a message that came
+          // while it was (ingest may store it after the mute ended).
+          or(
+            isNull(conversations.mutedUntil),
+            and(lte(conversations.mutedUntil, now), lte(conversations.mutedUntil, messages.sentAt)),
+          ),
           sentUpTo ? lte(messages.sentAt, sentUpTo) : undefined,
           alertedThrough ? gt(messages.sentAt, alertedThrough) : undefined,
         ),
@@ -460,7 +506,12 @@ export class PushDispatcher {
     return encodePosition(meta.epoch, meta.positionKey, { account, seq, base: seq });
   }
 
-  private async sendCall(device: PushDevice, call: CallRow, work: Work): Promise<PublishAnswer> {
+  private async sendCall(
+    device: PushDevice,
+    call: CallRow,
+    work: Work,
+    sentUpTo: Date | null,
+  ): Promise<PublishAnswer> {
     const db = this.o.store.db;
     // Claimed before sending: another publish (or instance) that lost the claim does not ring.
     const claimed = await db
@@ -485,14 +536,21 @@ export class PushDispatcher {
     if (result.ok) {
       this.o.logger.info({ deviceId: device.id, callId: call.callId }, "VoIP push sent");
       this.outcome(device, "voip", "sent");
-      // One look may stand for several publishes (see watchIngest): what else is due (a message,
-      // another call) is looked for at once rather than left to a publish that may not come.
-      this.followUp(device.id, this.clock());
+      // A watch's look may stand for several publishes: what else is due (a message, another
+      // call) is looked for at once rather than left to a publish that may not come. A
+      // publish's own look stands for one.
+      if (sentUpTo) this.followUp(device.id, this.clock(), sentUpTo);
       return OK;
     }
-    const answer = await this.failed(device, "voip", result);
-    // Kept only for a device now disabled; any other may be rung by the next try.
+    const answer = await this.failed(device, "voip", result, sentUpTo);
+    // Kept only for a device now disabled; any other may be rung by the next try: the next
+    // publish, or the provider's retry, but not every later look of a watch.
     if (answer !== GONE) await release();
+    if (result.kind !== "throttled" && result.kind !== "unavailable") {
+      const refused = this.refusedCalls.get(device.id) ?? new Set<string>();
+      refused.add(call.callId);
+      this.refusedCalls.set(device.id, refused);
+    }
     return answer;
   }
 
@@ -587,13 +645,14 @@ export class PushDispatcher {
       this.outcome(device, "alert", "sent");
       return OK;
     }
-    return this.failed(device, "alert", result);
+    return this.failed(device, "alert", result, sentUpTo);
   }
 
   private async failed(
     device: PushDevice,
     kind: PushKind,
     result: SendFailure,
+    sentUpTo: Date | null,
   ): Promise<PublishAnswer> {
     const log = this.o.logger.child({ deviceId: device.id, platform: device.platform, kind });
     const now = this.clock();
@@ -630,7 +689,7 @@ export class PushDispatcher {
           Math.max(MIN_THROTTLE_MS, result.retryAfterMs),
         );
         this.backoffUntil.set(device.id, now + retryAfterMs);
-        this.followUp(device.id, now + retryAfterMs);
+        this.followUp(device.id, now + retryAfterMs, sentUpTo);
         log.warn({ retryAfterMs }, "provider throttles this device");
         this.outcome(device, kind, "throttled");
         return OK;
@@ -640,7 +699,7 @@ export class PushDispatcher {
         this.outcome(device, kind, "failed");
         // Tried again while it still rings (its claim was released); an expired call is no
         // work any more, so this ends by itself.
-        if (kind === "voip") this.followUp(device.id, now + (this.o.callRetryMs ?? 5000));
+        if (kind === "voip") this.followUp(device.id, now + (this.o.callRetryMs ?? 5000), sentUpTo);
         return {
           ok: false,
           type: "wait",

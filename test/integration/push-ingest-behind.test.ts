@@ -6,7 +6,10 @@ import type { ApnsClient } from "../../src/push/apns.js";
 import { registerDevice } from "../../src/push/devices.js";
 import { type DispatcherOptions, PushDispatcher } from "../../src/push/dispatcher.js";
 import type { SendResult } from "../../src/push/provider.js";
+import { ingestedUpTo } from "../../src/store/checkpoint.js";
+import type { Store } from "../../src/store/db.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
+import { appendSettings } from "../../src/store/settings.js";
 import { callSignal, copyOf } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
 import { capturingLogger } from "../helpers/log.js";
@@ -39,12 +42,15 @@ describe("push while ingest is behind ejabberd's publishes", () => {
   async function setup(
     o: {
       answer?: (pushType: string) => SendResult;
-      /** how far behind ingest is: its checkpoint, as a time */
+      /** how far behind ingest is: its checkpoint, as a time; default far behind */
       ingested?: () => number | null;
+      /** ingest's progress read from the checkpoint `live` writes, as the push leader reads it */
+      checkpointed?: boolean;
     } & Partial<DispatcherOptions> = {},
   ) {
     n++;
     const alice = `alice-behind${n}-${randomBytes(2).toString("hex")}@example.org`;
+    const source = `observer:behind-${n}-${randomBytes(3).toString("hex")}`;
     const bob = `bob-behind${n}@example.org`;
     const accountId = await ensureAccount(t.store.db, alice);
     const { device, secret } = await registerDevice(t.store.db, {
@@ -65,17 +71,28 @@ describe("push while ingest is behind ejabberd's publishes", () => {
         return o.answer?.(req.pushType) ?? { ok: true };
       },
     } as unknown as ApnsClient;
-    const { answer: _answer, ingested, ...rest } = o;
+    const { answer: _answer, ingested, checkpointed, ...rest } = o;
     const dispatcher = new PushDispatcher({
       store: t.store,
       logger: capturingLogger("silent").logger,
       senders: { apns, fcm: null },
       coalesceMs: 0,
       catchUpMs: 200,
-      ingestedUpTo: async () => (ingested ? ingested() : Date.now() - 60_000),
+      ingestedUpTo: checkpointed
+        ? ingestedUpTo(t.store.db, source)
+        : async () => (ingested ? ingested() : Date.now() - 60_000),
       ...rest,
     });
     dispatchers.push(dispatcher);
+    /** ingest stores copies at once, with its checkpoint at their time, as it does when live */
+    const live = async (...copies: ParsedCopy[]) => {
+      const newest = Math.max(...copies.map((c) => c.sentAt.getTime()));
+      await appendBatch(
+        t.store.db,
+        { copies, checkpoint: { source, position: String(newest * 1000) } },
+        options,
+      );
+    };
     const write = (...copies: ParsedCopy[]) => appendBatch(t.store.db, { copies }, options);
     const publish = () => dispatcher.publish(device.node, secret);
     const kinds = () => sent.map((s) => s.pushType);
@@ -83,7 +100,7 @@ describe("push while ingest is behind ejabberd's publishes", () => {
       copyOf({ kind: "message", from: bob, to: alice, messageId: id, body: id }, { sentAt });
     const propose = (callId: string, sentAt: Date) =>
       callSignal(bob, alice, { action: "propose", callId }, { sentAt });
-    return { dispatcher, sent, kinds, write, publish, message, propose };
+    return { alice, bob, dispatcher, sent, kinds, write, live, publish, message, propose };
   }
 
   it("rings a call that ingest stores after the message it alerted for the same publish", async () => {
@@ -177,7 +194,7 @@ describe("push while ingest is behind ejabberd's publishes", () => {
   });
 
   it("stops watching after ingestWaitMs, quietly: a publish may be for a stanza ingest never copies", async () => {
-    const { logger, lines } = capturingLogger("info");
+    const { logger, lines } = capturingLogger("debug");
     const s = await setup({ logger, ingestWaitMs: 1500 });
     const publishedAt = Date.now();
     expect(await s.publish()).toEqual({ ok: true });
@@ -194,22 +211,148 @@ describe("push while ingest is behind ejabberd's publishes", () => {
     expect(s.kinds()).toEqual([]);
   });
 
-  it("does not ring again and again a call whose VoIP push APNs answers with an old 410", async () => {
-    const s = await setup({
-      ingested: () => Date.now() + 60_000,
-      answer: (pushType) =>
-        pushType === "voip"
-          ? {
-              ok: false,
-              kind: "unregistered",
-              reason: "Unregistered",
-              at: new Date(Date.now() - 3_600_000),
-            }
-          : { ok: true },
-    });
-    await s.write(s.propose("c1", new Date()));
+  const old410 = (pushType: string): SendResult =>
+    pushType === "voip"
+      ? {
+          ok: false,
+          kind: "unregistered",
+          reason: "Unregistered",
+          at: new Date(Date.now() - 3_600_000),
+        }
+      : { ok: true };
+
+  it("rings a call APNs answers with an old 410 once per publish, not at every look", async () => {
+    const s = await setup({ answer: old410, checkpointed: true });
+    await s.live(s.propose("c1", new Date()));
     expect(await s.publish()).toEqual({ ok: true });
     await sleep(1000);
     expect(s.kinds()).toEqual(["voip"]);
+    // While ingest is behind, the watch's looks at later changes leave it too.
+    const behind = await setup({ answer: old410 });
+    const publishedAt = Date.now();
+    await behind.write(behind.propose("c1", new Date(publishedAt - 100)));
+    expect(await behind.publish()).toEqual({ ok: true });
+    for (let i = 0; i < 3; i++) {
+      await sleep(300);
+      await behind.write(behind.message(`later${i}`, new Date(publishedAt + 5000 + i)));
+    }
+    await sleep(1000);
+    expect(behind.kinds()).toEqual(["voip"]);
+  });
+
+  it("after a late VoIP push, looks for more only among what was sent before the publish", async () => {
+    const s = await setup();
+    const publishedAt = Date.now();
+    expect(await s.publish()).toEqual({ ok: true });
+    // The call the publish was for, and a message the phone, awake by then, got live.
+    await s.write(
+      s.propose("c1", new Date(publishedAt - 100)),
+      s.message("while-online", new Date(publishedAt + 5000)),
+    );
+    await waitFor(() => s.kinds().length >= 1, { what: "the VoIP push" });
+    await sleep(1500);
+    expect(s.kinds()).toEqual(["voip"]);
+  });
+
+  it("keeps watching a publish that came while the watch for an older one was ending", async () => {
+    let checkpoint = 0;
+    let slow = false;
+    let onRead: (() => void) | null = null;
+    const s = await setup({
+      ingestedUpTo: async () => {
+        const value = checkpoint;
+        const hook = onRead;
+        onRead = null;
+        hook?.();
+        if (slow) await sleep(300);
+        return value;
+      },
+    });
+    const p1 = Date.now();
+    checkpoint = p1 - 60_000;
+    expect(await s.publish()).toEqual({ ok: true });
+    await sleep(800);
+    // Ingest reaches the first publish; a second comes while the watch reads that.
+    checkpoint = p1 + 600;
+    slow = true;
+    let p2 = 0;
+    await new Promise<void>((resolve) => {
+      onRead = () => {
+        p2 = Date.now();
+        void s.publish().then(() => resolve());
+      };
+    });
+    slow = false;
+    await sleep(500);
+    await s.write(s.message("for-p2", new Date(p2 - 50)));
+    await sleep(500);
+    checkpoint = Date.now() + 60_000;
+    await waitFor(() => s.kinds().length === 1, { what: "the alert for the second publish" });
+  });
+
+  it("counts a throttled device's back-off once, not once per change ingest stores", async () => {
+    const outcomes: string[] = [];
+    const s = await setup({
+      answer: (pushType) =>
+        pushType === "alert"
+          ? { ok: false, kind: "throttled", reason: "TooManyRequests", retryAfterMs: 10_000 }
+          : { ok: true },
+      onOutcome: (_platform, kind, outcome) => outcomes.push(`${kind}:${outcome}`),
+    });
+    const publishedAt = Date.now();
+    await s.write(s.message("m0", new Date(publishedAt - 100)));
+    expect(await s.publish()).toEqual({ ok: true });
+    for (let i = 0; i < 5; i++) {
+      await sleep(200);
+      await s.write(s.message(`later${i}`, new Date(publishedAt + 5000 + i)));
+    }
+    await sleep(500);
+    expect(outcomes).toEqual(["alert:throttled"]);
+  });
+
+  it("watches a device whose publish's own look failed on a database error", async () => {
+    let failNext = false;
+    const db = new Proxy(t.store.db, {
+      get(target, prop) {
+        if (prop === "transaction" && failNext) {
+          failNext = false;
+          return async () => {
+            throw new Error("connection reset");
+          };
+        }
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const store = new Proxy(t.store, {
+      get(target, prop) {
+        if (prop === "db") return db;
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) as Store;
+    const s = await setup({ store });
+    const publishedAt = Date.now();
+    failNext = true;
+    await expect(s.publish()).rejects.toThrow("connection reset");
+    await s.write(s.message("m1", new Date(publishedAt - 100)));
+    await waitFor(() => s.kinds().length === 1, { what: "the alert" });
+  });
+
+  it("does not alert late a message that came while its conversation was muted", async () => {
+    const s = await setup();
+    await appendSettings(t.store.db, {
+      accountJid: s.alice,
+      peer: s.bob,
+      change: { mutedUntil: new Date(Date.now() + 1000) },
+      now: new Date(),
+    });
+    const publishedAt = Date.now();
+    expect(await s.publish()).toEqual({ ok: true });
+    // Ingest stores the message, sent while muted, after the mute ran out.
+    await sleep(1500);
+    await s.write(s.message("while-muted", new Date(publishedAt - 100)));
+    await sleep(1500);
+    expect(s.kinds()).toEqual([]);
   });
 });
