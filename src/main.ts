@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { serve } from "@hono/node-server";
 import { createApp } from "./api/app.js";
 import { ConfigError, loadConfig } from "./config.js";
@@ -26,6 +27,8 @@ async function main(): Promise<void> {
 
   let migrated = false;
   const shutdown = new AbortController();
+  // Every held long-poll listens for it: one listener each, not a leak.
+  setMaxListeners(0, shutdown.signal);
   const ingestStats = new IngestStats();
   if (!config.ingestEnabled) ingestStats.role = "disabled";
   const metrics = createMetrics({
@@ -39,6 +42,7 @@ async function main(): Promise<void> {
     logger,
     ingest: ingestStats,
     metrics,
+    stopping: shutdown.signal,
     readiness: {
       async check() {
         const database = migrated

@@ -48,6 +48,7 @@ export function createApp(deps: AppDeps): App {
     ingest,
     // Without a database connection gauge: building the app must not touch the store.
     metrics: deps.metrics ?? createMetrics({ ingest }),
+    stopping: deps.stopping ?? new AbortController().signal,
   };
   const app: App = new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {

@@ -20,6 +20,8 @@ export interface AppDeps {
   ingest?: IngestStats;
   /** default: a registry of the app's own, over `ingest`, without database metrics */
   metrics?: Metrics;
+  /** aborted when the process begins to stop: held long-polls answer at once */
+  stopping?: AbortSignal;
 }
 
 export interface Principal {

@@ -5,6 +5,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureAccount, issueToken } from "../../src/api/auth.js";
+import { openDb } from "../../src/store/db.js";
 import {
   freePort,
   type PrivatePostgres,
@@ -64,6 +66,44 @@ describe("syncside as a process: start-up and shutdown", () => {
     expect(Date.now() - stopping).toBeLessThan(10_000);
     const log = await readFile(join(work, "syncside.log"), "utf8");
     expect(log).toMatch(/"msg":"stopped"[\s\S]*=== exit code=0 signal=null/);
+  });
+
+  it("answers held long-polls at once when it stops, rather than hold the stop for their wait", async () => {
+    sidecar = sidecarProcess({
+      root,
+      port: await freePort(),
+      logFile: join(work, "long-poll.log"),
+      env: { DATABASE_URL: pg.url, INGEST: "off", LOG_LEVEL: "info" },
+    });
+    await sidecar.start();
+    const store = await openDb({ url: pg.url, dataDir: "memory://" });
+    const { token } = await issueToken(store.db, {
+      accountId: await ensureAccount(store.db, "poller@example.org"),
+      scope: "account",
+      label: "shutdown test",
+      ttlMs: 3_600_000,
+      now: new Date(),
+    });
+    await store.close();
+    const base = `http://127.0.0.1:${sidecar.port}`;
+    const headers = { authorization: `Bearer ${token}` };
+    const first = (await (await fetch(`${base}/v1/sync`, { headers })).json()) as {
+      position: string;
+    };
+    const held = fetch(`${base}/v1/sync?since=${first.position}&wait=30`, { headers });
+    await waitFor(
+      async () =>
+        (await (await fetch(`${base}/metrics`)).text()).includes("syncside_sync_long_polls_open 1"),
+      { what: "the long-poll held" },
+    );
+
+    const stopping = Date.now();
+    await sidecar.stop();
+    expect(Date.now() - stopping).toBeLessThan(10_000);
+    const answer = await held;
+    expect(answer.status).toBe(200);
+    // Nothing changed: the same position, to call again (another replica, or this one back).
+    expect(await answer.json()).toMatchObject({ position: first.position, conversations: [] });
   });
 
   it("refuses to start on bad configuration, naming each bad variable on its own line", async () => {

@@ -122,7 +122,7 @@ function untilFirstExpiry(calls: CallRow[], now: Date): number {
 
 export function registerSync(app: App): void {
   app.openapi(route, async (c) => {
-    const { store, clock, logger, metrics } = c.var.deps;
+    const { store, clock, logger, metrics, stopping } = c.var.deps;
     const { accountId } = c.var.principal;
     const query = c.req.valid("query");
     const meta = await loadStoreMeta(store);
@@ -135,9 +135,17 @@ export function registerSync(app: App): void {
     const subscription =
       since && query.wait > 0 ? await changeFeedFor(store, logger).subscribe(accountId) : null;
     const deadline = Date.now() + query.wait * 1000;
-    // Only a long-poll watches for the client going away. Asked for on every request, the abort
-    // controller behind the signal is made for each and outlives its answer.
-    const signal = subscription ? c.req.raw.signal : null;
+    // Only a long-poll watches for the client going away, or the process stopping: it answers
+    // at once then, rather than hold the stop. Asked for on every request, the abort controller
+    // behind the request's signal is made for each and outlives its answer.
+    const ended = subscription ? new AbortController() : null;
+    const end = () => ended?.abort();
+    if (ended) {
+      c.req.raw.signal.addEventListener("abort", end, { once: true });
+      stopping.addEventListener("abort", end, { once: true });
+      if (c.req.raw.signal.aborted || stopping.aborted) end();
+    }
+    const signal = ended?.signal ?? null;
     let waiting = false;
     try {
       let snapshot = await read();
@@ -167,6 +175,10 @@ export function registerSync(app: App): void {
     } finally {
       if (waiting) metrics.longPolls.dec();
       subscription?.close();
+      if (ended) {
+        c.req.raw.signal.removeEventListener("abort", end);
+        stopping.removeEventListener("abort", end);
+      }
     }
   });
 }
