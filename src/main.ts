@@ -8,7 +8,7 @@ import { createLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { runPush } from "./push/leader.js";
 import { retryForever } from "./retry.js";
-import { openDb } from "./store/db.js";
+import { DataDirInUse, openDb } from "./store/db.js";
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -22,7 +22,13 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
-  const store = await openDb({ url: config.databaseUrl, dataDir: config.dataDir });
+  const store = await openDb({ url: config.databaseUrl, dataDir: config.dataDir }).catch(
+    (err: unknown) => {
+      if (!(err instanceof DataDirInUse)) throw err;
+      process.stderr.write(`syncside: ${err.message}\n`);
+      process.exit(1);
+    },
+  );
   logger.info({ driver: store.driver }, "database configured");
 
   let migrated = false;
@@ -90,7 +96,11 @@ async function main(): Promise<void> {
     }).catch((err) => logger.error({ err }, "push app server stopped")),
   );
 
+  let stopping = false;
   const stop = async (signal: string) => {
+    // Ctrl-C under a supervisor (npm run local) brings its SIGTERM as well: one stop.
+    if (stopping) return;
+    stopping = true;
     logger.info({ signal }, "shutting down");
     shutdown.abort();
     await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -100,8 +110,10 @@ async function main(): Promise<void> {
     logger.info("stopped");
     process.exit(0);
   };
-  process.once("SIGTERM", () => void stop("SIGTERM"));
-  process.once("SIGINT", () => void stop("SIGINT"));
+  // SIGHUP too: a terminal closing under it must not cut it off with the database open.
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.once(signal, () => void stop(signal));
+  }
 }
 
 main().catch((err) => {

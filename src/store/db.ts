@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { Socket } from "node:net";
+import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { fillPlaceholders, is, type Query, SQL } from "drizzle-orm";
 import { type PgDatabase, PgDialect, type PgQueryResultHKT } from "drizzle-orm/pg-core";
@@ -197,9 +198,58 @@ function openPostgres(url: string, max: number): Store {
   };
 }
 
+/** Another living process has the embedded database open. */
+export class DataDirInUse extends Error {
+  constructor(
+    readonly dataDir: string,
+    readonly pid: number,
+  ) {
+    super(
+      `the embedded database in ${dataDir} is in use by process ${pid}; stop it, or give this one another DATA_DIR`,
+    );
+  }
+}
+
+/**
+ * Marks the data directory as this process's: PGlite has no lock of its own, and two processes
+ * writing one directory would corrupt it. A mark left by a process that is gone is taken over.
+ * Returns what removes the mark.
+ */
+async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+  const file = join(dataDir, "syncside.pid");
+  for (;;) {
+    try {
+      await writeFile(file, `${process.pid}\n`, { flag: "wx" });
+      return () => rm(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const pid = Number((await readFile(file, "utf8").catch(() => "")).trim());
+    // Our own pid: a container restarted with the same pid, or this process opened it before.
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+      throw new DataDirInUse(dataDir, pid);
+    }
+    await rm(file, { force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 async function openPglite(dataDir: string): Promise<Store> {
-  if (!dataDir.startsWith("memory://")) await mkdir(dataDir, { recursive: true });
-  const pg = await PGlite.create(dataDir);
+  const inMemory = dataDir.startsWith("memory://");
+  if (!inMemory) await mkdir(dataDir, { recursive: true });
+  const unlock = inMemory ? async () => {} : await lockDataDir(dataDir);
+  const pg = await PGlite.create(dataDir).catch(async (err: unknown) => {
+    await unlock();
+    throw err;
+  });
   const db = drizzlePglite(pg) as unknown as Db;
   return {
     db,
@@ -219,6 +269,7 @@ async function openPglite(dataDir: string): Promise<Store> {
     },
     async close() {
       await pg.close();
+      await unlock();
     },
   };
 }

@@ -106,6 +106,34 @@ describe("syncside as a process: start-up and shutdown", () => {
     expect(await answer.json()).toMatchObject({ position: first.position, conversations: [] });
   });
 
+  it("refuses to open an embedded database another process has open, and takes over one left by a killed process", async () => {
+    const dataDir = join(work, "embedded");
+    const env = { DATA_DIR: dataDir, INGEST: "off", LOG_LEVEL: "info" };
+    sidecar = sidecarProcess({
+      root,
+      port: await freePort(),
+      logFile: join(work, "embedded.log"),
+      env,
+    });
+    await sidecar.start();
+    const second = await run(process.execPath, ["--import", "tsx", "src/main.ts"], {
+      cwd: root,
+      env: { PATH: process.env.PATH ?? "", PORT: String(await freePort()), ...env },
+    }).then(
+      () => null,
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(second?.code).toBe(1);
+    expect(second?.stderr).toMatch(
+      new RegExp(`^syncside: the embedded database in ${dataDir} is in use by process \\d+;`),
+    );
+    // Killed, it leaves its mark behind; the next process sees that nobody holds it.
+    await sidecar.kill9();
+    await sidecar.start();
+    expect((await sidecar.readyz()).status).toBe(200);
+    await sidecar.stop();
+  });
+
   it("refuses to start on bad configuration, naming each bad variable on its own line", async () => {
     const failed = await run(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: root,
