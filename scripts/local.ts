@@ -5,9 +5,13 @@
  * Environment: XMPP_DOMAIN (localhost), EJABBERD_C2S_PORT (5222), EJABBERD_HTTP_PORT (5280),
  * EJABBERD_COMPONENT_PORT (5347), EJABBERD_DIST_PORT (4371), PORT (8080), DATA_DIR (./data),
  * ADMIN_USER (admin). Anything else syncside reads (LOG_LEVEL, …) is passed through.
+ *
+ * It refuses to start beside a running instance of itself (same ejabberd, same port), and stops
+ * only the ejabberd it started.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -18,16 +22,23 @@ const env = process.env;
 const domain = env.XMPP_DOMAIN ?? "localhost";
 const c2sPort = env.EJABBERD_C2S_PORT ?? "5222";
 const httpPort = env.EJABBERD_HTTP_PORT ?? "5280";
+const componentPort = env.EJABBERD_COMPONENT_PORT ?? "5347";
 const port = env.PORT ?? "8080";
+const host = env.HOST ?? "127.0.0.1";
 const observerPassword = env.OBSERVER_PASSWORD ?? "observer-dev-password";
+const pushSecret = env.PUSH_COMPONENT_SECRET ?? "push-dev-secret";
 const adminJid = `${env.ADMIN_USER ?? "admin"}@${domain}`;
 const ejabberdEnv = {
   ...env,
   XMPP_DOMAIN: domain,
   EJABBERD_C2S_PORT: c2sPort,
   EJABBERD_HTTP_PORT: httpPort,
+  EJABBERD_COMPONENT_PORT: componentPort,
   OBSERVER_PASSWORD: observerPassword,
+  PUSH_COMPONENT_SECRET: pushSecret,
 };
+/** Whether this run started ejabberd: only then does it stop it. */
+let startedEjabberd = false;
 
 function say(line: string) {
   process.stdout.write(`${line}\n`);
@@ -39,6 +50,26 @@ async function ejabberd(...args: string[]) {
     maxBuffer: 16 * 1024 * 1024,
   });
   return stdout;
+}
+
+/** Whether something already listens on host:port. */
+function portTaken(listenHost: string, listenPort: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once("error", () => resolve(true));
+    probe.listen(listenPort, listenHost, () => probe.close(() => resolve(false)));
+  });
+}
+
+async function ejabberdRunning(): Promise<boolean> {
+  return ejabberd("status").then(
+    () => true,
+    () => false,
+  );
+}
+
+async function stopEjabberd() {
+  if (startedEjabberd) await ejabberd("stop").catch((err) => say(`ejabberd stop failed: ${err}`));
 }
 
 async function api(command: string, args: Record<string, unknown>) {
@@ -64,9 +95,20 @@ async function waitReady(url: string, child: ChildProcess, timeoutMs: number) {
 }
 
 async function main() {
+  if (await portTaken(host, Number(port))) {
+    throw new Error(
+      `something already listens on ${host}:${port} (another npm run local?): stop it, or set PORT`,
+    );
+  }
   say("• installing ejabberd if needed …");
   await ejabberd("install");
+  if (await ejabberdRunning()) {
+    throw new Error(
+      `an ejabberd for this setup already runs (another npm run local?): stop that one first, or stop it with \`bash scripts/ejabberd.sh stop\` and the same EJABBERD_* variables, or choose other EJABBERD_* ports`,
+    );
+  }
   say(`• starting ejabberd for ${domain} on 127.0.0.1:${c2sPort} …`);
+  startedEjabberd = true;
   await ejabberd("start");
 
   // A fresh admin password every run: it is printed below, never stored.
@@ -75,9 +117,10 @@ async function main() {
   await api("register", { user, host: domain, password: adminPassword }).catch(() => {});
   await api("change_password", { user, host: domain, newpass: adminPassword });
 
-  say(
-    `• starting syncside on 127.0.0.1:${port} (embedded database in ${env.DATA_DIR ?? "./data"}) …`,
-  );
+  const database = env.DATABASE_URL
+    ? "the database at DATABASE_URL"
+    : `embedded database in ${env.DATA_DIR ?? "./data"}`;
+  say(`• starting syncside on ${host}:${port} (${database}) …`);
   const sidecar = spawn(process.execPath, ["--import", "tsx", join(root, "src", "main.ts")], {
     cwd: root,
     stdio: ["ignore", "inherit", "inherit"],
@@ -87,7 +130,9 @@ async function main() {
       XMPP_DOMAIN: domain,
       OBSERVER_PASSWORD: observerPassword,
       ADMIN_JIDS: env.ADMIN_JIDS ?? adminJid,
-      HOST: env.HOST ?? "127.0.0.1",
+      PUSH_COMPONENT_SECRET: pushSecret,
+      PUSH_COMPONENT_SERVICE: `xmpp://127.0.0.1:${componentPort}`,
+      HOST: host,
       PORT: port,
     },
   });
@@ -101,19 +146,24 @@ async function main() {
       sidecar.kill("SIGTERM");
       await new Promise((r) => sidecar.once("exit", r));
     }
-    await ejabberd("stop").catch((err) => say(`ejabberd stop failed: ${err}`));
+    await stopEjabberd();
+    say("• stopped");
     process.exit(code);
   };
-  process.on("SIGINT", () => void stop(0));
-  process.on("SIGTERM", () => void stop(0));
+  // Closing the terminal (SIGHUP) stops both too, rather than leave ejabberd behind.
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(signal, () => void stop(0));
+  }
   sidecar.on("exit", (code) => void stop(code ?? 1));
 
   const base = `http://127.0.0.1:${port}`;
-  await waitReady(`${base}/readyz`, sidecar, 120_000);
+  await waitReady(`http://127.0.0.1:${port}/readyz`, sidecar, 120_000);
   const login = JSON.stringify({ jid: adminJid, password: adminPassword, label: "curl" });
   say(`
 syncside is ready at ${base} (API docs: ${base}/docs)
-ejabberd: xmpp://127.0.0.1:${c2sPort}, domain ${domain}; any XMPP client can register an account.
+ejabberd: xmpp://127.0.0.1:${c2sPort}, domain ${domain}, plain TCP (no TLS) on loopback: an XMPP
+client on this machine that allows an unencrypted connection can register an account and chat.
+Push: the app server runs, without APNs or FCM credentials (set APNS_* / FCM_* to send).
 
 admin account:  ${adminJid}
 password:       ${adminPassword}
@@ -127,6 +177,6 @@ Ctrl-C stops both.`);
 
 main().catch(async (err) => {
   process.stderr.write(`local: ${err instanceof Error ? err.message : String(err)}\n`);
-  await ejabberd("stop").catch(() => {});
+  await stopEjabberd();
   process.exit(1);
 });
