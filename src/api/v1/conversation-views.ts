@@ -15,10 +15,10 @@ import { BareJid, iso, Timestamp } from "../schemas.js";
 export const MessageSchema = z
   .object({
     id: z.string().openapi({ description: "the message's stanza id (or origin-id)" }),
-    stanza_id: z
-      .string()
-      .nullable()
-      .openapi({ description: "server archive id (XEP-0359), when known" }),
+    stanza_id: z.string().nullable().openapi({
+      description:
+        "on outgoing messages, the id of the message in the account's own archive (XEP-0359 stanza-id, for MAM queries); null on incoming messages, whose copy carries no archive id of the recipient",
+    }),
     direction: z.enum(["in", "out"]),
     body: z.string().nullable().openapi({ description: "current text; null once retracted" }),
     sent_at: Timestamp,

@@ -28,7 +28,7 @@ const SettingsBody = z
     archived: z.boolean().optional(),
     read_until: z.string().min(1).max(1024).optional().openapi({
       description:
-        "id of the last message the user has seen: marks it and every message sent before it read (unread_count 0 when it is the newest). An id not stored (yet) marks read all that is stored.",
+        "id of the last message the user has seen: marks it and every message sent before it read (unread_count 0 when it is the newest). An id not stored (yet) marks read all that is stored. This is syncside's own state, for the account's devices: the peer and other XMPP clients learn of the read from the app's XEP-0333 <displayed/>.",
     }),
   })
   .refine((body) => Object.keys(body).length > 0, {
