@@ -411,6 +411,27 @@ describe("/v1/conversations", () => {
       });
     });
 
+    it("takes a name without a domain for a server: settings for one only where a conversation is", async () => {
+      const { alice } = people();
+      const token = await h.token(alice);
+      const problem = await call<{ detail: string }>("PATCH", "/v1/conversations/bob", token, 400, {
+        pinned: true,
+      });
+      expect(problem.detail).toBe(
+        "peer: bob names a server, with which there is no conversation; an account is user@domain (bob@example.org?)",
+      );
+      expect(
+        (await call<{ conversations: unknown[] }>("GET", "/v1/conversations", token, 200))
+          .conversations,
+      ).toEqual([]);
+      // A server that wrote to the account has its conversation, and settings like any other.
+      const gateway = `gateway-${alice.split("@")[0]}.example.org`;
+      await write(msg(gateway, alice, "g1", "welcome"));
+      expect(
+        await call("PATCH", `/v1/conversations/${gateway}`, token, 200, { muted_until: null }),
+      ).toMatchObject({ peer: gateway, muted_until: null });
+    });
+
     it.each([
       [{}, "give at least one"],
       [{ pinned: true, colour: "red" }, '"colour"'],

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
 import { appendSettings, type SettingsChange } from "../../store/settings.js";
-import { withLastMessages } from "../../store/sync.js";
+import { findConversation, withLastMessages } from "../../store/sync.js";
 import { accountRoute } from "../auth.js";
 import type { App } from "../context.js";
 import { errorResponses, jsonBody } from "../schemas.js";
@@ -66,6 +66,15 @@ export function registerConversationsPatch(app: App): void {
     const peer = normalizePeer(c.req.valid("param").peer);
     if (peer === jid) {
       throw new AppError("validation_failed", "peer: a conversation needs another party");
+    }
+    // A name without a domain reads as a server. Settings may create a conversation with an
+    // account before its first message, not with a server by a slip of the keyboard.
+    if (!peer.includes("@") && !(await findConversation(store.db, accountId, peer))) {
+      const domain = jid.slice(jid.indexOf("@") + 1);
+      throw new AppError(
+        "validation_failed",
+        `peer: ${peer} names a server, with which there is no conversation; an account is user@domain (${peer}@${domain}?)`,
+      );
     }
     const body = c.req.valid("json");
     const change: SettingsChange = {
