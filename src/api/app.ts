@@ -101,11 +101,34 @@ export function createApp(deps: AppDeps): App {
   registerAdminCalls(app);
   registerAdminIngest(app);
 
-  app.notFound((c) =>
-    problemResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`),
-  );
+  app.notFound((c) => {
+    const allowed = allowedMethods(app, c.req.path);
+    if (allowed.length > 0) {
+      return problemResponse(
+        c,
+        "method_not_allowed",
+        `${c.req.path} takes ${allowed.join(", ")}, not ${c.req.method}`,
+        { allow: allowed.join(", ") },
+      );
+    }
+    return problemResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`);
+  });
   app.onError((err, c) => handleError(err, c, c.var.logger ?? full.logger));
   return app;
+}
+
+/** The methods the app's routes take at this path (a wrong method is told apart from a wrong path). */
+function allowedMethods(app: App, path: string): string[] {
+  const methods = new Set<string>();
+  for (const route of app.routes) {
+    if (route.method === "ALL" || methods.has(route.method)) continue;
+    const pattern = route.path
+      .split("/")
+      .map((part) => (part.startsWith(":") ? "[^/]+" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+      .join("/");
+    if (new RegExp(`^${pattern}$`).test(path)) methods.add(route.method);
+  }
+  return [...methods];
 }
 
 /** An app without ingest in this process (tests, the OpenAPI generator) reports it as disabled. */

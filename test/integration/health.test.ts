@@ -50,4 +50,21 @@ describe("operations routes", () => {
       request_id: "req-123",
     });
   });
+
+  it("answers a known route with a wrong method 405, naming the methods it takes", async () => {
+    const sync = await h.app.request("/v1/sync", { method: "POST" });
+    expect(sync.status).toBe(405);
+    expect(sync.headers.get("allow")).toBe("GET");
+    expect(await sync.json()).toMatchObject({
+      code: "method_not_allowed",
+      detail: "/v1/sync takes GET, not POST",
+    });
+    const conversation = await h.app.request("/v1/conversations/bob%40example.org", {
+      method: "PUT",
+    });
+    expect(conversation.status).toBe(405);
+    expect(conversation.headers.get("allow")).toBe("GET, PATCH");
+    // A path no route has stays a 404 whatever the method.
+    expect((await h.app.request("/v1/conversations/a/b/c", { method: "PUT" })).status).toBe(404);
+  });
 });
