@@ -31,10 +31,43 @@ import { registerTokens } from "./v1/tokens.js";
 const MAX_BODY_BYTES = 64 * 1024;
 
 /** Turns a zod failure into one line naming each bad field. */
-function describeIssues(issues: { path: PropertyKey[]; message: string }[]): string {
-  return issues
-    .map((i) => `${i.path.length ? i.path.map(String).join(".") : "body"}: ${i.message}`)
-    .join("; ");
+function describeIssues(issues: ValidationIssue[]): string {
+  const seen = new Set<string>();
+  const lines: string[] = [];
+  for (const issue of issues) {
+    const where = issue.path.length ? issue.path.map(String).join(".") : "body";
+    // The first problem of a field says it: a time that is no time is not also out of range.
+    if (seen.has(where)) continue;
+    seen.add(where);
+    lines.push(`${where}: ${plainly(issue)}`);
+  }
+  return lines.join("; ");
+}
+
+interface ValidationIssue {
+  path: PropertyKey[];
+  message: string;
+  code?: string;
+  expected?: unknown;
+  format?: string;
+  origin?: string;
+  minimum?: unknown;
+}
+
+/** zod's message, in the words of this API where zod's own read oddly ("received NaN"). */
+function plainly(issue: ValidationIssue): string {
+  // zod leaves the input out of its issues; its message names what it received.
+  if (issue.code === "invalid_type" && issue.message.endsWith("received undefined")) {
+    return "required";
+  }
+  if (issue.code === "invalid_type" && issue.expected === "number") return "expected a number";
+  if (issue.code === "too_small" && issue.origin === "string" && issue.minimum === 1) {
+    return "must not be empty";
+  }
+  if (issue.code === "invalid_format" && issue.format === "datetime") {
+    return "expected an RFC 3339 time with its offset, like 2026-11-27T08:00:00Z";
+  }
+  return issue.message;
 }
 
 /** The methods of the routes that take a body. */

@@ -131,6 +131,14 @@ describe("/v1/conversations", () => {
       },
     );
 
+    it("says what a bad query parameter should be", async () => {
+      const { alice } = people();
+      const token = await h.token(alice);
+      expect(await call("GET", "/v1/conversations?limit=x", token, 400)).toMatchObject({
+        detail: "limit: expected a number",
+      });
+    });
+
     it("answers 401 without a valid token", async () => {
       const res = await h.app.request("/v1/conversations");
       expect(res.status).toBe(401);
@@ -436,8 +444,12 @@ describe("/v1/conversations", () => {
       [{}, "give at least one"],
       [{ pinned: true, colour: "red" }, '"colour"'],
       [{ pinned: "yes" }, "pinned"],
-      [{ muted_until: "tomorrow" }, "muted_until"],
-      [{ read_until: "" }, "read_until"],
+      [
+        { muted_until: "tomorrow" },
+        "muted_until: expected an RFC 3339 time with its offset, like 2026-11-27T08:00:00Z",
+      ],
+      [{ muted_until: "2030-01-01T00:00:00" }, "muted_until: expected an RFC 3339 time"],
+      [{ read_until: "" }, "read_until: must not be empty"],
     ])("answers 400 for %j, naming the problem", async (body, words) => {
       const { alice, bob } = people();
       const token = await h.token(alice);

@@ -399,11 +399,7 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
 
   describe("validation", () => {
     const cases: [string, unknown, string][] = [
-      [
-        "missing jid",
-        { password: "pw" },
-        "jid: Invalid input: expected string, received undefined",
-      ],
+      ["missing jid", { password: "pw" }, "jid: required"],
       [
         "a full JID",
         { jid: "alice@example.test/phone", password: "pw" },
