@@ -119,8 +119,10 @@ export class PushDispatcher {
   private readonly backoffUntil = new Map<string, number>();
   private readonly followUps = new Map<
     string,
-    { at: number; timer: NodeJS.Timeout; sentUpTo: Date | null }
+    { at: number; timer: NodeJS.Timeout; limit: Limit | null }
   >();
+  /** per device, the account's last seq as the device's last look saw it */
+  private readonly lookedUpTo = new Map<string, number>();
   /** per device, when its newest publish arrived, until ingest is known to have reached it */
   private readonly unconfirmed = new Map<string, number>();
   /** devices waiting in the background for ingest to reach their publish */
@@ -130,11 +132,6 @@ export class PushDispatcher {
    * are covered by that alert, newer ones, stored already or not, still to come
    */
   private readonly alertedThrough = new Map<string, Date>();
-  /**
-   * per device, the calls whose VoIP push the provider refused for good (not throttled, not
-   * unavailable): a watch's looks do not ring them again; a publish still may
-   */
-  private readonly refusedCalls = new Map<string, Set<string>>();
   private readonly stopping = new AbortController();
   private readonly clock: () => number;
   private closed = false;
@@ -180,21 +177,15 @@ export class PushDispatcher {
   }
 
   /**
-   * Runs a delivery for the device later (end of a coalescing window or back-off), limited to
-   * what was sent by `sentUpTo` when the look that asked for it was; of two asked for, the
-   * earlier time and the wider limit.
+   * Runs a delivery for the device later (end of a coalescing window or back-off), with the
+   * limit of the look that asked for it; of two asked for, the earlier time and the wider limit.
    */
-  private followUp(deviceId: string, at: number, sentUpTo: Date | null): void {
+  private followUp(deviceId: string, at: number, limit: Limit | null): void {
     if (this.closed) return;
     const existing = this.followUps.get(deviceId);
-    const limit =
-      existing && (!existing.sentUpTo || !sentUpTo)
-        ? null
-        : existing?.sentUpTo && sentUpTo && existing.sentUpTo > sentUpTo
-          ? existing.sentUpTo
-          : sentUpTo;
+    const wider = existing ? widest(existing.limit, limit) : limit;
     if (existing && existing.at <= at) {
-      existing.sentUpTo = limit;
+      existing.limit = wider;
       return;
     }
     if (existing) clearTimeout(existing.timer);
@@ -203,31 +194,31 @@ export class PushDispatcher {
         const due = this.followUps.get(deviceId);
         this.followUps.delete(deviceId);
         void this.serialized(deviceId, () =>
-          this.deliver(deviceId, this.clock(), due?.sentUpTo ?? null),
+          this.deliver(deviceId, this.clock(), due?.limit ?? null),
         ).catch((err) => this.o.logger.error({ err, deviceId }, "delayed push failed"));
       },
       Math.max(0, at - this.clock()),
     );
     timer.unref();
-    this.followUps.set(deviceId, { at, timer, sentUpTo: limit });
+    this.followUps.set(deviceId, { at, timer, limit: wider });
   }
 
   /**
-   * Looks at the store for the device and pushes what is due. `sentUpTo`: only what was sent by
-   * then (see watchIngest). Whatever it found, the device is watched while ingest is behind its
+   * Looks at the store for the device and pushes what is due; with a limit, only among what it
+   * allows (see watchIngest). Whatever it found, the device is watched while ingest is behind its
    * newest publish: ejabberd publishes once per stanza, and until ingest has stored it, what a
    * look finds may not be what the publish was for.
    */
   private async deliver(
     deviceId: string,
     deadline: number,
-    sentUpTo: Date | null = null,
+    limit: Limit | null = null,
   ): Promise<PublishAnswer> {
     const device = await findDevice(this.o.store.db, { id: deviceId });
     if (!device || device.disabledAt) return GONE;
     let answer: PublishAnswer | undefined;
     try {
-      answer = await this.deliverTo(device, deadline, sentUpTo);
+      answer = await this.deliverTo(device, deadline, limit);
       return answer;
     } finally {
       // Also when the look failed: the database that failed it may be what holds ingest back.
@@ -238,34 +229,35 @@ export class PushDispatcher {
   private async deliverTo(
     device: PushDevice,
     deadline: number,
-    sentUpTo: Date | null,
+    limit: Limit | null,
   ): Promise<PublishAnswer> {
     const now = this.clock();
     const backoff = this.backoffUntil.get(device.id) ?? 0;
     if (backoff > now) {
-      this.followUp(device.id, backoff, sentUpTo);
+      this.followUp(device.id, backoff, limit);
       this.outcome(device, "alert", "deferred");
       return OK;
     }
-    const work = await this.waitForWork(device, deadline, sentUpTo);
-    if (work.call) return this.sendCall(device, work.call, work, sentUpTo);
+    const work = await this.waitForWork(device, deadline, limit);
+    this.lookedUpTo.set(device.id, Math.max(this.lookedUpTo.get(device.id) ?? 0, work.lastSeq));
+    if (work.call) return this.sendCall(device, work.call, work, limit);
     if (!work.message) {
       // Nothing up to here will ever need an alert (read and retracted stay so, a message that
       // came while muted is never alerted, and later writes get later seqs): the next publish
       // need not look at it again. A look limited to what was sent by some time cannot say so
       // of what was sent later.
-      if (!sentUpTo) await this.markAlerted(device, work.lastSeq);
+      if (!limit) await this.markAlerted(device, work.lastSeq);
       return OK;
     }
 
     const last = this.lastAlertAt.get(device.id);
     if (last !== undefined && now - last < this.o.coalesceMs) {
       // A watch's look finding the same message again while it waits is no new decision.
-      if (!(sentUpTo && this.followUps.has(device.id))) this.outcome(device, "alert", "coalesced");
-      this.followUp(device.id, last + this.o.coalesceMs, sentUpTo);
+      if (!(limit && this.followUps.has(device.id))) this.outcome(device, "alert", "coalesced");
+      this.followUp(device.id, last + this.o.coalesceMs, limit);
       return OK;
     }
-    return this.sendAlert(device, work.message, work, sentUpTo);
+    return this.sendAlert(device, work.message, work, limit);
   }
 
   /** Starts watching the device if ingest has not yet reached its newest publish. */
@@ -275,7 +267,6 @@ export class PushDispatcher {
     const reached = await this.ingestReached(publishedAt).catch(() => false);
     if (reached) {
       if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
-      this.refusedCalls.delete(device.id);
       return;
     }
     if (this.closed) return;
@@ -296,19 +287,20 @@ export class PushDispatcher {
   }
 
   /**
-   * While ingest is behind the device's newest publish, looks again at every change ingest
-   * stores for the account, and once more when ingest reaches the publish. These looks push
-   * only what was sent before the publish (give or take the clocks' skew): a stanza sent later
-   * had a publish of its own if the phone still slept, and none if it had woken meanwhile.
-   * The checkpoint moves with stored copies only, so on a quiet server the watch lasts until
-   * later traffic, or `ingestWaitMs`, when it ends: nothing is lost by that. The waiting lives in
-   * this process: a new push leader does not take it over.
+   * While ingest is behind the device's newest publish, looks again whenever ingest stores
+   * something for the account. These looks push only what was stored since the device's last
+   * look (what that look found, pushed or not, is not tried again) and sent before the publish
+   * (give or take the clocks' skew): a stanza sent later had a publish of its own if the phone
+   * still slept, and none if it had woken meanwhile. The checkpoint moves with stored copies only,
+   * so on a quiet server the watch lasts until later traffic, or `ingestWaitMs`, when it ends:
+   * nothing is lost by that. The waiting lives in this process: a new push leader does not take
+   * it over.
    */
   private async watchIngest(device: PushDevice): Promise<void> {
     const feed = changeFeedFor(this.o.store, this.o.logger);
     let subscription: ChangeSubscription | null = null;
-    // The first look right away: a change between the last look and subscribing is not missed.
-    let look = true;
+    // Whether the account changed since the last look; at first, found out once subscribed.
+    let changed: boolean | null = null;
     try {
       while (!this.closed) {
         const publishedAt = this.unconfirmed.get(device.id);
@@ -324,16 +316,20 @@ export class PushDispatcher {
         }
         try {
           subscription ??= await feed.subscribe(device.accountId);
+          changed ??=
+            (await this.accountSeq(device.accountId)) > (this.lookedUpTo.get(device.id) ?? 0);
           const reached = await this.ingestReached(publishedAt);
-          if (look || reached) {
-            const sentUpTo = new Date(publishedAt + CLOCK_SKEW_MS);
+          if (changed) {
             const answer = await this.serialized(device.id, async () => {
               if (this.closed) return OK;
               const current = await findDevice(this.o.store.db, { id: device.id });
               if (!current || current.disabledAt) return GONE;
               // A back-off's follow-up will look; looking now would only count it again.
               if ((this.backoffUntil.get(device.id) ?? 0) > this.clock()) return OK;
-              return this.deliverTo(current, this.clock(), sentUpTo);
+              return this.deliverTo(current, this.clock(), {
+                sentUpTo: new Date(publishedAt + CLOCK_SKEW_MS),
+                storedAfter: this.lookedUpTo.get(device.id) ?? 0,
+              });
             });
             if (answer === GONE) {
               this.unconfirmed.delete(device.id);
@@ -346,23 +342,30 @@ export class PushDispatcher {
               return;
             }
             // A newer publish came meanwhile: its own look left the watch to this one.
-            look = true;
+            changed = null;
             continue;
           }
-          look = await subscription.wait(INGEST_POLL_MS, this.stopping.signal);
+          changed = await subscription.wait(INGEST_POLL_MS, this.stopping.signal);
         } catch (err) {
           // A database that fails now may answer again: the wait is bounded above, not here.
           this.o.logger.warn({ err, deviceId: device.id }, "waiting for ingest failed; retrying");
           subscription?.close();
           subscription = null;
-          look = true;
+          changed = true;
           await sleep(INGEST_POLL_MS, this.stopping.signal).catch(() => {});
         }
       }
     } finally {
       subscription?.close();
-      this.refusedCalls.delete(device.id);
     }
+  }
+
+  private async accountSeq(accountId: number): Promise<number> {
+    const [row] = await this.o.store.db
+      .select({ lastSeq: accounts.lastSeq })
+      .from(accounts)
+      .where(eq(accounts.id, accountId));
+    return row?.lastSeq ?? 0;
   }
 
   /**
@@ -373,14 +376,14 @@ export class PushDispatcher {
   private async waitForWork(
     device: PushDevice,
     deadline: number,
-    sentUpTo: Date | null,
+    limit: Limit | null,
   ): Promise<Work> {
     const subscription = await changeFeedFor(this.o.store, this.o.logger).subscribe(
       device.accountId,
     );
     try {
       for (;;) {
-        const work = await this.findWork(device, sentUpTo);
+        const work = await this.findWork(device, limit);
         const left = deadline - this.clock();
         if (work.call || work.message || left <= 0) return work;
         await subscription.wait(left, AbortSignal.timeout(left + 100));
@@ -394,14 +397,14 @@ export class PushDispatcher {
    * Reads in one snapshot, as a sync does: a commit between separate reads could give a position
    * older than the message the push carries, and the sync from it would show the message again.
    */
-  private findWork(device: PushDevice, sentUpTo: Date | null): Promise<Work> {
-    return this.o.store.db.transaction((tx) => this.readWork(tx, device, sentUpTo), {
+  private findWork(device: PushDevice, limit: Limit | null): Promise<Work> {
+    return this.o.store.db.transaction((tx) => this.readWork(tx, device, limit), {
       isolationLevel: "repeatable read",
       accessMode: "read only",
     });
   }
 
-  private async readWork(db: Tx, device: PushDevice, sentUpTo: Date | null): Promise<Work> {
+  private async readWork(db: Tx, device: PushDevice, limit: Limit | null): Promise<Work> {
     const now = new Date(this.clock());
     const alertedThrough = this.alertedThrough.get(device.id);
     const [account] = await db
@@ -414,9 +417,8 @@ export class PushDispatcher {
         (c) =>
           c.direction === "in" &&
           (c.state === "proposed" || c.state === "ringing") &&
-          (!sentUpTo ||
-            ((!c.proposedAt || c.proposedAt <= sentUpTo) &&
-              !this.refusedCalls.get(device.id)?.has(c.callId))),
+          (!limit ||
+            ((!c.proposedAt || c.proposedAt <= limit.sentUpTo) && c.seq > limit.storedAfter)),
       );
       if (ringing.length > 0) {
         const pushed = await db
@@ -481,7 +483,8 @@ export class PushDispatcher {
             isNull(conversations.mutedUntil),
             and(lte(conversations.mutedUntil, now), lte(conversations.mutedUntil, messages.sentAt)),
           ),
-          sentUpTo ? lte(messages.sentAt, sentUpTo) : undefined,
+          limit ? lte(messages.sentAt, limit.sentUpTo) : undefined,
+          limit ? gt(events.seq, limit.storedAfter) : undefined,
           alertedThrough ? gt(messages.sentAt, alertedThrough) : undefined,
         ),
       )
@@ -510,7 +513,7 @@ export class PushDispatcher {
     device: PushDevice,
     call: CallRow,
     work: Work,
-    sentUpTo: Date | null,
+    limit: Limit | null,
   ): Promise<PublishAnswer> {
     const db = this.o.store.db;
     // Claimed before sending: another publish (or instance) that lost the claim does not ring.
@@ -539,18 +542,13 @@ export class PushDispatcher {
       // A watch's look may stand for several publishes: what else is due (a message, another
       // call) is looked for at once rather than left to a publish that may not come. A
       // publish's own look stands for one.
-      if (sentUpTo) this.followUp(device.id, this.clock(), sentUpTo);
+      if (limit) this.followUp(device.id, this.clock(), limit);
       return OK;
     }
-    const answer = await this.failed(device, "voip", result, sentUpTo);
+    const answer = await this.failed(device, "voip", result, limit);
     // Kept only for a device now disabled; any other may be rung by the next try: the next
-    // publish, or the provider's retry, but not every later look of a watch.
+    // publish, or the provider's retry (a watch's looks only take what was stored since).
     if (answer !== GONE) await release();
-    if (result.kind !== "throttled" && result.kind !== "unavailable") {
-      const refused = this.refusedCalls.get(device.id) ?? new Set<string>();
-      refused.add(call.callId);
-      this.refusedCalls.set(device.id, refused);
-    }
     return answer;
   }
 
@@ -597,7 +595,7 @@ export class PushDispatcher {
     device: PushDevice,
     message: NonNullable<Work["message"]>,
     work: Work,
-    sentUpTo: Date | null,
+    limit: Limit | null,
   ): Promise<PublishAnswer> {
     const notice: MessageNotice = {
       account: work.accountJid,
@@ -633,7 +631,7 @@ export class PushDispatcher {
       this.lastAlertAt.set(device.id, now);
       // The alert stands for everything stored, but for a look limited by send time: messages
       // sent later may be stored already, and their own publishes must still find them.
-      if (sentUpTo) {
+      if (limit) {
         const through = this.alertedThrough.get(device.id);
         if (!through || through < message.sentAt)
           this.alertedThrough.set(device.id, message.sentAt);
@@ -645,14 +643,14 @@ export class PushDispatcher {
       this.outcome(device, "alert", "sent");
       return OK;
     }
-    return this.failed(device, "alert", result, sentUpTo);
+    return this.failed(device, "alert", result, limit);
   }
 
   private async failed(
     device: PushDevice,
     kind: PushKind,
     result: SendFailure,
-    sentUpTo: Date | null,
+    limit: Limit | null,
   ): Promise<PublishAnswer> {
     const log = this.o.logger.child({ deviceId: device.id, platform: device.platform, kind });
     const now = this.clock();
@@ -689,7 +687,7 @@ export class PushDispatcher {
           Math.max(MIN_THROTTLE_MS, result.retryAfterMs),
         );
         this.backoffUntil.set(device.id, now + retryAfterMs);
-        this.followUp(device.id, now + retryAfterMs, sentUpTo);
+        this.followUp(device.id, now + retryAfterMs, limit);
         log.warn({ retryAfterMs }, "provider throttles this device");
         this.outcome(device, kind, "throttled");
         return OK;
@@ -699,7 +697,7 @@ export class PushDispatcher {
         this.outcome(device, kind, "failed");
         // Tried again while it still rings (its claim was released); an expired call is no
         // work any more, so this ends by itself.
-        if (kind === "voip") this.followUp(device.id, now + (this.o.callRetryMs ?? 5000), sentUpTo);
+        if (kind === "voip") this.followUp(device.id, now + (this.o.callRetryMs ?? 5000), limit);
         return {
           ok: false,
           type: "wait",
@@ -745,6 +743,24 @@ const INGEST_POLL_MS = 1000;
  * pushed what was sent up to this far past its publish.
  */
 const CLOCK_SKEW_MS = 500;
+
+/**
+ * What a watch's look may push: only what was stored after `storedAfter` (an account seq) and
+ * sent by `sentUpTo`. A publish's own look has no limit.
+ */
+interface Limit {
+  sentUpTo: Date;
+  storedAfter: number;
+}
+
+/** Of two limits, the one that allows more: no limit over any. */
+function widest(a: Limit | null, b: Limit | null): Limit | null {
+  if (!a || !b) return null;
+  return {
+    sentUpTo: new Date(Math.max(a.sentUpTo.getTime(), b.sentUpTo.getTime())),
+    storedAfter: Math.min(a.storedAfter, b.storedAfter),
+  };
+}
 
 const NOT_CONFIGURED = "not_configured";
 const notConfigured: SendResult = { ok: false, kind: "rejected", reason: NOT_CONFIGURED };

@@ -355,4 +355,50 @@ describe("push while ingest is behind ejabberd's publishes", () => {
     await sleep(1500);
     expect(s.kinds()).toEqual([]);
   });
+
+  describe("leaves what a look found and could not push to the next publish or the retry", () => {
+    const unavailable = (): SendResult => ({
+      ok: false,
+      kind: "unavailable",
+      reason: "503",
+      retryAfterMs: null,
+    });
+    const refusals: [string, () => SendResult][] = [
+      ["unavailable", unavailable],
+      ["rejected", () => ({ ok: false, kind: "rejected", reason: "PayloadTooLarge" })],
+      ["an old 410", () => old410("voip")],
+    ];
+    /** Changes of the account while its device is watched: another device of alice writes. */
+    async function aliceWrites(s: Awaited<ReturnType<typeof setup>>) {
+      for (let i = 0; i < 3; i++) {
+        await sleep(300);
+        await s.live(
+          copyOf(
+            { kind: "message", from: s.alice, to: s.bob, messageId: `out${i}`, body: "x" },
+            { sentAt: new Date(Date.now() - 600) },
+          ),
+        );
+      }
+      await sleep(500);
+    }
+
+    it.each(refusals)("an alert the provider answered %s", async (_name, answer) => {
+      const s = await setup({ answer, checkpointed: true });
+      await s.live(s.message("m1", new Date(Date.now() - 20)));
+      await s.publish();
+      const byPublish = s.sent.length;
+      await aliceWrites(s);
+      expect(s.sent.length).toBe(byPublish);
+    });
+
+    it("a call whose push found APNs unavailable: tried again after callRetryMs, not at once", async () => {
+      const s = await setup({ answer: unavailable, checkpointed: true, callRetryMs: 3000 });
+      await s.live(s.propose("c1", new Date(Date.now() - 20)));
+      await s.publish();
+      const byPublish = s.sent.length;
+      await aliceWrites(s);
+      expect(s.sent.length).toBe(byPublish);
+      await waitFor(() => s.sent.length > byPublish, { what: "the retry after callRetryMs" });
+    });
+  });
 });
