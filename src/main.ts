@@ -1,4 +1,3 @@
-import { setMaxListeners } from "node:events";
 import { serve } from "@hono/node-server";
 import { createApp } from "./api/app.js";
 import { ConfigError, loadConfig } from "./config.js";
@@ -33,8 +32,6 @@ async function main(): Promise<void> {
 
   let migrated = false;
   const shutdown = new AbortController();
-  // Every held long-poll listens for it: one listener each, not a leak.
-  setMaxListeners(0, shutdown.signal);
   const ingestStats = new IngestStats();
   if (!config.ingestEnabled) ingestStats.role = "disabled";
   const metrics = createMetrics({

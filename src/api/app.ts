@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
@@ -83,6 +84,8 @@ export function createApp(deps: AppDeps): App {
     metrics: deps.metrics ?? createMetrics({ ingest }),
     stopping: deps.stopping ?? new AbortController().signal,
   };
+  // Every held long-poll listens for it: one listener each, not a leak.
+  setMaxListeners(0, full.stopping);
   const app: App = new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {
       if (!result.success) {
