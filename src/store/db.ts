@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { Socket } from "node:net";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
@@ -8,6 +8,7 @@ import { type PgDatabase, PgDialect, type PgQueryResultHKT } from "drizzle-orm/p
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres, PostgresJsSession } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
+import lockfile from "proper-lockfile";
 import { migratePgliteInstance, migratePostgresUrl } from "./migrate.js";
 
 export type Db = PgDatabase<PgQueryResultHKT>;
@@ -198,47 +199,42 @@ function openPostgres(url: string, max: number): Store {
   };
 }
 
-/** Another living process has the embedded database open. */
+/** Another process (here, or in another container on the same volume) has it open. */
 export class DataDirInUse extends Error {
-  constructor(
-    readonly dataDir: string,
-    readonly pid: number,
-  ) {
+  constructor(readonly dataDir: string) {
     super(
-      `the embedded database in ${dataDir} is in use by process ${pid}; stop it, or give this one another DATA_DIR`,
+      `the embedded database in ${dataDir} is in use by another syncside (its lock, ${LOCK_FILE}, is kept fresh): stop that one, or give this one another DATA_DIR`,
     );
   }
 }
 
+const LOCK_FILE = "syncside.lock";
+/** A lock not refreshed for this long was left by a process that is gone. */
+const LOCK_STALE_MS = 6000;
+
 /**
- * Marks the data directory as this process's: PGlite has no lock of its own, and two processes
- * writing one directory would corrupt it. A mark left by a process that is gone is taken over.
- * Returns what removes the mark.
+ * Locks the data directory for this process: PGlite has no lock of its own, and two processes
+ * writing one directory (two containers on one volume, too) would corrupt it. The lock is kept
+ * fresh while the process lives; one left by a killed process goes stale and is taken over, so a
+ * start right after a crash waits up to LOCK_STALE_MS. Returns what releases it.
  */
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  const file = join(dataDir, "syncside.pid");
-  for (;;) {
-    try {
-      await writeFile(file, `${process.pid}\n`, { flag: "wx" });
-      return () => rm(file, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-    const pid = Number((await readFile(file, "utf8").catch(() => "")).trim());
-    // Our own pid: a container restarted with the same pid, or this process opened it before.
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-      throw new DataDirInUse(dataDir, pid);
-    }
-    await rm(file, { force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    return await lockfile.lock(dataDir, {
+      lockfilePath: join(dataDir, LOCK_FILE),
+      stale: LOCK_STALE_MS,
+      update: LOCK_STALE_MS / 4,
+      // About 9 s of tries in all: longer than a killed holder's lock takes to go stale.
+      retries: { retries: 7, factor: 1.5, minTimeout: 400, maxTimeout: 2000 },
+      onCompromised: (err) => {
+        // Another process may be writing the directory now: stopping is the only safe move.
+        process.stderr.write(`syncside: lost the lock of ${dataDir}: ${err.message}\n`);
+        process.exit(1);
+      },
+    });
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if ((err as NodeJS.ErrnoException).code === "ELOCKED") throw new DataDirInUse(dataDir);
+    throw err;
   }
 }
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureAccount, issueToken } from "../../src/api/auth.js";
-import { openDb } from "../../src/store/db.js";
+import { DataDirInUse, openDb } from "../../src/store/db.js";
 import {
   freePort,
   type PrivatePostgres,
@@ -124,10 +124,12 @@ describe("syncside as a process: start-up and shutdown", () => {
       (err: { code: number; stderr: string }) => err,
     );
     expect(second?.code).toBe(1);
-    expect(second?.stderr).toMatch(
-      new RegExp(`^syncside: the embedded database in ${dataDir} is in use by process \\d+;`),
+    expect(second?.stderr).toBe(
+      `syncside: the embedded database in ${dataDir} is in use by another syncside (its lock, syncside.lock, is kept fresh): stop that one, or give this one another DATA_DIR\n`,
     );
-    // Killed, it leaves its mark behind; the next process sees that nobody holds it.
+    // Within one process too (a second store on the directory).
+    await expect(openDb({ url: undefined, dataDir })).rejects.toBeInstanceOf(DataDirInUse);
+    // Killed, it leaves its lock behind, no longer kept fresh: the next process takes it over.
     await sidecar.kill9();
     await sidecar.start();
     expect((await sidecar.readyz()).status).toBe(200);
