@@ -139,7 +139,9 @@ export function createApp(deps: AppDeps): App {
 
   app.notFound((c) => {
     const allowed = allowedMethods(app, c.req.path);
-    if (allowed.length > 0) {
+    const method = c.req.method === "HEAD" ? "GET" : c.req.method;
+    // A route of this method that found nothing itself (c.notFound()) is a 404 all the same.
+    if (allowed.length > 0 && !allowed.includes(method)) {
       return problemResponse(
         c,
         "method_not_allowed",

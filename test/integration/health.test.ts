@@ -64,7 +64,10 @@ describe("operations routes", () => {
     });
     expect(conversation.status).toBe(405);
     expect(conversation.headers.get("allow")).toBe("GET, PATCH");
-    // A path no route has stays a 404 whatever the method.
+    // A path no route has stays a 404 whatever the method, and so does a route of the method
+    // that found nothing itself.
     expect((await h.app.request("/v1/conversations/a/b/c", { method: "PUT" })).status).toBe(404);
+    const asset = await h.app.request("/docs/assets/no-such-file.js");
+    expect([asset.status, asset.headers.get("allow")]).toEqual([404, null]);
   });
 });
