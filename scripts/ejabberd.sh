@@ -256,24 +256,24 @@ register_account() {
 cmd_start() {
   require_privileges
   command -v "$EJABBERDCTL" >/dev/null 2>&1 || die "ejabberdctl not found (run: $0 install)"
-  if is_running; then
-    log "already running: $EJABBERD_NODE ($EJABBERD_HOME)"
-    register_account "$OBSERVER_JID" "$OBSERVER_PASSWORD"
-    return 0
-  fi
-  local port owner
-  for port in "$EJABBERD_C2S_PORT" "$EJABBERD_HTTP_PORT" "$EJABBERD_COMPONENT_PORT" "$EJABBERD_DIST_PORT"; do
-    port_open "$port" && die "port $port on 127.0.0.1 is already in use"
-  done
-  # Another node started from this home (other ports): its config would be overwritten below,
-  # and it could be neither reached nor stopped any more.
+  # A node started from this home with other ports: its config would be overwritten below, and
+  # it could be neither reached nor stopped any more (nor is it this instance, already running).
+  local owner
   if [ -f "$CTL_CONFIG_FILE" ]; then
     owner="$(sed -n 's/^ERL_DIST_PORT=//p' "$CTL_CONFIG_FILE")"
     if [ -n "$owner" ] && [ "$owner" != "$EJABBERD_DIST_PORT" ] && port_open "$owner"; then
       die "$EJABBERD_HOME is in use by the ejabberd on distribution port $owner: stop it, or set another EJABBERD_HOME"
     fi
   fi
-
+  if is_running; then
+    log "already running: $EJABBERD_NODE ($EJABBERD_HOME)"
+    register_account "$OBSERVER_JID" "$OBSERVER_PASSWORD"
+    return 0
+  fi
+  local port
+  for port in "$EJABBERD_C2S_PORT" "$EJABBERD_HTTP_PORT" "$EJABBERD_COMPONENT_PORT" "$EJABBERD_DIST_PORT"; do
+    port_open "$port" && die "port $port on 127.0.0.1 is already in use"
+  done
   mkdir -p "$CONF_DIR" "$SPOOL_DIR" "$LOGS_DIR" "$EBIN_DIR"
   [ -n "$EJABBERD_SQL" ] && prepare_sql
   cmd_build

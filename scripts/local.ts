@@ -37,7 +37,10 @@ const ejabberdEnv = {
   OBSERVER_PASSWORD: observerPassword,
   PUSH_COMPONENT_SECRET: pushSecret,
 };
-/** Whether this run started ejabberd: only then does it stop it. */
+/**
+ * Whether this run started ejabberd: only then does it stop it. A start that failed is left
+ * alone: it may have lost to another run's, whose node the shared home's config now names.
+ */
 let startedEjabberd = false;
 
 function say(line: string) {
@@ -108,8 +111,8 @@ async function main() {
     );
   }
   say(`• starting ejabberd for ${domain} on 127.0.0.1:${c2sPort} …`);
-  startedEjabberd = true;
   await ejabberd("start");
+  startedEjabberd = true;
 
   // A fresh admin password every run: it is printed below, never stored.
   const adminPassword = randomBytes(9).toString("base64url");
