@@ -1,5 +1,6 @@
 import proxyaddr from "proxy-addr";
 import { z } from "zod";
+import { plainly } from "./validation.js";
 
 /** Thrown by loadConfig with one line per bad variable; main.ts prints it and exits. */
 export class ConfigError extends Error {
@@ -212,7 +213,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const result = schema.safeParse(present);
   if (!result.success) {
     throw new ConfigError(
-      result.error.issues.map((i) => `${String(i.path[0] ?? "config")}: ${i.message}`),
+      result.error.issues.map((i) => `${String(i.path[0] ?? "config")}: ${plainly(i)}`),
     );
   }
   return Object.freeze(result.data);

@@ -5,6 +5,7 @@ import { requestId } from "hono/request-id";
 import { AppError, handleError, problemResponse } from "../errors.js";
 import { IngestStats } from "../ingest/stats.js";
 import { createMetrics } from "../metrics.js";
+import { plainly, type ValidationIssue } from "../validation.js";
 import { accessLog } from "./access-log.js";
 import { compressReads } from "./compression.js";
 import type { App, AppDeps, AppEnv } from "./context.js";
@@ -43,32 +44,6 @@ function describeIssues(issues: ValidationIssue[]): string {
     lines.push(`${where}: ${plainly(issue)}`);
   }
   return lines.join("; ");
-}
-
-interface ValidationIssue {
-  path: PropertyKey[];
-  message: string;
-  code?: string;
-  expected?: unknown;
-  format?: string;
-  origin?: string;
-  minimum?: unknown;
-}
-
-/** zod's message, in the words of this API where zod's own read oddly ("received NaN"). */
-function plainly(issue: ValidationIssue): string {
-  // zod leaves the input out of its issues; its message names what it received.
-  if (issue.code === "invalid_type" && issue.message.endsWith("received undefined")) {
-    return "required";
-  }
-  if (issue.code === "invalid_type" && issue.expected === "number") return "expected a number";
-  if (issue.code === "too_small" && issue.origin === "string" && issue.minimum === 1) {
-    return "must not be empty";
-  }
-  if (issue.code === "invalid_format" && issue.format === "datetime") {
-    return "expected an RFC 3339 time with its offset, like 2026-11-27T08:00:00Z";
-  }
-  return issue.message;
 }
 
 /** The methods of the routes that take a body. */

@@ -148,7 +148,7 @@ describe("syncside as a process: start-up and shutdown", () => {
     expect(failed?.stderr).toBe(
       [
         "syncside: invalid configuration:",
-        "  PORT: Invalid input: expected number, received NaN",
+        "  PORT: expected a number",
         '  CALL_RING_TIMEOUT: expected a duration like 90s, 15m, 4h or 30d, got "soon"',
         "",
       ].join("\n"),
