@@ -110,8 +110,9 @@ const GONE: PublishAnswer = {
 /**
  * Decides, per publish, what a device should get from the store's point of view: a VoIP push for
  * a ringing incoming call it has not been rung for, else one encrypted alert for the newest
- * unread incoming message it has not been alerted about. Work for one device is serialized, so
- * two publishes in a burst never race for the same call or message.
+ * unread incoming message it has not been alerted about; and, while ingest has not stored what
+ * a publish was for, looks again as it does (see watchIngest). Work for one device is
+ * serialized, so two publishes in a burst never race for the same call or message.
  */
 export class PushDispatcher {
   private readonly chains = new Map<string, Promise<unknown>>();
