@@ -90,6 +90,7 @@ async function main(): Promise<void> {
       logger,
       signal: shutdown.signal,
       onOutcome: (platform, kind, outcome) => metrics.pushOutcomes.inc({ platform, kind, outcome }),
+      onWatched: (devices) => metrics.pushWatched.set(devices),
     }).catch((err) => logger.error({ err }, "push app server stopped")),
   );
 

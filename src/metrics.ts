@@ -8,6 +8,7 @@ export interface Metrics {
   httpDuration: Histogram<"method" | "route" | "status">;
   longPolls: Gauge;
   pushOutcomes: Counter<"platform" | "kind" | "outcome">;
+  pushWatched: Gauge;
 }
 
 export function createMetrics(options: {
@@ -34,6 +35,12 @@ export function createMetrics(options: {
     name: "syncside_push_notifications_total",
     help: "Push notifications by platform, kind (voip, alert) and outcome",
     labelNames: ["platform", "kind", "outcome"] as const,
+    registers: [registry],
+  });
+
+  const pushWatched = new Gauge({
+    name: "syncside_push_devices_watched",
+    help: "Push devices this process watches because ingest has not yet stored what their newest publish was for",
     registers: [registry],
   });
 
@@ -135,5 +142,5 @@ export function createMetrics(options: {
       },
     });
   }
-  return { registry, httpDuration, longPolls, pushOutcomes };
+  return { registry, httpDuration, longPolls, pushOutcomes, pushWatched };
 }

@@ -75,6 +75,8 @@ export interface DispatcherOptions {
   ingestedUpTo?: () => Promise<number | null>;
   /** how long a device is watched for ingest to reach its publish (default 10 min) */
   ingestWaitMs?: number;
+  /** told how many devices are watched, whenever that changes: wire to a gauge */
+  onWatched?: (devices: number) => void;
   /**
    * after a call's push found the provider unavailable (all retries spent), when to try that
    * device again by itself: ejabberd publishes once per stanza, and a call rings only so long
@@ -272,9 +274,13 @@ export class PushDispatcher {
     }
     if (this.closed) return;
     this.awaitingIngest.add(device.id);
+    this.o.onWatched?.(this.awaitingIngest.size);
     void this.watchIngest(device)
       .catch((err) => this.o.logger.error({ err, deviceId: device.id }, "delayed push failed"))
-      .finally(() => this.awaitingIngest.delete(device.id));
+      .finally(() => {
+        this.awaitingIngest.delete(device.id);
+        this.o.onWatched?.(this.awaitingIngest.size);
+      });
   }
 
   /**

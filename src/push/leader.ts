@@ -45,6 +45,7 @@ export interface PushOptions {
   signal: AbortSignal;
   senders?: PushSenders;
   onOutcome?: DispatcherOptions["onOutcome"];
+  onWatched?: DispatcherOptions["onWatched"];
   standbyPollMs?: number;
   /** reports whether this instance serves publishes right now (readiness, tests) */
   onRole?: (role: "standby" | "leader" | "online") => void;
@@ -81,6 +82,7 @@ export async function runPush(o: PushOptions): Promise<void> {
       coalesceMs: push.coalesceMs,
       ingestedUpTo: ingestedUpTo(o.store.db, checkpointSource(o.config)),
       ...(o.onOutcome ? { onOutcome: o.onOutcome } : {}),
+      ...(o.onWatched ? { onWatched: o.onWatched } : {}),
     });
     const server = new AppServer({
       service: push.componentService,

@@ -177,6 +177,20 @@ describe("push while ingest is behind ejabberd's publishes", () => {
     expect(s.kinds()).toEqual(["alert", "alert"]);
   });
 
+  it("tells how many devices it watches, for the gauge", async () => {
+    let caughtUp = false;
+    const watched: number[] = [];
+    const s = await setup({
+      ingested: () => (caughtUp ? Date.now() + 60_000 : Date.now() - 60_000),
+      onWatched: (devices) => watched.push(devices),
+    });
+    expect(await s.publish()).toEqual({ ok: true });
+    expect(watched).toEqual([1]);
+    caughtUp = true;
+    await waitFor(() => watched.at(-1) === 0, { what: "the watch to end" });
+    expect(watched).toEqual([1, 0]);
+  });
+
   it("keeps watching through a failed read of ingest's progress", async () => {
     let reads = 0;
     const s = await setup({
