@@ -269,7 +269,7 @@ export class PushDispatcher {
     if (publishedAt === undefined || this.awaitingIngest.has(device.id)) return;
     const reached = await this.ingestReached(publishedAt).catch(() => false);
     if (reached) {
-      if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
+      this.confirm(device.id, publishedAt);
       return;
     }
     if (this.closed) return;
@@ -281,6 +281,16 @@ export class PushDispatcher {
         this.awaitingIngest.delete(device.id);
         this.o.onWatched?.(this.awaitingIngest.size);
       });
+  }
+
+  /**
+   * Done with the device's publish of `publishedAt`, unless a newer one came meanwhile; says
+   * whether it was still the newest.
+   */
+  private confirm(deviceId: string, publishedAt: number): boolean {
+    if (this.unconfirmed.get(deviceId) !== publishedAt) return false;
+    this.unconfirmed.delete(deviceId);
+    return true;
   }
 
   /**
@@ -313,7 +323,7 @@ export class PushDispatcher {
         const publishedAt = this.unconfirmed.get(device.id);
         if (publishedAt === undefined) return;
         if (this.clock() - publishedAt > (this.o.ingestWaitMs ?? INGEST_WAIT_MS)) {
-          if (this.unconfirmed.get(device.id) === publishedAt) this.unconfirmed.delete(device.id);
+          this.confirm(device.id, publishedAt);
           // Not a warning: on a quiet server, most watches end so.
           this.o.logger.debug(
             { deviceId: device.id, publishedAt: new Date(publishedAt) },
@@ -344,10 +354,7 @@ export class PushDispatcher {
             }
           }
           if (reached) {
-            if (this.unconfirmed.get(device.id) === publishedAt) {
-              this.unconfirmed.delete(device.id);
-              return;
-            }
+            if (this.confirm(device.id, publishedAt)) return;
             // A newer publish came meanwhile: its own look left the watch to this one.
             changed = null;
             continue;
