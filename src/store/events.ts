@@ -856,7 +856,8 @@ interface EventRecord {
   si?: string;
   t?: string;
   b?: string;
-  raw: string;
+  /** moved to its own parameter by insertEvents */
+  raw?: string;
   cid: string;
   f: string;
   fr?: string;
@@ -894,26 +895,40 @@ function eventRecord(side: Side, accountId: number, conversationId: number, seq:
   return record;
 }
 
+/** Joins the raw stanzas of insert_events' second parameter: XML allows no U+0001. */
+const RAW_SEPARATOR = "\u0001";
+
 /**
  * Appends the events. The payload is put together in SQL from plain fields: sent as nested json,
  * each one (the raw stanza, mostly) was parsed twice, which cost about a third of the insert.
  * Its keys are those readers know: raw, copy_id, from, from_resource, reactions, marker, call.
+ *
+ * The raw stanzas travel apart, joined by RAW_SEPARATOR: as json strings, their quotes escaped,
+ * they were half of what PostgreSQL parsed, and the insert took 15% longer. A stanza that holds
+ * the separator anyway (or is empty) stays in the json and leaves its slot empty.
  */
 function insertEvents(tx: Tx, records: EventRecord[]): Promise<unknown> {
-  return run(
-    tx,
-    "insert_events",
-    `insert into events (account_id, seq, conversation_id, kind, direction, message_id,
+  const raws = records.map((record) => {
+    const { raw } = record;
+    if (raw === undefined || raw === "" || raw.includes(RAW_SEPARATOR)) return "";
+    record.raw = undefined;
+    return raw;
+  });
+  return preparedRows(tx, "insert_events", {
+    sql: `insert into events (account_id, seq, conversation_id, kind, direction, message_id,
        origin_id, stanza_id, target_id, body, payload, sent_at, dedupe_key)
      select r.a, r.s, r.c, r.k, r.d, r.m, r.o, r.si, r.t, r.b,
-       jsonb_strip_nulls(jsonb_build_object('raw', r.raw, 'copy_id', r.cid, 'from', r.f,
-         'from_resource', r.fr)) || coalesce(r.x, '{}'),
+       jsonb_strip_nulls(jsonb_build_object('raw', coalesce(r.raw, r.rv), 'copy_id', r.cid,
+         'from', r.f, 'from_resource', r.fr)) || coalesce(r.x, '{}'),
        r.at, r.dk
-     from json_to_recordset($1::json) as r(a bigint, s bigint, c bigint, k text, d text,
-       m text, o text, si text, t text, b text, raw text, cid text, f text, fr text, x jsonb,
-       at timestamptz, dk text)`,
-    records,
-  );
+     from rows from (
+       json_to_recordset($1::json) as (a bigint, s bigint, c bigint, k text, d text, m text,
+         o text, si text, t text, b text, raw text, cid text, f text, fr text, x jsonb,
+         at timestamptz, dk text),
+       unnest(string_to_array($2::text, chr(1)))
+     ) as r(a, s, c, k, d, m, o, si, t, b, raw, cid, f, fr, x, at, dk, rv)`,
+    params: [JSON.stringify(records), raws.join(RAW_SEPARATOR)],
+  });
 }
 
 function accountOf(locked: Map<string, LockedAccount>, side: Side): LockedAccount {

@@ -117,6 +117,40 @@ describe.each(["postgres", "pglite"] as const)("store write path on %s", (driver
     ]);
   });
 
+  it("keeps each event's own stanza, whatever characters it holds", async () => {
+    const [alice, bob] = pair();
+    const withRaw = (raw: string, id: string) => {
+      const copy = msg(alice, bob, id, id);
+      const [event] = copy.events;
+      if (event) event.raw = raw;
+      return copy;
+    };
+    const raws = [
+      `<message id="q1"><body>"quoted" 'single' \\ back</body></message>`,
+      "<message id='q2'><body>über 👍\n\ttabbed</body></message>",
+      "<message id='q3'>\u0001 a separator where XML allows none</message>",
+      "",
+      "<message id='q5'/>",
+    ];
+    await appendBatch(
+      t.store.db,
+      { copies: raws.map((raw, i) => withRaw(raw, `q${i + 1}`)) },
+      options,
+    );
+    for (const jid of [alice, bob]) {
+      const stored = (await eventRows(jid)).map((e) => [e.messageId, e.payload.raw]);
+      expect(stored).toEqual(raws.map((raw, i) => [`q${i + 1}`, raw]));
+    }
+    // One event alone, with an empty stanza, and with a separator in it.
+    for (const raw of ["", "\u0001", "<message id='q9'/>"]) {
+      const [carol, dave] = pair();
+      const copy = msg(carol, dave, "solo", "solo");
+      if (copy.events[0]) copy.events[0].raw = raw;
+      await appendBatch(t.store.db, { copies: [copy] }, options);
+      expect((await eventRows(carol))[0]?.payload.raw).toBe(raw);
+    }
+  });
+
   it("changes nothing when the same copies are written again", async () => {
     const [alice, bob] = pair();
     const batch = { copies: [msg(alice, bob, "m1", "once"), react(bob, alice, "m1", ["👍"])] };
