@@ -15,7 +15,7 @@ export const MAM_PAGE = 250;
  * pipeline's largest batch (DEFAULT_MAX_BATCH) while another commits, so a catch-up that
  * outruns the database commits in big batches.
  */
-export const PAGES_IN_FLIGHT = 16;
+export const PAGES_IN_FLIGHT = 32;
 
 export interface CatchUpOptions {
   xmpp: Client;
