@@ -17,6 +17,14 @@ export const MAM_PAGE = 250;
  */
 export const PAGES_IN_FLIGHT = 32;
 
+/**
+ * Bytes of pages (their copies' text) read ahead at most, whatever PAGES_IN_FLIGHT allows.
+ * Copies of ordinary messages (about 1 KB) never reach it: 32 pages of them are ~10 MB. A
+ * backlog of stanzas near ejabberd's 256 KB limit would otherwise hold 2 GB of text, and more
+ * as parsed elements, before the first commit ends.
+ */
+export const READ_AHEAD_BYTES = 32 * 1024 * 1024;
+
 export interface CatchUpOptions {
   xmpp: Client;
   logger: Logger;
@@ -29,6 +37,11 @@ export interface CatchUpOptions {
   commit: (items: IngestItem[]) => Promise<void>;
   /** pages read ahead of the oldest commit still running (default PAGES_IN_FLIGHT; 1 = in turn) */
   pagesInFlight?: number;
+  /**
+   * bytes those pages may hold (default READ_AHEAD_BYTES): past it, the next page waits for
+   * commits to end, down to one page in flight
+   */
+  readAheadBytes?: number;
   pageTimeoutMs?: number;
   progressEveryMs?: number;
 }
@@ -67,12 +80,21 @@ let queryCounter = 0;
 export async function catchUp(o: CatchUpOptions): Promise<CatchUpResult> {
   const started = performance.now();
   const result: CatchUpResult = { pages: 0, copies: 0, last: null, ms: 0, commitWaitMs: 0 };
-  const inFlight: Promise<void>[] = [];
+  const inFlight: { commit: Promise<void>; bytes: number }[] = [];
+  let bytesInFlight = 0;
   const limit = Math.max(1, o.pagesInFlight ?? PAGES_IN_FLIGHT);
+  const maxBytes = o.readAheadBytes ?? READ_AHEAD_BYTES;
+  /** Waits for the oldest commits until at most `keep` pages, and `maxBytes`, are in flight. */
   const settle = async (keep: number) => {
     const waitStarted = performance.now();
     try {
-      while (inFlight.length > keep) await inFlight.shift();
+      for (;;) {
+        const oldest = inFlight[0];
+        if (!oldest || (inFlight.length <= keep && bytesInFlight <= maxBytes)) break;
+        inFlight.shift();
+        bytesInFlight -= oldest.bytes;
+        await oldest.commit;
+      }
     } finally {
       result.commitWaitMs += performance.now() - waitStarted;
     }
@@ -87,7 +109,8 @@ export async function catchUp(o: CatchUpOptions): Promise<CatchUpResult> {
       const commit = o.commit(page.items);
       // Awaited in turn by settle(); until then a failure must not count as unhandled.
       commit.catch(() => {});
-      inFlight.push(commit);
+      inFlight.push({ commit, bytes: page.bytes });
+      bytesInFlight += page.bytes;
       await settle(limit - 1);
       if (page.last) result.last = page.last;
       const now = performance.now();
@@ -106,7 +129,7 @@ export async function catchUp(o: CatchUpOptions): Promise<CatchUpResult> {
     await settle(0);
   } finally {
     // On a failed page, the commits already asked for still finish before the caller goes on.
-    await Promise.allSettled(inFlight);
+    await Promise.allSettled(inFlight.map((page) => page.commit));
   }
   result.ms = Math.round(performance.now() - started);
   result.commitWaitMs = Math.round(result.commitWaitMs);
@@ -117,6 +140,8 @@ interface Page {
   items: IngestItem[];
   complete: boolean;
   last: string | null;
+  /** about what its copies weigh as text (see textLength) */
+  bytes: number;
 }
 
 async function queryPage(xmpp: Client, after: string | null, timeoutMs: number): Promise<Page> {
@@ -141,8 +166,23 @@ async function queryPage(xmpp: Client, after: string | null, timeoutMs: number):
     );
     const fin = answer.getChild("fin", NS_MAM);
     const last = fin?.getChild("set", NS_RSM)?.getChildText("last") ?? null;
-    return { items, complete: fin?.attrs.complete === "true", last };
+    let bytes = 0;
+    for (const item of items) bytes += textLength(item.copy);
+    return { items, complete: fin?.attrs.complete === "true", last, bytes };
   } finally {
     xmpp.removeListener("stanza", onStanza);
   }
+}
+
+/**
+ * The characters of an element's names, attribute values and text: about its size on the wire,
+ * for a walk over what parsing has already built.
+ */
+export function textLength(element: Element): number {
+  let n = element.name.length;
+  for (const key in element.attrs) n += key.length + String(element.attrs[key]).length;
+  for (const child of element.children) {
+    n += typeof child === "string" ? child.length : textLength(child as Element);
+  }
+  return n;
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import { type Client, xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
 import { describe, expect, it } from "vitest";
-import { catchUp, NS_MAM } from "../../src/ingest/catch-up.js";
+import { catchUp, NS_MAM, textLength } from "../../src/ingest/catch-up.js";
 import type { IngestItem } from "../../src/ingest/pipeline.js";
 import { createLogger } from "../../src/logger.js";
 
@@ -10,7 +10,7 @@ import { createLogger } from "../../src/logger.js";
  * An archive of `pages` pages of two copies each, answering XEP-0313 queries the way ejabberd
  * does: results as messages carrying the query id, then the iq result with <fin/>.
  */
-function archive(pages: number) {
+function archive(pages: number, body = "") {
   const stanzas = new EventEmitter();
   const asked: (string | null)[] = [];
   const client = {
@@ -33,7 +33,11 @@ function archive(pages: number) {
               xml(
                 "result",
                 { xmlns: NS_MAM, queryid: query?.attrs.queryid, id },
-                xml("forwarded", { xmlns: "urn:xmpp:forward:0" }, xml("message", { id })),
+                xml(
+                  "forwarded",
+                  { xmlns: "urn:xmpp:forward:0" },
+                  xml("message", { id }, ...(body ? [xml("body", {}, body)] : [])),
+                ),
               ),
             ),
           );
@@ -99,6 +103,59 @@ describe("catchUp", () => {
     const result = await run;
     expect(result).toMatchObject({ pages: 4, copies: 8, last: "42" });
     expect(result.commitWaitMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("reads no further ahead than readAheadBytes allow, down to one page in turn", async () => {
+    // Two copies of ~10 KB a page: three pages fit in 64 KB, a fourth would not.
+    const { client, asked } = archive(6, "x".repeat(10_000));
+    const { pending, commit } = heldCommits();
+    const run = catchUp({
+      xmpp: client,
+      logger,
+      after: null,
+      commit,
+      pagesInFlight: 32,
+      readAheadBytes: 64_000,
+    });
+    await settle();
+    expect(asked).toHaveLength(4);
+    pending[0]?.done();
+    await settle();
+    expect(asked).toHaveLength(5);
+    // A page heavier than the whole allowance waits for every commit before it.
+    const tiny = archive(3, "x".repeat(10_000));
+    const held = heldCommits();
+    const inTurn = catchUp({
+      xmpp: tiny.client,
+      logger,
+      after: null,
+      commit: held.commit,
+      readAheadBytes: 1_000,
+    });
+    await settle();
+    expect(tiny.asked).toHaveLength(1);
+    held.pending[0]?.done();
+    await settle();
+    expect(tiny.asked).toHaveLength(2);
+    held.pending[1]?.done();
+    await settle();
+    held.pending[2]?.done();
+    expect(await inTurn).toMatchObject({ pages: 3, copies: 6 });
+    for (const p of pending.slice(1)) p.done();
+    await settle();
+    for (const p of pending.slice(5)) p.done();
+    expect(await run).toMatchObject({ pages: 6, copies: 12 });
+  });
+
+  it("weighs a copy about as its text on the wire", () => {
+    const copy = xml(
+      "message",
+      { to: "observer@example.org", id: "c1" },
+      xml("forwarded", { xmlns: "urn:xmpp:forward:0" }, xml("body", {}, "über ".repeat(200))),
+    );
+    const wire = copy.toString().length;
+    expect(textLength(copy)).toBeGreaterThan(wire * 0.8);
+    expect(textLength(copy)).toBeLessThanOrEqual(wire);
   });
 
   it("fails when a commit fails, after the commits already asked for have finished", async () => {
