@@ -18,7 +18,8 @@ export const MAM_PAGE = 250;
 export const PAGES_IN_FLIGHT = 32;
 
 /**
- * Bytes of pages (their copies' text) read ahead at most, whatever PAGES_IN_FLIGHT allows.
+ * Bytes of pages (their copies' text) read ahead at most, whatever PAGES_IN_FLIGHT allows; the
+ * page that crosses it is read, the next waits.
  * Copies of ordinary messages (about 1 KB) never reach it: 32 pages of them are ~10 MB. A
  * backlog of stanzas near ejabberd's 256 KB limit would otherwise hold 2 GB of text, and more
  * as parsed elements, before the first commit ends.
@@ -39,7 +40,7 @@ export interface CatchUpOptions {
   pagesInFlight?: number;
   /**
    * bytes those pages may hold (default READ_AHEAD_BYTES): past it, the next page waits for
-   * commits to end, down to one page in flight
+   * commits to end, down to none (so at most this plus one page is held)
    */
   readAheadBytes?: number;
   pageTimeoutMs?: number;
@@ -176,13 +177,20 @@ async function queryPage(xmpp: Client, after: string | null, timeoutMs: number):
 
 /**
  * The characters of an element's names, attribute values and text: about its size on the wire,
- * for a walk over what parsing has already built.
+ * for a walk over what parsing has already built. Iterative: the parser builds trees of any
+ * depth, which a recursive walk could not take.
  */
 export function textLength(element: Element): number {
-  let n = element.name.length;
-  for (const key in element.attrs) n += key.length + String(element.attrs[key]).length;
-  for (const child of element.children) {
-    n += typeof child === "string" ? child.length : textLength(child as Element);
+  let n = 0;
+  const stack: (Element | string)[] = [element];
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    if (typeof node === "string") {
+      n += node.length;
+      continue;
+    }
+    n += node.name.length;
+    for (const key in node.attrs) n += key.length + String(node.attrs[key]).length;
+    for (const child of node.children) stack.push(child as Element | string);
   }
   return n;
 }

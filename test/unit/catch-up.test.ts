@@ -158,6 +158,12 @@ describe("catchUp", () => {
     expect(textLength(copy)).toBeLessThanOrEqual(wire);
   });
 
+  it("weighs a copy nested deeper than any recursion could go", () => {
+    let nested = xml("body", {}, "end");
+    for (let i = 0; i < 100_000; i++) nested = xml("a", {}, nested);
+    expect(textLength(nested)).toBe(100_000 + "body".length + "end".length);
+  });
+
   it("fails when a commit fails, after the commits already asked for have finished", async () => {
     const { client } = archive(3);
     const { pending, commit } = heldCommits();
