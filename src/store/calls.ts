@@ -200,8 +200,10 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
         row.answeredAt = at;
         row.answeredBy = u.senderResource;
         row.expiresAt = new Date(at.getTime() + maxDurationMs);
-      } else if (row.state === "finished" && !row.answeredAt) {
-        // A finish written before the answer: the answer is a fact filled in late.
+      } else if (isTerminal(row.state) && !row.answeredAt) {
+        // A finish written before the answer: the answer is a fact filled in late. An answer
+        // that lost to a reject sent before it is kept too, unshown (effectiveCall): a finish
+        // may yet say the call took place, and then it counts whatever the write order.
         row.answeredAt = at;
         row.answeredBy = u.senderResource;
       }
@@ -213,8 +215,6 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       // had already finished.
       if (row.state === "accepted" && row.answeredAt && row.answeredAt > at) {
         row.state = "ringing";
-        row.answeredAt = null;
-        row.answeredBy = null;
       }
       if (row.state !== "accepted") end(row, "rejected", "rejected", at);
       return;
@@ -234,11 +234,16 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
 
 /** The state a phone must see now: an unanswered call past its ring timeout is missed. */
 export function effectiveCall(row: CallRow, now: Date): CallRow {
-  if (!row.expiresAt || row.expiresAt > now || isTerminal(row.state)) return row;
-  if (row.state === "accepted") {
-    return { ...row, state: "finished", endedAt: row.expiresAt, endReason: "expired" };
+  let call = row;
+  // An answer kept on a call that ended without it (see transition) is not shown.
+  if (call.answeredAt && call.state !== "accepted" && call.state !== "finished") {
+    call = { ...call, answeredAt: null, answeredBy: null };
   }
-  return { ...row, state: "missed", endedAt: row.expiresAt, endReason: "missed" };
+  if (!call.expiresAt || call.expiresAt > now || isTerminal(call.state)) return call;
+  if (call.state === "accepted") {
+    return { ...call, state: "finished", endedAt: call.expiresAt, endReason: "expired" };
+  }
+  return { ...call, state: "missed", endedAt: call.expiresAt, endReason: "missed" };
 }
 
 /**

@@ -8,6 +8,14 @@ import { callSignal, msg, nextTime } from "../helpers/copies.js";
 import { openTestStore, type TestStore } from "../helpers/database.js";
 
 const RING = 60_000;
+/** Every order of the items. */
+function permutations(items: number[]): number[][] {
+  if (items.length <= 1) return [items];
+  return items.flatMap((item, i) =>
+    permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]),
+  );
+}
+
 const options: WriteOptions = {
   isLocal: (jid) => jid.endsWith("@example.org"),
   callRingTimeoutMs: RING,
@@ -216,24 +224,44 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
       const proceed = callSignal(callee, caller, { action: "proceed", callId: "r2" });
       await write(propose);
       await write(...(order === "as sent" ? [reject, proceed] : [proceed, reject]));
-      expect(await callOf(callee, "r2"), order).toMatchObject({
+      const row = await callOf(callee, "r2");
+      expect(row, order).toMatchObject({ state: "rejected", endReason: "rejected" });
+      // The answer is kept for a finish that may follow, but a phone sees no answer.
+      expect(row?.answeredAt, order).toEqual(proceed.sentAt);
+      expect(row && effectiveCall(row, nextTime()), order).toMatchObject({
         state: "rejected",
-        endReason: "rejected",
         answeredAt: null,
+        answeredBy: null,
+      });
+    }
+  });
+
+  it("ends as finished, answered, in every write order of a reject, a later answer and the finish", async () => {
+    for (const order of permutations([0, 1, 2])) {
+      const [caller, callee] = pair();
+      await write(callSignal(caller, callee, { action: "propose", callId: "f1", media: [] }));
+      // Sent in this order: one device's reject, another's answer, the caller's finish.
+      const signals = [
+        callSignal(callee, caller, { action: "reject", callId: "f1" }, { resource: "tablet" }),
+        callSignal(callee, caller, { action: "proceed", callId: "f1" }, { resource: "phone" }),
+        callSignal(caller, callee, { action: "finish", callId: "f1" }),
+      ];
+      for (const i of order) await write(signals[i] as (typeof signals)[number]);
+      const row = await callOf(callee, "f1");
+      expect(row, `written ${order}`).toMatchObject({
+        state: "finished",
+        endReason: "finished",
+        answeredBy: "phone",
+        answeredAt: signals[1]?.sentAt,
+      });
+      expect(row && effectiveCall(row, nextTime()), `written ${order}`).toMatchObject({
+        answeredBy: "phone",
       });
     }
   });
 
   it("ends as finished in every write order of an answer, a later reject and the finish", async () => {
-    const orders = [
-      [0, 1, 2],
-      [0, 2, 1],
-      [1, 0, 2],
-      [1, 2, 0],
-      [2, 0, 1],
-      [2, 1, 0],
-    ];
-    for (const order of orders) {
+    for (const order of permutations([0, 1, 2])) {
       const [caller, callee] = pair();
       await write(callSignal(caller, callee, { action: "propose", callId: "f0", media: [] }));
       // Sent in this order: the answer, another device's reject, the caller's finish.
