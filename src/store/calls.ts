@@ -190,8 +190,12 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       return;
     case "proceed":
     case "accept":
-      // (see reject) Written after a reject sent later: the answer counts.
-      if (row.state === "rejected" && row.endedAt && row.endedAt > at) {
+      // (see reject) Written after a reject or retract sent later: the answer counts.
+      if (
+        (row.state === "rejected" || row.state === "retracted") &&
+        row.endedAt &&
+        row.endedAt > at
+      ) {
         row.state = "ringing";
         row.endedAt = null;
         row.endReason = null;
@@ -209,18 +213,19 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       }
       return;
     case "reject":
-      // Of an answer and a reject (two devices of the callee), the one sent first counts,
-      // whichever is written first: a reject after the answer leaves the call on, one sent
-      // before it ends it. A finish outranks both (below), so a revived call is never one that
-      // had already finished.
+    case "retract":
+      // Of an answer and a reject (another device of the callee) or a retract (the caller
+      // hanging up), the one sent first counts, whichever is written first: sent after the
+      // answer, they leave the call on (a retract then is a client bug; the call goes on until
+      // finish); sent before it, they end it. A finish outranks all (below), so a revived call
+      // is never one that had already finished.
       if (row.state === "accepted" && row.answeredAt && row.answeredAt > at) {
         row.state = "ringing";
       }
-      if (row.state !== "accepted") end(row, "rejected", "rejected", at);
-      return;
-    case "retract":
-      // A retract after the answer is a client bug; the call goes on until finish.
-      if (row.state !== "accepted") end(row, "retracted", "retracted", at);
+      if (row.state !== "accepted") {
+        const ended = signal.action === "reject" ? "rejected" : "retracted";
+        end(row, ended, ended, at);
+      }
       return;
     case "finish":
       if (signal.migratedTo) row.migratedTo = signal.migratedTo;

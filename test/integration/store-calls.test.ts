@@ -236,6 +236,32 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     }
   });
 
+  it("of an answer and the caller's retract, counts the one sent first, whichever is written first", async () => {
+    for (const sent of ["answer first", "retract first"] as const) {
+      for (const written of ["as sent", "reversed"] as const) {
+        const [caller, callee] = pair();
+        await write(callSignal(caller, callee, { action: "propose", callId: "t2", media: [] }));
+        const answer = () =>
+          callSignal(callee, caller, { action: "proceed", callId: "t2" }, { resource: "phone" });
+        const retract = () => callSignal(caller, callee, { action: "retract", callId: "t2" });
+        const signals = sent === "answer first" ? [answer(), retract()] : [retract(), answer()];
+        for (const copy of written === "as sent" ? signals : [...signals].reverse()) {
+          await write(copy);
+        }
+        const row = await callOf(callee, "t2");
+        const label = `${sent}, written ${written}`;
+        if (sent === "answer first") {
+          expect(row, label).toMatchObject({ state: "accepted", answeredBy: "phone" });
+        } else {
+          expect(row, label).toMatchObject({ state: "retracted", endReason: "retracted" });
+          expect(row && effectiveCall(row, nextTime()), label).toMatchObject({
+            answeredBy: null,
+          });
+        }
+      }
+    }
+  });
+
   it("ends as finished, answered, in every write order of a reject, a later answer and the finish", async () => {
     for (const order of permutations([0, 1, 2])) {
       const [caller, callee] = pair();
