@@ -204,16 +204,19 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
         row.answeredAt = at;
         row.answeredBy = u.senderResource;
         row.expiresAt = new Date(at.getTime() + maxDurationMs);
-      } else if (isTerminal(row.state) && !row.answeredAt) {
-        // A finish written before the answer: the answer is a fact filled in late. An answer
-        // that lost to a reject sent before it is kept too, unshown (effectiveCall): a finish
-        // may yet say the call took place, and then it counts whatever the write order.
+      } else if (!row.answeredAt || row.answeredAt > at) {
+        // The first answer counts (two devices may answer), whichever is written first. On an
+        // ended call it is a fact filled in late: after a finish written before it, or kept,
+        // unshown (effectiveCall), on a call a reject or retract sent before it ended, since a
+        // finish may yet say the call took place.
+        if (row.state !== "accepted" && !isTerminal(row.state)) return;
         row.answeredAt = at;
         row.answeredBy = u.senderResource;
+        if (row.state === "accepted") row.expiresAt = new Date(at.getTime() + maxDurationMs);
       }
       return;
     case "reject":
-    case "retract":
+    case "retract": {
       // Of an answer and a reject (another device of the callee) or a retract (the caller
       // hanging up), the one sent first counts, whichever is written first: sent after the
       // answer, they leave the call on (a retract then is a client bug; the call goes on until
@@ -222,11 +225,15 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       if (row.state === "accepted" && row.answeredAt && row.answeredAt > at) {
         row.state = "ringing";
       }
-      if (row.state !== "accepted") {
-        const ended = signal.action === "reject" ? "rejected" : "retracted";
-        end(row, ended, ended, at);
-      }
+      if (row.state === "accepted") return;
+      const ended = signal.action === "reject" ? "rejected" : "retracted";
+      // Of a reject and a retract, too, the one sent first ends the call.
+      const endedLater =
+        (row.state === "rejected" || row.state === "retracted") && row.endedAt && row.endedAt > at;
+      if (endedLater) row.state = "ringing";
+      end(row, ended, ended, at);
       return;
+    }
     case "finish":
       if (signal.migratedTo) row.migratedTo = signal.migratedTo;
       // A finish says the session was set up: a reject or retract it met lost, whatever the

@@ -262,6 +262,95 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     }
   });
 
+  it("ends every set of answers, rejects, retracts and finishes the same in every write order", async () => {
+    type Spec = [
+      from: "caller" | "callee",
+      action: "propose" | "proceed" | "reject" | "retract" | "finish",
+      resource?: string,
+    ];
+    const sets: { name: string; signals: Spec[]; view: Record<string, unknown> }[] = [
+      {
+        name: "a reject, a later answer, the caller's retract",
+        signals: [
+          ["caller", "propose"],
+          ["callee", "reject", "tablet"],
+          ["callee", "proceed", "phone"],
+          ["caller", "retract"],
+        ],
+        view: { state: "rejected", endReason: "rejected", answeredBy: null, endedAt: 1 },
+      },
+      {
+        name: "the caller's retract, a later answer, a reject",
+        signals: [
+          ["caller", "propose"],
+          ["caller", "retract"],
+          ["callee", "proceed", "phone"],
+          ["callee", "reject", "tablet"],
+        ],
+        view: { state: "retracted", endReason: "retracted", answeredBy: null, endedAt: 1 },
+      },
+      {
+        name: "an answer, another device's reject, a third device's answer",
+        signals: [
+          ["caller", "propose"],
+          ["callee", "proceed", "phone"],
+          ["callee", "reject", "laptop"],
+          ["callee", "proceed", "tablet"],
+        ],
+        view: { state: "accepted", answeredBy: "phone", answeredAt: 1, endedAt: null },
+      },
+      {
+        name: "two devices' answers and the finish",
+        signals: [
+          ["caller", "propose"],
+          ["callee", "proceed", "phone"],
+          ["callee", "proceed", "tablet"],
+          ["caller", "finish"],
+        ],
+        view: { state: "finished", answeredBy: "phone", answeredAt: 1, endedAt: 3 },
+      },
+      {
+        name: "a reject, two later answers and the finish",
+        signals: [
+          ["caller", "propose"],
+          ["callee", "reject", "tablet"],
+          ["callee", "proceed", "phone"],
+          ["callee", "proceed", "laptop"],
+          ["caller", "finish"],
+        ],
+        view: { state: "finished", answeredBy: "phone", answeredAt: 2, endedAt: 4 },
+      },
+    ];
+    const base = nextTime().getTime();
+    const at = (i: number) => new Date(base + i * 1000);
+    for (const set of sets) {
+      for (const order of permutations(set.signals.map((_, i) => i))) {
+        const [caller, callee] = pair();
+        for (const i of order) {
+          const [from, action, resource] = set.signals[i] as Spec;
+          const [sender, recipient] = from === "caller" ? [caller, callee] : [callee, caller];
+          await write(
+            callSignal(
+              sender,
+              recipient,
+              { action, callId: "w1", media: [] },
+              { resource, sentAt: at(i) },
+            ),
+          );
+        }
+        const row = await callOf(callee, "w1");
+        const call = row && effectiveCall(row, at(10));
+        const expected = Object.fromEntries(
+          Object.entries(set.view).map(([k, v]) => [
+            k,
+            k.endsWith("At") && typeof v === "number" ? at(v) : v,
+          ]),
+        );
+        expect(call, `${set.name}, written ${order}`).toMatchObject(expected);
+      }
+    }
+  });
+
   it("ends as finished, answered, in every write order of a reject, a later answer and the finish", async () => {
     for (const order of permutations([0, 1, 2])) {
       const [caller, callee] = pair();
