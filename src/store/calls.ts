@@ -39,7 +39,10 @@ export function isTerminal(state: CallState): boolean {
   return RANK[state] === 3;
 }
 
-/** The stored calls that signals for these (account, call id) keys refer to, or migrated to. */
+/**
+ * The stored calls that signals for these (account, call id) keys refer to, those that migrated
+ * to them, and those they migrated to.
+ */
 export async function loadCalls(
   tx: Tx,
   keys: { accountId: number; callId: string }[],
@@ -55,7 +58,9 @@ export async function loadCalls(
     .from(calls)
     .where(
       sql`(${calls.accountId}, ${calls.callId}) in ${records}
-        or (${calls.accountId}, ${calls.migratedTo}) in ${records}`,
+        or (${calls.accountId}, ${calls.migratedTo}) in ${records}
+        or (${calls.accountId}, ${calls.callId}) in (select c.account_id, c.migrated_to
+          from ${calls} c where (c.account_id, c.call_id) in ${records})`,
     )
     .prepare("select_calls")
     .execute();
@@ -97,16 +102,30 @@ export async function saveCallSignals(
     if (update.signal.action === "finish" && update.signal.migratedTo) {
       migratedFrom.set(`${update.accountId} ${update.signal.migratedTo}`, row);
     }
-    // XEP-0353 migration: the new session continues an answered call; it must not ring again.
-    const previous = migratedFrom.get(key);
-    if (previous?.answeredAt && previous.peerJid === row.peerJid && !isTerminal(row.state)) {
-      row.state = "accepted";
-      row.answeredAt ??= previous.answeredAt;
-      row.answeredBy ??= previous.answeredBy ?? null;
-      row.expiresAt = new Date(row.answeredAt.getTime() + timing.maxDurationMs);
-    }
     row.seq = Math.max(row.seq, update.seq);
     dirty.add(key);
+  }
+  // XEP-0353 migration: the new session continues an answered call; it must not ring again,
+  // whichever of its signals and the old session's answer and finish were written first. It
+  // changes with the old session's signal, so it takes that seq (a delta sync shows it). Until
+  // nothing changes: a session may migrate again.
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const [key, previous] of migratedFrom) {
+      const row = rows.get(key);
+      if (!row || !previous.answeredAt || previous.peerJid !== row.peerJid) continue;
+      if (!isTerminal(row.state) && row.state !== "accepted") {
+        row.state = "accepted";
+        row.expiresAt = new Date(previous.answeredAt.getTime() + timing.maxDurationMs);
+      } else if (row.state !== "finished" || row.answeredAt) {
+        continue;
+      }
+      row.answeredAt ??= previous.answeredAt;
+      row.answeredBy ??= previous.answeredBy ?? null;
+      row.seq = Math.max(row.seq, previous.seq);
+      dirty.add(key);
+      changed = true;
+    }
   }
 
   const changed = [...dirty].map((k) => rows.get(k)).filter((r): r is CallInsert => !!r);

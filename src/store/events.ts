@@ -597,7 +597,10 @@ async function readLane(
         targets.set(`${a} ${p} ${d} ${event.targetId}`, { a, p, d, i: event.targetId });
       }
     } else if (event.kind === "call" && event.call) {
-      callKeys.set(`${a} ${event.call.callId}`, { accountId: a, callId: event.call.callId });
+      // A finish names the session it migrates to, which may already be stored.
+      for (const callId of [event.call.callId, event.call.migratedTo]) {
+        if (callId) callKeys.set(`${a} ${callId}`, { accountId: a, callId });
+      }
     }
   }
   const known = run<{ account_id: string; dedupe_key: string }>(

@@ -437,6 +437,61 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     expect(await active(callee, nextTime())).toEqual([["m2", "in", "accepted"]]);
   });
 
+  it("keeps a migrated call answered in every write order of both sessions' signals", async () => {
+    const base = nextTime().getTime();
+    const at = (i: number) => new Date(base + i * 1000);
+    for (const withFinish of [false, true]) {
+      const count = withFinish ? 5 : 4;
+      for (const order of permutations([...Array(count).keys()])) {
+        const [caller, callee] = pair();
+        const signals = [
+          callSignal(
+            caller,
+            callee,
+            { action: "propose", callId: "m1", media: ["audio"] },
+            { sentAt: at(0) },
+          ),
+          callSignal(
+            callee,
+            caller,
+            { action: "proceed", callId: "m1" },
+            { resource: "phone", sentAt: at(1) },
+          ),
+          callSignal(
+            caller,
+            callee,
+            { action: "finish", callId: "m1", migratedTo: "m2" },
+            { sentAt: at(2) },
+          ),
+          callSignal(
+            caller,
+            callee,
+            { action: "propose", callId: "m2", media: ["audio"] },
+            { sentAt: at(3) },
+          ),
+          callSignal(caller, callee, { action: "finish", callId: "m2" }, { sentAt: at(4) }),
+        ];
+        for (const i of order) await write(signals[i] as (typeof signals)[number]);
+        const label = `${withFinish ? "with" : "without"} m2's finish, written ${order}`;
+        const m2 = await callOf(callee, "m2");
+        expect(m2, label).toMatchObject({
+          state: withFinish ? "finished" : "accepted",
+          answeredBy: "phone",
+          answeredAt: at(1),
+        });
+        expect(await active(callee, at(10)), label).toEqual(
+          withFinish ? [] : [["m2", "in", "accepted"]],
+        );
+        // Changed by the old session's signal written last, it carries that signal's seq, so
+        // a delta sync since before it shows the change.
+        if (order.at(-1) === 1 || order.at(-1) === 2) {
+          const m1 = await callOf(callee, "m1");
+          expect(m2?.seq, label).toBeGreaterThanOrEqual(m1?.seq ?? Number.POSITIVE_INFINITY);
+        }
+      }
+    }
+  });
+
   it("ends an accepted call without finish after the maximum duration", async () => {
     const [caller, callee] = pair();
     await write(
