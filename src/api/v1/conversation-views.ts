@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { CallRow } from "../../store/calls.js";
-import { effectiveCall } from "../../store/calls.js";
+import { effectiveCall, isTerminal } from "../../store/calls.js";
 import { CALL_STATES } from "../../store/schema/calls.js";
 import type {
   ConversationRow,
@@ -65,7 +65,10 @@ export const CallSchema = z
     media: z.array(z.string()).openapi({ example: ["audio"] }),
     state: z.enum(CALL_STATES),
     proposed_at: Timestamp.nullable(),
-    expires_at: Timestamp.nullable(),
+    expires_at: Timestamp.nullable().openapi({
+      description:
+        "while it rings, when it will be missed; once answered, when it is taken as over (the longest a call may last); null once it has ended",
+    }),
     answered_by: z.string().nullable().openapi({ description: "resource of the answering device" }),
     answered_at: Timestamp.nullable(),
     ended_at: Timestamp.nullable(),
@@ -149,7 +152,8 @@ export function toCall(row: CallRow, now: Date): CallJson {
     media: call.media,
     state: call.state,
     proposed_at: iso(call.proposedAt),
-    expires_at: iso(call.expiresAt),
+    // An ended call expires no more; what its row holds depends on the order signals came in.
+    expires_at: isTerminal(call.state) ? null : iso(call.expiresAt),
     answered_by: call.answeredBy,
     answered_at: iso(call.answeredAt),
     ended_at: iso(call.endedAt),
