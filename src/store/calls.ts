@@ -80,11 +80,16 @@ export async function saveCallSignals(
 ): Promise<void> {
   if (updates.length === 0) return;
   const rows = new Map<string, CallInsert>();
-  /** `${accountId} ${newId}` → the call that migrated to newId */
-  const migratedFrom = new Map<string, CallInsert>();
+  /** `${accountId} ${newId}` → the calls that migrated to newId (a forgery may name it too) */
+  const migratedFrom = new Map<string, CallInsert[]>();
+  const migrated = (key: string, from: CallInsert) => {
+    const list = migratedFrom.get(key) ?? [];
+    if (!list.includes(from)) list.push(from);
+    migratedFrom.set(key, list);
+  };
   for (const r of existing) {
     rows.set(`${r.accountId} ${r.callId}`, r);
-    if (r.migratedTo) migratedFrom.set(`${r.accountId} ${r.migratedTo}`, r);
+    if (r.migratedTo) migrated(`${r.accountId} ${r.migratedTo}`, r);
   }
   const dirty = new Set<string>();
 
@@ -100,31 +105,52 @@ export async function saveCallSignals(
     if (row.peerJid !== update.peer) continue;
     transition(row, update, timing.ringTimeoutMs, timing.maxDurationMs);
     if (update.signal.action === "finish" && update.signal.migratedTo) {
-      migratedFrom.set(`${update.accountId} ${update.signal.migratedTo}`, row);
+      migrated(`${update.accountId} ${update.signal.migratedTo}`, row);
     }
     row.seq = Math.max(row.seq, update.seq);
     dirty.add(key);
   }
-  // XEP-0353 migration: the new session continues an answered call; it must not ring again,
-  // whichever of its signals and the old session's answer and finish were written first. It
-  // changes with the old session's signal, so it takes that seq (a delta sync shows it). Until
-  // nothing changes: a session may migrate again.
+  // XEP-0353 migration: the new session continues an answered call, so the old session's answer
+  // is its answer too, under the rules of any answer (the first counts; a reject or retract
+  // sent after it leaves the call on), whichever of the two sessions' signals were written or
+  // batched first. It changes with the old session's signal, so it takes that seq (a delta
+  // sync shows it). Until nothing changes: a session may migrate again.
   for (let changed = true; changed; ) {
     changed = false;
-    for (const [key, previous] of migratedFrom) {
+    for (const [key, previousCalls] of migratedFrom) {
       const row = rows.get(key);
-      if (!row || !previous.answeredAt || previous.peerJid !== row.peerJid) continue;
-      if (!isTerminal(row.state) && row.state !== "accepted") {
-        row.state = "accepted";
-        row.expiresAt = new Date(previous.answeredAt.getTime() + timing.maxDurationMs);
-      } else if (row.state !== "finished" || row.answeredAt) {
-        continue;
+      if (!row) continue;
+      for (const previous of previousCalls) {
+        if (!previous.answeredAt || previous.peerJid !== row.peerJid) continue;
+        const before = `${row.state} ${row.answeredAt?.getTime()} ${row.answeredBy}`;
+        transition(
+          row,
+          {
+            accountId: row.accountId,
+            conversationId: row.conversationId,
+            peer: row.peerJid,
+            // the old session's answer, as the callee's device sent it
+            direction: row.direction === "in" ? "out" : "in",
+            signal: {
+              action: "proceed",
+              callId: row.callId,
+              media: [],
+              reason: null,
+              migratedTo: null,
+            },
+            senderResource: previous.answeredBy ?? null,
+            senderIsAccount: row.direction === "in",
+            at: previous.answeredAt,
+            seq: previous.seq,
+          },
+          timing.ringTimeoutMs,
+          timing.maxDurationMs,
+        );
+        if (`${row.state} ${row.answeredAt?.getTime()} ${row.answeredBy}` === before) continue;
+        row.seq = Math.max(row.seq, previous.seq);
+        dirty.add(key);
+        changed = true;
       }
-      row.answeredAt ??= previous.answeredAt;
-      row.answeredBy ??= previous.answeredBy ?? null;
-      row.seq = Math.max(row.seq, previous.seq);
-      dirty.add(key);
-      changed = true;
     }
   }
 

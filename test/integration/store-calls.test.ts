@@ -437,56 +437,79 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     expect(await active(callee, nextTime())).toEqual([["m2", "in", "accepted"]]);
   });
 
-  it("keeps a migrated call answered in every write order of both sessions' signals", async () => {
+  it("keeps a migrated call answered in every write order and batching of both sessions' signals", async () => {
     const base = nextTime().getTime();
     const at = (i: number) => new Date(base + i * 1000);
-    for (const withFinish of [false, true]) {
-      const count = withFinish ? 5 : 4;
-      for (const order of permutations([...Array(count).keys()])) {
-        const [caller, callee] = pair();
-        const signals = [
-          callSignal(
-            caller,
+    const variants = [
+      { name: "no more", last: null, state: "accepted" },
+      { name: "m2 finished", last: "finish", state: "finished" },
+      { name: "m2 rejected later by another device", last: "reject", state: "accepted" },
+    ] as const;
+    for (const variant of variants) {
+      for (const batching of ["one per batch", "one batch"] as const) {
+        const count = variant.last ? 5 : 4;
+        for (const order of permutations([...Array(count).keys()])) {
+          const [caller, callee] = pair();
+          const mallory = `mallory${n}@example.org`;
+          const signals = [
+            callSignal(
+              caller,
+              callee,
+              { action: "propose", callId: "m1", media: ["audio"] },
+              { sentAt: at(0) },
+            ),
+            callSignal(
+              callee,
+              caller,
+              { action: "proceed", callId: "m1" },
+              { resource: "phone", sentAt: at(1) },
+            ),
+            callSignal(
+              caller,
+              callee,
+              { action: "finish", callId: "m1", migratedTo: "m2" },
+              { sentAt: at(2) },
+            ),
+            callSignal(
+              caller,
+              callee,
+              { action: "propose", callId: "m2", media: ["audio"] },
+              { sentAt: at(3) },
+            ),
+            variant.last === "reject"
+              ? callSignal(
+                  callee,
+                  caller,
+                  { action: "reject", callId: "m2" },
+                  { resource: "tablet", sentAt: at(4) },
+                )
+              : callSignal(caller, callee, { action: "finish", callId: "m2" }, { sentAt: at(4) }),
+          ];
+          // Someone else's session claiming to migrate to m2 changes nothing.
+          const forged = callSignal(
+            mallory,
             callee,
-            { action: "propose", callId: "m1", media: ["audio"] },
-            { sentAt: at(0) },
-          ),
-          callSignal(
-            callee,
-            caller,
-            { action: "proceed", callId: "m1" },
-            { resource: "phone", sentAt: at(1) },
-          ),
-          callSignal(
-            caller,
-            callee,
-            { action: "finish", callId: "m1", migratedTo: "m2" },
+            { action: "finish", callId: "x1", migratedTo: "m2" },
             { sentAt: at(2) },
-          ),
-          callSignal(
-            caller,
-            callee,
-            { action: "propose", callId: "m2", media: ["audio"] },
-            { sentAt: at(3) },
-          ),
-          callSignal(caller, callee, { action: "finish", callId: "m2" }, { sentAt: at(4) }),
-        ];
-        for (const i of order) await write(signals[i] as (typeof signals)[number]);
-        const label = `${withFinish ? "with" : "without"} m2's finish, written ${order}`;
-        const m2 = await callOf(callee, "m2");
-        expect(m2, label).toMatchObject({
-          state: withFinish ? "finished" : "accepted",
-          answeredBy: "phone",
-          answeredAt: at(1),
-        });
-        expect(await active(callee, at(10)), label).toEqual(
-          withFinish ? [] : [["m2", "in", "accepted"]],
-        );
-        // Changed by the old session's signal written last, it carries that signal's seq, so
-        // a delta sync since before it shows the change.
-        if (order.at(-1) === 1 || order.at(-1) === 2) {
-          const m1 = await callOf(callee, "m1");
-          expect(m2?.seq, label).toBeGreaterThanOrEqual(m1?.seq ?? Number.POSITIVE_INFINITY);
+          );
+          const copies = [...order.map((i) => signals[i] as (typeof signals)[number]), forged];
+          if (batching === "one batch") await write(...copies);
+          else for (const copy of copies) await write(copy);
+          const label = `${variant.name}, ${batching}, written ${order}`;
+          const m2 = await callOf(callee, "m2");
+          expect(m2, label).toMatchObject({
+            state: variant.state,
+            answeredBy: "phone",
+            answeredAt: at(1),
+          });
+          const ringing = variant.state === "accepted" ? [["m2", "in", "accepted"]] : [];
+          expect(await active(callee, at(10)), label).toEqual(ringing);
+          // Changed by the old session's signal written last, it carries that signal's seq, so
+          // a delta sync since before it shows the change.
+          if (batching === "one per batch" && (order.at(-1) === 1 || order.at(-1) === 2)) {
+            const m1 = await callOf(callee, "m1");
+            expect(m2?.seq, label).toBeGreaterThanOrEqual(m1?.seq ?? Number.POSITIVE_INFINITY);
+          }
         }
       }
     }
