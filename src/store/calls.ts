@@ -1,7 +1,8 @@
 import { and, eq, gt, inArray, isNull, or, type Placeholder, type SQL, sql } from "drizzle-orm";
+import { unionAll } from "drizzle-orm/pg-core";
 import type { CallSignal } from "../ingest/parse.js";
 import type { Db, Tx } from "./db.js";
-import { recordsOf, rowsOf } from "./json-rows.js";
+import { rowsOf } from "./json-rows.js";
 import { type CallState, calls } from "./schema/calls.js";
 import { events } from "./schema/events.js";
 
@@ -48,22 +49,56 @@ export async function loadCalls(
   keys: { accountId: number; callId: string }[],
 ): Promise<CallRow[]> {
   if (keys.length === 0) return [];
-  const records = sql`(select r."accountId", r."callId" from ${recordsOf(
-    { accountId: "bigint", callId: "text" },
-    keys,
-  )})`;
-  // Row-value INs over the exact (account, call) keys: the builder has none.
-  return tx
-    .select()
-    .from(calls)
-    .where(
-      sql`(${calls.accountId}, ${calls.callId}) in ${records}
-        or (${calls.accountId}, ${calls.migratedTo}) in ${records}
-        or (${calls.accountId}, ${calls.callId}) in (select c.account_id, c.migrated_to
-          from ${calls} c where (c.account_id, c.call_id) in ${records})`,
-    )
-    .prepare("select_calls")
-    .execute();
+  const rows = await loadCallsQuery(tx, keys).prepare("select_calls").execute();
+  const keyOf = (accountId: number, callId: string) => `${accountId} ${callId}`;
+  const wanted = new Set(keys.map((k) => keyOf(k.accountId, k.callId)));
+  // The statement reads by accounts and ids apart: keep the wanted calls, those that migrated
+  // to them, and those they migrated to.
+  const successors = new Set<string>();
+  for (const r of rows) {
+    if (r.migratedTo && wanted.has(keyOf(r.accountId, r.callId))) {
+      successors.add(keyOf(r.accountId, r.migratedTo));
+    }
+  }
+  const found = new Map<string, CallRow>();
+  for (const r of rows) {
+    const key = keyOf(r.accountId, r.callId);
+    const migratedToWanted = r.migratedTo !== null && wanted.has(keyOf(r.accountId, r.migratedTo));
+    if (wanted.has(key) || migratedToWanted || successors.has(key)) found.set(key, r);
+  }
+  return [...found.values()];
+}
+
+/**
+ * loadCalls' statement: index lookups by the keys' accounts and call ids (calls_account_call,
+ * calls_account_migrated_to), a superset of what loadCalls keeps. One statement joining the
+ * three with `or`, or joining the keys as a set, read the whole table.
+ */
+export function loadCallsQuery(db: Db | Tx, keys: { accountId: number; callId: string }[]) {
+  const accountIds = sql`array(select json_array_elements_text(${JSON.stringify([
+    ...new Set(keys.map((k) => k.accountId)),
+  ])}::json)::bigint)`;
+  const callIds = sql`array(select json_array_elements_text(${JSON.stringify([
+    ...new Set(keys.map((k) => k.callId)),
+  ])}::json))`;
+  const mine = sql`${calls.accountId} = any(${accountIds})`;
+  return unionAll(
+    db.select().from(calls).where(sql`${mine} and ${calls.callId} = any(${callIds})`),
+    db
+      .select()
+      .from(calls)
+      .where(
+        sql`${mine} and ${calls.migratedTo} is not null and ${calls.migratedTo} = any(${callIds})`,
+      ),
+    db
+      .select()
+      .from(calls)
+      .where(
+        sql`${mine} and ${calls.callId} = any(array(select c.migrated_to from ${calls} c
+          where c.account_id = any(${accountIds}) and c.call_id = any(${callIds})
+            and c.migrated_to is not null))`,
+      ),
+  );
 }
 
 /**

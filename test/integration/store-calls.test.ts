@@ -1,6 +1,7 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { activeCalls, effectiveCall } from "../../src/store/calls.js";
+import { activeCalls, effectiveCall, loadCalls, loadCallsQuery } from "../../src/store/calls.js";
+import { queryRows } from "../../src/store/db.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
 import { accounts } from "../../src/store/schema/accounts.js";
 import { calls } from "../../src/store/schema/calls.js";
@@ -528,5 +529,49 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
       endReason: "expired",
     });
     expect(await active(callee, after)).toEqual([]);
+  });
+});
+
+describe("the lookup of a batch's calls, on postgres", () => {
+  let t: TestStore;
+  beforeAll(async () => {
+    t = await openTestStore("postgres");
+  });
+  afterAll(() => t?.close());
+
+  it("finds calls by key and by migration through indexes, never reading the whole table", async () => {
+    // 300 accounts with ten calls each, every tenth migrated to a new session.
+    const copies = [];
+    for (let a = 0; a < 300; a++) {
+      const [caller, callee] = [`plan-caller${a}@example.org`, `plan-callee${a}@example.org`];
+      for (let c = 0; c < 10; c++) {
+        copies.push(callSignal(caller, callee, { action: "propose", callId: `c${c}`, media: [] }));
+      }
+      copies.push(
+        callSignal(callee, caller, { action: "proceed", callId: "c0" }),
+        callSignal(caller, callee, { action: "finish", callId: "c0", migratedTo: "c9" }),
+      );
+    }
+    await appendBatch(t.store.db, { copies }, options);
+    await t.store.db.execute(sql`analyze calls`);
+    const [callee] = await t.store.db
+      .select()
+      .from(accounts)
+      .where(eq(accounts.jid, "plan-callee7@example.org"));
+    if (!callee) throw new Error("no account");
+    const keys = [
+      { accountId: callee.id, callId: "c0" },
+      { accountId: callee.id, callId: "c9" },
+    ];
+    const found = await t.store.db.transaction((tx) => loadCalls(tx, keys));
+    expect(found.map((c) => c.callId).sort()).toEqual(["c0", "c9"]);
+    const rows = await queryRows<{ "QUERY PLAN": string }>(
+      t.store.db,
+      sql`explain (analyze, costs off) ${loadCallsQuery(t.store.db, keys)}`,
+    );
+    const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
+    expect(plan).not.toContain("Seq Scan on calls");
+    expect(plan).not.toContain("Hash");
+    expect(plan).toContain("calls_account_migrated_to");
   });
 });

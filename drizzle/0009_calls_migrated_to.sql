@@ -1,0 +1,1 @@
+CREATE INDEX "calls_account_migrated_to" ON "calls" USING btree ("account_id","migrated_to") WHERE "calls"."migrated_to" is not null;
