@@ -340,7 +340,8 @@ function readCallSignal(signal: Element, action: CallAction, envelope: Envelope)
         .filter((media) => media !== null),
     ),
     reason: readCallReason(signal, namespace),
-    migratedTo: attr(signal.getChild("migrated", namespace), "to"),
+    // A session id too long to be stored could never be the session it names: a plain finish.
+    migratedTo: usableId(attr(signal.getChild("migrated", namespace), "to")),
   };
   return { event: makeEvent(envelope, { kind: "call", call }) };
 }

@@ -102,4 +102,32 @@ describe("upgrading a PostgreSQL store", () => {
       await database.drop();
     }
   });
+
+  it("0009 forgets migration targets too long to be a session id, then indexes the rest", async () => {
+    const database = await createTestDatabase();
+    const client = postgres(database.url, { max: 1, onnotice: () => {} });
+    const folder = migrationsBefore("0009_calls_migrated_to");
+    try {
+      await migrate(drizzle(client), { migrationsFolder: folder });
+      // Longer than a btree entry may be: the index could not be built over it.
+      const long = "x".repeat(3000);
+      await client.unsafe(`
+        insert into calls (account_id, call_id, conversation_id, peer_jid, direction, state,
+          updated_at, migrated_to, seq)
+          values (1, 'a', 1, 'bob@example.org', 'in', 'finished', now(), '${long}', 1),
+            (1, 'b', 1, 'bob@example.org', 'in', 'finished', now(), 'c', 2);
+      `);
+      await migratePostgresUrl(database.url);
+      const rows = await client<{ call_id: string; migrated_to: string | null }[]>`
+        select call_id, migrated_to from calls order by call_id`;
+      expect(rows.map((r) => [r.call_id, r.migrated_to])).toEqual([
+        ["a", null],
+        ["b", "c"],
+      ]);
+    } finally {
+      await client.end();
+      rmSync(folder, { recursive: true, force: true });
+      await database.drop();
+    }
+  });
 });

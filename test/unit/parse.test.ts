@@ -853,6 +853,17 @@ describe("parseCopy: ids too long to be keys of the store", () => {
       expect(parseCopy(copyOf(chat({}, ...children)))).toEqual(accepted([], "oversized_id"));
     },
   );
+
+  it("takes a finish that migrates to a longer id as a plain finish: no stored session has it", () => {
+    const ns = "urn:xmpp:jingle-message:0";
+    const finish = xml("finish", { xmlns: ns, id: "s1" }, xml("migrated", { to: over }));
+    const parsed = parseCopy(copyOf(chat({}, finish)));
+    expect(parsed.ok && parsed.copy.events[0]?.call).toMatchObject({
+      action: "finish",
+      callId: "s1",
+      migratedTo: null,
+    });
+  });
 });
 
 describe("parseCopy: ignored copies", () => {
