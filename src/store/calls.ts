@@ -1,5 +1,15 @@
-import { and, eq, gt, inArray, isNull, or, type Placeholder, type SQL, sql } from "drizzle-orm";
-import { unionAll } from "drizzle-orm/pg-core";
+import {
+  and,
+  eq,
+  getTableColumns,
+  gt,
+  inArray,
+  isNull,
+  or,
+  type Placeholder,
+  type SQL,
+  sql,
+} from "drizzle-orm";
 import type { CallSignal } from "../ingest/parse.js";
 import type { Db, Tx } from "./db.js";
 import { rowsOf } from "./json-rows.js";
@@ -50,55 +60,37 @@ export async function loadCalls(
 ): Promise<CallRow[]> {
   if (keys.length === 0) return [];
   const rows = await loadCallsQuery(tx, keys).prepare("select_calls").execute();
-  const keyOf = (accountId: number, callId: string) => `${accountId} ${callId}`;
-  const wanted = new Set(keys.map((k) => keyOf(k.accountId, k.callId)));
-  // The statement reads by accounts and ids apart: keep the wanted calls, those that migrated
-  // to them, and those they migrated to.
-  const successors = new Set<string>();
-  for (const r of rows) {
-    if (r.migratedTo && wanted.has(keyOf(r.accountId, r.callId))) {
-      successors.add(keyOf(r.accountId, r.migratedTo));
-    }
-  }
-  const found = new Map<string, CallRow>();
-  for (const r of rows) {
-    const key = keyOf(r.accountId, r.callId);
-    const migratedToWanted = r.migratedTo !== null && wanted.has(keyOf(r.accountId, r.migratedTo));
-    if (wanted.has(key) || migratedToWanted || successors.has(key)) found.set(key, r);
-  }
-  return [...found.values()];
+  // A call may be found by more than one lookup.
+  return [...new Map(rows.map((r) => [`${r.accountId} ${r.callId}`, r])).values()];
 }
 
 /**
- * loadCalls' statement: index lookups by the keys' accounts and call ids (calls_account_call,
- * calls_account_migrated_to), a superset of what loadCalls keeps. One statement joining the
- * three with `or`, or joining the keys as a set, read the whole table.
+ * loadCalls' statement: for each key, index lookups of its call (calls_account_call), of the
+ * calls that migrated to it (calls_account_migrated_to) and of the call it migrated to. Each
+ * lookup is a lateral subquery the planner may not flatten (`offset 0`): joined as sets, or
+ * with `or`, the keys made it read the whole table.
  */
 export function loadCallsQuery(db: Db | Tx, keys: { accountId: number; callId: string }[]) {
-  const accountIds = sql`array(select json_array_elements_text(${JSON.stringify([
-    ...new Set(keys.map((k) => k.accountId)),
-  ])}::json)::bigint)`;
-  const callIds = sql`array(select json_array_elements_text(${JSON.stringify([
-    ...new Set(keys.map((k) => k.callId)),
-  ])}::json))`;
-  const mine = sql`${calls.accountId} = any(${accountIds})`;
-  return unionAll(
-    db.select().from(calls).where(sql`${mine} and ${calls.callId} = any(${callIds})`),
-    db
-      .select()
-      .from(calls)
-      .where(
-        sql`${mine} and ${calls.migratedTo} is not null and ${calls.migratedTo} = any(${callIds})`,
-      ),
-    db
-      .select()
-      .from(calls)
-      .where(
-        sql`${mine} and ${calls.callId} = any(array(select c.migrated_to from ${calls} c
-          where c.account_id = any(${accountIds}) and c.call_id = any(${callIds})
-            and c.migrated_to is not null))`,
-      ),
-  );
+  const json = JSON.stringify(keys.map((k) => ({ a: k.accountId, i: k.callId })));
+  const each = (lookup: SQL) =>
+    sql`select x.* from json_to_recordset(${json}::json) as r(a bigint, i text)
+      cross join lateral (select c.* from ${calls} c
+        where c.account_id = r.a and ${lookup} offset 0) x`;
+  // The table's columns, read as the table's, from the lookups' rows under the table's name.
+  const columns = Object.fromEntries(
+    Object.entries(getTableColumns(calls)).map(([key, column]) => [
+      key,
+      sql`${sql.identifier("calls")}.${sql.identifier(column.name)}`.mapWith(column),
+    ]),
+  ) as {
+    [K in keyof typeof calls.$inferSelect]:
+      | SQL.Aliased<(typeof calls.$inferSelect)[K]>
+      | SQL<(typeof calls.$inferSelect)[K]>;
+  };
+  return db.select(columns).from(sql`(${each(sql`c.call_id = r.i`)}
+    union all ${each(sql`c.migrated_to = r.i and c.migrated_to is not null`)}
+    union all ${each(sql`c.call_id = (select m.migrated_to from ${calls} m
+      where m.account_id = r.a and m.call_id = r.i)`)}) as ${calls}`);
 }
 
 /**
