@@ -76,22 +76,23 @@ export function loadCallsQuery(db: Db | Tx, keys: { accountId: number; callId: s
     sql`select x.* from json_to_recordset(${json}::json) as r(a bigint, i text)
       cross join lateral (select c.* from ${calls} c
         where c.account_id = r.a and ${lookup} offset 0) x`;
-  // The table's columns, read as the table's, from the lookups' rows under the table's name.
-  const columns = Object.fromEntries(
-    Object.entries(getTableColumns(calls)).map(([key, column]) => [
-      key,
-      sql`${sql.identifier("calls")}.${sql.identifier(column.name)}`.mapWith(column),
-    ]),
-  ) as {
-    [K in keyof typeof calls.$inferSelect]:
-      | SQL.Aliased<(typeof calls.$inferSelect)[K]>
-      | SQL<(typeof calls.$inferSelect)[K]>;
-  };
-  return db.select(columns).from(sql`(${each(sql`c.call_id = r.i`)}
+  return db.select(LOOKED_UP_COLUMNS).from(sql`(${each(sql`c.call_id = r.i`)}
     union all ${each(sql`c.migrated_to = r.i and c.migrated_to is not null`)}
     union all ${each(sql`c.call_id = (select m.migrated_to from ${calls} m
       where m.account_id = r.a and m.call_id = r.i)`)}) as ${calls}`);
 }
+
+/** The table's columns, read as the table's, from loadCallsQuery's rows under its name. */
+const LOOKED_UP_COLUMNS = Object.fromEntries(
+  Object.entries(getTableColumns(calls)).map(([key, column]) => [
+    key,
+    sql`${sql.identifier("calls")}.${sql.identifier(column.name)}`.mapWith(column),
+  ]),
+) as {
+  [K in keyof typeof calls.$inferSelect]:
+    | SQL.Aliased<(typeof calls.$inferSelect)[K]>
+    | SQL<(typeof calls.$inferSelect)[K]>;
+};
 
 /**
  * Folds XEP-0353 signals into each account's call rows (`existing`, from loadCalls) and writes
@@ -238,6 +239,16 @@ function moveTo(row: CallInsert, state: CallState): boolean {
   return true;
 }
 
+/** Ended by a reject or a retract, which an earlier answer or any finish outranks. */
+function declined(row: CallInsert): boolean {
+  return row.state === "rejected" || row.state === "retracted";
+}
+
+/** Ended by a reject or a retract sent after `at`. */
+function declinedAfter(row: CallInsert, at: Date): boolean {
+  return declined(row) && !!row.endedAt && row.endedAt > at;
+}
+
 function end(row: CallInsert, state: CallState, reason: EndReason, at: Date): void {
   if (isTerminal(row.state)) return;
   row.state = state;
@@ -263,11 +274,7 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
     case "proceed":
     case "accept":
       // (see reject) Written after a reject or retract sent later: the answer counts.
-      if (
-        (row.state === "rejected" || row.state === "retracted") &&
-        row.endedAt &&
-        row.endedAt > at
-      ) {
+      if (declinedAfter(row, at)) {
         row.state = "ringing";
         row.endedAt = null;
         row.endReason = null;
@@ -300,9 +307,7 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       if (row.state === "accepted") return;
       const ended = signal.action === "reject" ? "rejected" : "retracted";
       // Of a reject and a retract, too, the one sent first ends the call.
-      const endedLater =
-        (row.state === "rejected" || row.state === "retracted") && row.endedAt && row.endedAt > at;
-      if (endedLater) row.state = "ringing";
+      if (declinedAfter(row, at)) row.state = "ringing";
       end(row, ended, ended, at);
       return;
     }
@@ -310,7 +315,7 @@ function transition(row: CallInsert, u: CallUpdate, ringTimeoutMs: number, maxDu
       if (signal.migratedTo) row.migratedTo = signal.migratedTo;
       // A finish says the session was set up: a reject or retract it met lost, whatever the
       // order they were written in.
-      if (row.state === "rejected" || row.state === "retracted") row.state = "ringing";
+      if (declined(row)) row.state = "ringing";
       end(row, "finished", signal.migratedTo ? "migrated" : "finished", at);
       return;
   }
