@@ -271,6 +271,26 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
     ];
     const sets: { name: string; signals: Spec[]; view: Record<string, unknown> }[] = [
       {
+        name: "an answer, another device's later reject, the finish",
+        signals: [
+          ["caller", "propose"],
+          ["callee", "proceed", "phone"],
+          ["callee", "reject", "tablet"],
+          ["caller", "finish"],
+        ],
+        view: { state: "finished", endReason: "finished", answeredBy: "phone", answeredAt: 1 },
+      },
+      {
+        name: "a reject, another device's later answer, the finish",
+        signals: [
+          ["caller", "propose"],
+          ["callee", "reject", "tablet"],
+          ["callee", "proceed", "phone"],
+          ["caller", "finish"],
+        ],
+        view: { state: "finished", endReason: "finished", answeredBy: "phone", answeredAt: 2 },
+      },
+      {
         name: "a reject, a later answer, the caller's retract",
         signals: [
           ["caller", "propose"],
@@ -349,49 +369,6 @@ describe.each(["pglite", "postgres"] as const)("call state on %s", (driver) => {
         );
         expect(call, `${set.name}, written ${order}`).toMatchObject(expected);
       }
-    }
-  });
-
-  it("ends as finished, answered, in every write order of a reject, a later answer and the finish", async () => {
-    for (const order of permutations([0, 1, 2])) {
-      const [caller, callee] = pair();
-      await write(callSignal(caller, callee, { action: "propose", callId: "f1", media: [] }));
-      // Sent in this order: one device's reject, another's answer, the caller's finish.
-      const signals = [
-        callSignal(callee, caller, { action: "reject", callId: "f1" }, { resource: "tablet" }),
-        callSignal(callee, caller, { action: "proceed", callId: "f1" }, { resource: "phone" }),
-        callSignal(caller, callee, { action: "finish", callId: "f1" }),
-      ];
-      for (const i of order) await write(signals[i] as (typeof signals)[number]);
-      const row = await callOf(callee, "f1");
-      expect(row, `written ${order}`).toMatchObject({
-        state: "finished",
-        endReason: "finished",
-        answeredBy: "phone",
-        answeredAt: signals[1]?.sentAt,
-      });
-      expect(row && effectiveCall(row, nextTime()), `written ${order}`).toMatchObject({
-        answeredBy: "phone",
-      });
-    }
-  });
-
-  it("ends as finished in every write order of an answer, a later reject and the finish", async () => {
-    for (const order of permutations([0, 1, 2])) {
-      const [caller, callee] = pair();
-      await write(callSignal(caller, callee, { action: "propose", callId: "f0", media: [] }));
-      // Sent in this order: the answer, another device's reject, the caller's finish.
-      const signals = [
-        callSignal(callee, caller, { action: "proceed", callId: "f0" }, { resource: "phone" }),
-        callSignal(callee, caller, { action: "reject", callId: "f0" }, { resource: "tablet" }),
-        callSignal(caller, callee, { action: "finish", callId: "f0" }),
-      ];
-      for (const i of order) await write(signals[i] as (typeof signals)[number]);
-      expect(await callOf(callee, "f0"), `written ${order}`).toMatchObject({
-        state: "finished",
-        endReason: "finished",
-        answeredBy: "phone",
-      });
     }
   });
 
