@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomInt } from "node:crypto";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { type Client, client, xml } from "@xmpp/client";
@@ -24,8 +25,8 @@ export interface EjabberdInstance {
 }
 
 /**
- * An instance on ports `base + 22` (c2s), `+ 80` (HTTP API), `+ 47` (component) and `+ 71`
- * (Erlang distribution), with secrets and an SQL database named after `name`.
+ * An instance on the ports of `base` (see instancePorts), with secrets and an SQL database
+ * named after `name`.
  */
 export function instanceAt(o: {
   home: string;
@@ -34,19 +35,48 @@ export function instanceAt(o: {
   name: string;
 }): EjabberdInstance {
   const { base, domain, name } = o;
+  const [c2sPort, httpPort, componentPort, distPort] = instancePorts(base);
   return {
     home: o.home,
     domain,
-    service: `xmpp://127.0.0.1:${base + 22}`,
-    c2sPort: base + 22,
-    httpPort: base + 80,
-    componentPort: base + 47,
-    distPort: base + 71,
+    service: `xmpp://127.0.0.1:${c2sPort}`,
+    c2sPort,
+    httpPort,
+    componentPort,
+    distPort,
     observerJid: `observer@${domain}`,
     observerPassword: `observer-${name}-password`,
     pushSecret: `push-${name}-secret`,
     sql: `postgres://postgres@127.0.0.1:5432/syncside_ejabberd_${name}_${base}`,
   };
+}
+
+/** The ports an instance at `base` listens on: c2s, HTTP API, component, Erlang distribution. */
+function instancePorts(base: number): [number, number, number, number] {
+  return [base + 22, base + 80, base + 47, base + 71];
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A port base, `from` plus a multiple of 100 below `to`, none of whose instance ports anything
+ * listens on now: another instance (the benchmark's own, a developer's) may hold a base picked
+ * blindly.
+ */
+export async function freeInstanceBase(from: number, to: number): Promise<number> {
+  const bases = Math.floor((to - from) / 100);
+  for (let attempt = 0; attempt < 2 * bases; attempt++) {
+    const base = from + 100 * randomInt(0, bases);
+    const free = await Promise.all(instancePorts(base).map(portFree));
+    if (free.every(Boolean)) return base;
+  }
+  throw new Error(`no port base in [${from}, ${to}) has all its ports free`);
 }
 
 export function testInstance(root: string): EjabberdInstance {

@@ -1,4 +1,3 @@
-import { randomInt } from "node:crypto";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +12,7 @@ import {
   createUser,
   type EjabberdInstance,
   ejabberdScript,
+  freeInstanceBase,
   instanceAt,
   type TestUser,
 } from "./ejabberd.js";
@@ -177,7 +177,9 @@ export async function runFaultScenario(o: FaultScenarioOptions): Promise<FaultRe
         : rm(work, { recursive: true, force: true }),
     );
 
-    const base = Number(process.env.FAULT_EJABBERD_PORT_BASE ?? 26200 + 100 * randomInt(0, 40));
+    const base = process.env.FAULT_EJABBERD_PORT_BASE
+      ? Number(process.env.FAULT_EJABBERD_PORT_BASE)
+      : await freeInstanceBase(26200, 30200);
     const ejabberd = faultInstance(join(work, "ejabberd"), base);
     const stopEjabberd = () => ejabberdScript(o.root, ejabberd, "stop").then(() => {});
     await dropDatabase(new URL(ejabberd.sql).pathname.slice(1));
