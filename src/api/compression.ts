@@ -10,5 +10,12 @@ const gzip = compress();
  * no secret (a token's secret is only ever in a POST answer), so compressing them next to
  * content an attacker chose reveals nothing (BREACH).
  */
-export const compressReads: MiddlewareHandler = (c, next) =>
-  c.req.method === "GET" ? gzip(c, next) : next();
+export const compressReads: MiddlewareHandler = (c, next) => {
+  if (c.req.method !== "GET") return next();
+  // Set before the answer exists, Vary is built into it. Hono's middleware adds it afterwards
+  // otherwise, and a header added to a finished answer makes Hono rebuild it around a web
+  // stream (the Node adapter's buffered answer is no longer used): that doubled what a sync
+  // that is not compressed allocated, web streams and all.
+  c.header("vary", "Accept-Encoding");
+  return gzip(c, next);
+};

@@ -33,6 +33,21 @@ describe("compressReads", () => {
     expect(await plain.json()).toEqual(big);
   });
 
+  it("passes an answer it does not compress on as the route built it, Vary and all", async () => {
+    // Rebuilt, an answer the Node adapter holds as a buffer would become a web stream.
+    let built: Response | undefined;
+    const a = new Hono();
+    a.use(compressReads);
+    a.get("/big", (c) => {
+      built = c.json(big);
+      return built;
+    });
+    const res = await a.request("/big");
+    expect(res).toBe(built);
+    expect(res.headers.get("vary")).toMatch(/accept-encoding/i);
+    expect(res.headers.get("content-encoding")).toBeNull();
+  });
+
   it("never compresses what is not a GET answer, where a secret may stand", async () => {
     const res = await app().request("/big", { method: "POST", headers: gzip });
     expect(res.headers.get("content-encoding")).toBeNull();
