@@ -1,6 +1,7 @@
 import proxyaddr from "proxy-addr";
 import { z } from "zod";
 import { plainly } from "./validation.js";
+import { prepBareJid } from "./xmpp/jid-prep.js";
 
 /** Thrown by loadConfig with one line per bad variable; main.ts prints it and exits. */
 export class ConfigError extends Error {
@@ -41,8 +42,8 @@ const duration = (fallback: string) =>
 const bareJid = z
   .string()
   .trim()
-  .toLowerCase()
-  .regex(/^[^@/\s]+@[^@/\s]+$/, "expected a bare JID like name@example.org");
+  .transform(prepBareJid)
+  .pipe(z.string().regex(/^[^@/\s]+@[^@/\s]+$/, "expected a bare JID like name@example.org"));
 
 const jidList = z
   .string()
@@ -50,7 +51,7 @@ const jidList = z
   .transform((v) =>
     v
       .split(",")
-      .map((s) => s.trim().toLowerCase())
+      .map((s) => s.trim())
       .filter(Boolean),
   )
   .pipe(z.array(bareJid));

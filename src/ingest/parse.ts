@@ -1,5 +1,6 @@
 import { parse as parseJid } from "@xmpp/jid";
 import type { Element } from "@xmpp/xml";
+import { prepJidPart } from "../xmpp/jid-prep.js";
 
 /**
  * The largest original stored, in UTF-8 bytes as it is serialised again (about its size on the
@@ -522,8 +523,9 @@ function checkAddress(value: string): Address | null {
   const resource = slash === -1 ? null : value.slice(slash + 1);
   const bare = slash === -1 ? value : value.slice(0, slash);
   const at = bare.indexOf("@");
-  const local = at === -1 ? null : bare.slice(0, at);
-  const domain = at === -1 ? bare : bare.slice(at + 1);
+  // As ejabberd compares them: one account, one spelling, whichever a client wrote.
+  const local = at === -1 ? null : prepJidPart(bare.slice(0, at));
+  const domain = prepJidPart(at === -1 ? bare : bare.slice(at + 1));
   const parts = [local, domain, resource].filter((part) => part !== null);
   if (
     parts.some((part) => part === "" || Buffer.byteLength(part, "utf8") > MAX_JID_PART_BYTES) ||
@@ -533,7 +535,7 @@ function checkAddress(value: string): Address | null {
     return null;
   }
   try {
-    const jid = parseJid(value);
+    const jid = parseJid(local === null ? domain : `${local}@${domain}`);
     return { bare: jid.bare().toString(), local: jid.getLocal(), resource: resource };
   } catch {
     return null;

@@ -162,6 +162,22 @@ describe("/v1/conversations", () => {
       );
     });
 
+    it("finds a peer however it is spelt, as ejabberd compares JIDs", async () => {
+      const { alice, bob } = people();
+      await write(msg(bob, alice, "m1", "hi"));
+      const token = await h.token(alice);
+      const [local, domain] = bob.split("@") as [string, string];
+      const spelt = `${local[0]}\u00AD${local.slice(1).toUpperCase()}\u200B@${domain}`;
+      expect(
+        await call("GET", `/v1/conversations/${encodeURIComponent(spelt)}`, token, 200),
+      ).toMatchObject({ peer: bob, unread_count: 1 });
+      // Nothing is left of this one: not a JID, and no conversation is made for it.
+      const nothing = encodeURIComponent(`\u00AD\u200B@${domain}`);
+      expect(
+        await call("PATCH", `/v1/conversations/${nothing}`, token, 400, { pinned: true }),
+      ).toMatchObject({ code: "validation_failed" });
+    });
+
     it("answers 404 for a peer without a conversation, and never shows another account's", async () => {
       const { alice, bob, carol } = people();
       await write(msg(alice, carol, "secret", "alice and carol only"));

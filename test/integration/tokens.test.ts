@@ -154,6 +154,32 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
       expect(listed.tokens.map((t) => t.label)).toEqual([""]);
     });
 
+    it("takes a JID spelt with full-width letters or invisible characters for the account itself", async () => {
+      // ejabberd prepares the name (nodeprep) and logs these in as alice: so must the token.
+      const alice = await createUser(ejabberd, "alice");
+      const [local, domain] = alice.jid.split("@") as [string, string];
+      const fullWidth = [...local.toUpperCase()]
+        .map((ch) => (/[A-Z]/.test(ch) ? String.fromCodePoint(ch.charCodeAt(0) + 0xfee0) : ch))
+        .join("");
+      const issued: Issued[] = [];
+      for (const jid of [
+        `${fullWidth}@${domain}`,
+        `${local[0]}\u00AD${local.slice(1)}\u200B@${domain}`,
+      ]) {
+        const res = await login(h.app, { jid, password: alice.password });
+        expect(res.status).toBe(201);
+        issued.push(await expectContract<Issued>(res, "POST", "/v1/tokens"));
+      }
+      expect(issued.map((t) => t.jid)).toEqual([alice.jid, alice.jid]);
+      // One account: each token lists both.
+      const listed = await expectContract<Listed>(
+        await list(issued[0]?.token ?? ""),
+        "GET",
+        "/v1/tokens",
+      );
+      expect(listed.tokens.map((t) => t.id).sort()).toEqual(issued.map((t) => t.id).sort());
+    });
+
     it("refuses a revoked or an expired token on every route that takes one", async () => {
       const user = `gone-${addresses}@example.org`;
       const [revoked, expired] = [await h.token(user, "admin"), await h.token(user, "admin")];
@@ -320,6 +346,21 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
       await loginOk(alice);
     });
 
+    it("counts every spelling of a JID that ejabberd takes for it as that JID", async () => {
+      const alice = await createUser(ejabberd, "alice");
+      const [local, domain] = alice.jid.split("@") as [string, string];
+      // Each a different string, each alice to ejabberd: none may open a fresh allowance.
+      const spellings = Array.from(
+        { length: 5 },
+        (_, i) => `${local.slice(0, i + 1)}\u00AD${local.slice(i + 1)}@${domain.toUpperCase()}`,
+      );
+      for (const jid of spellings) {
+        expect((await login(h.app, { jid, password: "guess" })).status).toBe(401);
+      }
+      const sixth = await login(h.app, { jid: `\uFEFF${alice.jid}`, password: alice.password });
+      expect(sixth.status).toBe(429);
+    });
+
     it("refuses a client address after 20 failures, whatever the JID, and limits IPv6 per /64", async () => {
       const alice = await createUser(ejabberd, "alice");
       const failures = await Promise.all(
@@ -414,6 +455,16 @@ describe("tokens: POST /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{id}", () =
         "an empty password",
         { jid: "alice@example.test", password: "" },
         "password: must not be empty",
+      ],
+      [
+        "a password over 1,024 characters",
+        { jid: "alice@example.test", password: "p".repeat(1025) },
+        "password: Too big: expected string to have <=1024 characters",
+      ],
+      [
+        "a local part of invisible characters only",
+        { jid: "\u00AD\u200B@example.test", password: "pw" },
+        "jid: expected a bare JID like alice@example.org",
       ],
       [
         "a label over 100 characters",

@@ -73,7 +73,7 @@ describe("loadConfig", () => {
       DATABASE_URL: "postgres://u@db:5432/syncside",
       PORT: "9000",
       XMPP_DOMAIN: "Example.ORG",
-      ADMIN_JIDS: " Root@example.org , ops@example.org ",
+      ADMIN_JIDS: " Root@example.org , o\u00ADps@ＥXAMPLE.org ",
       TOKEN_TTL: "12h",
       CALL_RING_TIMEOUT: "45",
       INGEST: "off",

@@ -305,6 +305,24 @@ describe("parseCopy: messages", () => {
     );
   });
 
+  it("spells JIDs as ejabberd compares them: full-width and invisible characters prepared away", () => {
+    // Both are alice and bob to ejabberd (nodeprep); one account must not become two.
+    const original = chat(
+      { from: "\uFF21lice@example.org/Phone", to: "b\u00ADob\u200B@EXAMPLE.org/Desk" },
+      xml("body", {}, "x"),
+    );
+    const parsed = parseCopy(copyOf(original));
+    expect(parsed).toMatchObject({
+      ok: true,
+      copy: { events: [{ from: "alice@example.org", to: "bob@example.org" }] },
+    });
+  });
+
+  it("rejects a JID whose local part is nothing once prepared", () => {
+    const original = chat({ to: "\u00AD\u200B@example.org" }, xml("body", {}, "x"));
+    expect(parseCopy(copyOf(original))).toMatchObject({ ok: false });
+  });
+
   it("reports a sender without resource as fromResource null", () => {
     const original = chat({ from: "alice@example.org" }, xml("body", {}, "x"));
     expect(parseCopy(copyOf(original))).toEqual(

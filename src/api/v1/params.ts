@@ -2,6 +2,7 @@ import { z } from "@hono/zod-openapi";
 import { AppError } from "../../errors.js";
 import type { Db } from "../../store/db.js";
 import { type ConversationRow, findConversation } from "../../store/sync.js";
+import { prepBareJid } from "../../xmpp/jid-prep.js";
 import { unstorableText } from "../schemas.js";
 
 /** The years 1–9999 in epoch milliseconds: the times RFC 3339 and PostgreSQL both take. */
@@ -63,10 +64,7 @@ export const PeerParams = z.object({
     .string()
     .max(3071)
     .regex(BARE_JID, "expected a bare JID like bob@example.org")
-    .refine(
-      (jid) => jid.split("@").every((part) => Buffer.byteLength(part) <= MAX_JID_PART_BYTES),
-      `each part of the JID must be at most ${MAX_JID_PART_BYTES} bytes`,
-    )
+    .refine(withinPartLimit, `each part of the JID must be at most ${MAX_JID_PART_BYTES} bytes`)
     .openapi({
       param: { name: "peer", in: "path" },
       description:
@@ -94,9 +92,20 @@ export function decodeCursor<T>(text: string, schema: z.ZodType<T>): T {
   return result.data;
 }
 
-/** JIDs compare case-insensitively; ingest stores them lower-cased. */
+/**
+ * A peer as ingest stores it: spelt as ejabberd compares JIDs (see prepBareJid), and checked
+ * again, since preparing drops characters ("\u00AD@example.org" has no local part left).
+ */
 export function normalizePeer(peer: string): string {
-  return peer.toLowerCase();
+  const prepared = prepBareJid(peer);
+  if (!BARE_JID.test(prepared) || !withinPartLimit(prepared)) {
+    throw new AppError("validation_failed", `peer: ${peer} is not a JID once prepared`);
+  }
+  return prepared;
+}
+
+function withinPartLimit(jid: string): boolean {
+  return jid.split("@").every((part) => Buffer.byteLength(part) <= MAX_JID_PART_BYTES);
 }
 
 /**

@@ -8,6 +8,7 @@ import proxyaddr from "proxy-addr";
 import { type Config, trustOf } from "../../config.js";
 import { AppError } from "../../errors.js";
 import { tokens } from "../../store/schema/tokens.js";
+import { prepBareJid } from "../../xmpp/jid-prep.js";
 import { verifyPassword } from "../../xmpp/verify-password.js";
 import { accountRoute, ensureAccount, issueToken, scopeNow } from "../auth.js";
 import type { App, AppEnv } from "../context.js";
@@ -34,11 +35,20 @@ const TokenRequest = z
     jid: z
       .string()
       .trim()
-      .toLowerCase()
       .max(2047)
       .regex(BARE_JID, "expected a bare JID like alice@example.org")
+      // Spelt as ejabberd compares JIDs, so "al\u00ADice" and "ＡＬＩＣＥ" are alice everywhere:
+      // her login limit, the account her token reads, the name checked with ejabberd.
+      .transform(prepBareJid)
+      // Checked again: preparing drops characters, and may leave no local part.
+      .pipe(z.string().regex(BARE_JID, "expected a bare JID like alice@example.org"))
       .openapi({ example: "alice@example.org", description: "an account of this server" }),
-    password: z.string().min(1, "must not be empty").openapi({ example: "correct horse" }),
+    password: z
+      .string()
+      .min(1, "must not be empty")
+      // SCRAM hashes the password once per iteration: a megabyte of it is CPU, not a password.
+      .max(1024)
+      .openapi({ example: "correct horse" }),
     label: z
       .string()
       .max(100)
