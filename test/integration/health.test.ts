@@ -69,5 +69,9 @@ describe("operations routes", () => {
     expect((await h.app.request("/v1/conversations/a/b/c", { method: "PUT" })).status).toBe(404);
     const asset = await h.app.request("/docs/assets/no-such-file.js");
     expect([asset.status, asset.headers.get("allow")]).toEqual([404, null]);
+    // Names every object has are no assets either.
+    for (const name of ["constructor", "__proto__", "toString", "hasOwnProperty"]) {
+      expect((await h.app.request(`/docs/assets/${name}`)).status).toBe(404);
+    }
   });
 });
