@@ -155,14 +155,23 @@ export class Observer {
       });
     });
 
-    await retryForever(() => xmpp.start(), {
-      signal: this.stopping.signal,
-      onError: (err, delayMs) =>
-        this.o.logger.warn(
-          { err: String(err), retryInMs: delayMs },
-          "observer login failed, retrying",
-        ),
-    });
+    await retryForever(
+      async () => {
+        // A refused login (the observer not registered yet, a wrong password, ejabberd's auth
+        // backend still starting) leaves the stream open: start() only begins from offline,
+        // and ejabberd closes an unauthenticated stream only after its own timeout.
+        if (xmpp.status !== "offline") await xmpp.stop().catch(() => {});
+        return xmpp.start();
+      },
+      {
+        signal: this.stopping.signal,
+        onError: (err, delayMs) =>
+          this.o.logger.warn(
+            { err: String(err), retryInMs: delayMs },
+            "observer login failed, retrying",
+          ),
+      },
+    );
   }
 
   async stop(): Promise<void> {
