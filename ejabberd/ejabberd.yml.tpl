@@ -135,6 +135,8 @@ modules:
     ## account must archive all the copies mod_syncside sends it.
     default: always
     assume_mam_usage: true
+  ## Also keeps the observer's copies that its archive failed to store
+  ## while syncside is away (see mod_syncside).
   mod_offline:
     access_max_user_messages: max_user_offline_messages
   mod_ping: {}

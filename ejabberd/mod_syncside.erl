@@ -106,8 +106,10 @@ reload(_Host, _NewOpts, _OldOpts) ->
 
 %% Without MAM the copies would not be durable (and the <offline/> element
 %% keeps them out of offline storage), so the module is pointless without it.
+%% mod_offline keeps the copies the archive failed to take while syncside is
+%% away (see deliver/1); without it they are lost (but logged).
 depends(_Host, _Opts) ->
-    [{mod_mam, hard}].
+    [{mod_mam, hard}, {mod_offline, soft}].
 
 mod_opt_type(observer) ->
     econf:jid().
@@ -125,7 +127,10 @@ mod_doc() ->
            <<"Not copied: groupchat, error and headline messages, carbons, "
              "MAM results, MUC private messages, messages flushed from "
              "offline storage, stream management resends, and the "
-             "observer's own traffic. Requires mod_mam.">>],
+             "observer's own traffic. Requires mod_mam.">>,
+           <<"A copy the archive fails to store is logged as an error and "
+             "sent to the observer without the offline marker: live while "
+             "it is online, else into its offline storage (mod_offline).">>],
       opts =>
           [{observer,
             #{value => "JID",
@@ -303,32 +308,87 @@ make_copy(Msg, Observer, SenderArchiveID, Parties) ->
 %% 10,000 copies lost across a restart). Marked as archived, the copy is then
 %% only delivered: mod_mam does not store it a second time, and the observer
 %% sees the same <stanza-id/> as before. Without mod_mam, it is only routed.
--spec archive_first(message()) -> {archived | routed, message()}.
+%%
+%% A copy whose archive write failed is `unarchived`: see deliver/1.
+-spec archive_first(message()) -> {archived | unarchived | routed, message()}.
 archive_first(#message{to = #jid{lserver = LServer}} = Copy) ->
     case gen_mod:is_loaded(LServer, mod_mam) of
         false ->
             {routed, Copy};
         true ->
-            WithId = xmpp:put_meta(Copy, stanza_id,
-                                   erlang:system_time(microsecond)),
-            case mod_mam:offline_message({bounce, WithId}) of
-                {archived, Archived} -> {archived, Archived};
-                _ -> {routed, Copy}
+            ID = erlang:system_time(microsecond),
+            WithId = xmpp:put_meta(Copy, stanza_id, ID),
+            case store_in_archive(WithId, ID) of
+                ok ->
+                    {archived, mark_archived(WithId, ID)};
+                {error, Reason} ->
+                    ?ERROR_MSG("mod_syncside: copy ~ts not archived for ~ts: "
+                               "~0p; sending it to the observer's session, or "
+                               "to its offline storage while it is away",
+                               [Copy#message.id,
+                                jid:encode(Copy#message.to), Reason]),
+                    {unarchived, Copy}
             end
     end.
+
+%% Writes the copy as mod_mam:offline_message/1 does for an offline recipient
+%% (store_mam_message/7: the same backend call with the same arguments), but
+%% checks the result. In 23.01 store_mam_message/7 drops what the backend
+%% returns, so mod_mam reports a copy as archived when the INSERT failed (the
+%% database restarting, a query timeout, a full pool). The observer's archive
+%% preferences are not consulted: it must keep every copy.
+-spec store_in_archive(message(), integer()) -> ok | {error, term()}.
+store_in_archive(#message{from = Peer,
+                          to = #jid{luser = LUser, lserver = LServer}} = Copy,
+                 ID) ->
+    try
+        Mod = gen_mod:db_mod(LServer, mod_mam),
+        Mod:store(xmpp:encode(Copy), ejabberd_router:host_of_route(LServer),
+                  {LUser, LServer}, chat, Peer, <<>>, recv, ID)
+    of
+        ok -> ok;
+        {error, _} = Err -> Err;
+        Other -> {error, Other}
+    catch Class:Reason ->
+            {error, {Class, Reason}}
+    end.
+
+%% What mod_mam:mark_stored_msg/2 does to a message it archived: the
+%% <stanza-id/> the observer sees live (which also keeps mod_mam from storing
+%% it again on the way) and the mam_archived meta.
+-spec mark_archived(message(), integer()) -> message().
+mark_archived(#message{to = To} = Copy, ID) ->
+    By = jid:remove_resource(To),
+    BinID = integer_to_binary(ID),
+    Els = [#mam_archived{by = By, id = BinID}, #stanza_id{by = By, id = BinID}
+           | xmpp:get_els(Copy)],
+    xmpp:put_meta(xmpp:set_els(Copy, Els), mam_archived, true).
 
 %% Routes a copy to the observer's session, once archived only while the
 %% observer is available: routed to an unavailable observer, an archived copy
 %% (which mod_mam and, for its <offline/>, mod_offline both leave alone) was
 %% bounced by ejabberd_sm with an error for every message. syncside reads
 %% such copies from the archive when it connects, as any it was not online for.
--spec deliver({archived | routed, message()}) -> ok.
+%%
+%% A copy the archive did not take must not be dropped: it is routed without
+%% its <offline/> marker, so that ejabberd_sm delivers it to an available
+%% observer and otherwise mod_offline spools it (for its <store/> hint, whatever
+%% store_empty_body says) until syncside's next login. Its from_offline meta
+%% keeps mod_mam from trying again on the way: that attempt would be unchecked,
+%% and a copy it wrongly marked archived is one mod_offline does not spool under
+%% use_mam_for_storage. A write that failed yet landed makes syncside see the
+%% copy twice, once from the archive: it keeps one, by the copy's id.
+-spec deliver({archived | unarchived | routed, message()}) -> ok.
 deliver({archived, #message{to = #jid{luser = LUser, lserver = LServer}} = Copy}) ->
     case [P || {P, _} <- ejabberd_sm:get_user_present_resources(LUser, LServer),
                is_integer(P), P >= 0] of
         [] -> ok;
         _ -> ejabberd_router:route(Copy)
     end;
+deliver({unarchived, #message{sub_els = Els} = Copy}) ->
+    Spoolable = Copy#message{sub_els = [El || El <- Els,
+                                              not is_record(El, offline)]},
+    ejabberd_router:route(xmpp:put_meta(Spoolable, from_offline, true));
 deliver({routed, Copy}) ->
     ejabberd_router:route(Copy).
 
