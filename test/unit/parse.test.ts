@@ -387,6 +387,30 @@ describe("parseCopy: messages", () => {
     });
   });
 
+  it("reads a copy flushed from offline storage by the forwarded stamp, not the storage's", () => {
+    // As ejabberd 23.01 delivered a copy its archive had refused, spooled by mod_offline while
+    // the observer was away, at the observer's next login.
+    const flushed = parseXml(
+      `<message xmlns="jabber:client" to="observer@example.org" from="example.org" id="tap-HOJNJR4EJA-5a95751cb4ad1fd1eade">` +
+        `<forwarded xmlns="urn:xmpp:forward:0"><message xmlns="jabber:client" xml:lang="en" to="bob@example.org" from="alice@example.org/phone" type="chat" id="away-1"><body>away 1</body></message>` +
+        `<delay xmlns="urn:xmpp:delay" stamp="2026-11-27T07:54:40.666095Z"/></forwarded>` +
+        `<tap xmlns="urn:syncside:tap:0" from-local="true" to-local="true" sender-archive-id="1795766080664975"/>` +
+        `<store xmlns="urn:xmpp:hints"/>` +
+        `<delay xmlns="urn:xmpp:delay" from="example.org" stamp="2026-11-27T07:54:41.667069Z">Offline Storage</delay>` +
+        `</message>`,
+    );
+    const result = parseCopy(flushed);
+    expect(result.ok && result.copy).toMatchObject({
+      copyId: "tap-HOJNJR4EJA-5a95751cb4ad1fd1eade",
+      origin: "example.org",
+      senderArchiveId: "1795766080664975",
+      fromLocal: true,
+      toLocal: true,
+      sentAt: new Date("2026-11-27T07:54:40.666Z"),
+      events: [{ kind: "message", ...ALICE, messageId: "away-1", body: "away 1" }],
+    });
+  });
+
   it("reads a stamp with a zone offset and a fraction of any length (XEP-0082)", () => {
     const result = parseCopy(
       copyOf(chat({}, xml("body", {}, "x")), { stamp: "2026-11-26T09:30:00.5+01:30" }),
