@@ -17,6 +17,8 @@ export interface IngestOptions {
   stats: IngestStats;
   signal: AbortSignal;
   standbyPollMs?: number;
+  /** see ObserverOptions.maxPendingLive */
+  maxPendingLive?: number;
 }
 
 /** Whether a bare JID belongs to one of this server's domains. */
@@ -80,6 +82,7 @@ export async function runIngest(o: IngestOptions): Promise<void> {
       logger: log,
       checkpointSource: source,
       lookBackMs: o.config.ingestLookBackMs,
+      maxPendingLive: o.maxPendingLive,
     });
     const stopped = new Promise<void>((resolve) =>
       o.signal.addEventListener("abort", () => resolve(), { once: true }),

@@ -30,7 +30,16 @@ export interface ObserverOptions {
   /** how far behind the checkpoint each catch-up starts, in ms */
   lookBackMs: number;
   pingIntervalMs?: number;
+  /** live copies waiting to be written above which the observer disconnects (see onStanza) */
+  maxPendingLive?: number;
 }
+
+/**
+ * Live copies come as fast as ejabberd routes them, whether the store keeps up or not: about
+ * 1,000 a second, a few KB of heap each while they wait. Held for a database that is down, they
+ * would fill the heap in minutes; 20,000 is tens of MB.
+ */
+const MAX_PENDING_LIVE = 20_000;
 
 /**
  * Replaces the handler between xmpp.js 0.14's socket and its parser, which has two faults.
@@ -112,6 +121,8 @@ export function declineStreamManagement(xmpp: Client): void {
 export class Observer {
   private xmpp: Client | null = null;
   private live = false;
+  /** live copies handed to the pipeline and not written yet */
+  private pendingLive = 0;
   private generation = 0;
   private pingTimer: NodeJS.Timeout | null = null;
   private settleTimer: NodeJS.Timeout | null = null;
@@ -293,9 +304,27 @@ export class Observer {
       archiveId:
         this.live && !this.settling ? ((sid?.attrs.id as string | undefined) ?? null) : null,
     };
-    this.o.pipeline.push([item]).catch((err) => {
-      this.o.logger.warn({ err }, "live copy not written; the next catch-up reads it again");
-    });
+    this.pendingLive++;
+    this.o.pipeline
+      .push([item])
+      .catch((err) => {
+        this.o.logger.warn({ err }, "live copy not written; the next catch-up reads it again");
+      })
+      .finally(() => {
+        this.pendingLive--;
+      });
+    // The store is not keeping up (the database is down, or slow): stop taking live copies.
+    // Those received are kept and written when it can; the rest wait in the observer's archive
+    // (or offline storage) for the next connection, whose catch-up waits on the store's commits
+    // before it sends presence and lets live copies come again.
+    if (this.live && this.pendingLive > (this.o.maxPendingLive ?? MAX_PENDING_LIVE)) {
+      this.o.logger.warn(
+        { pending: this.pendingLive },
+        "live copies arrive faster than the store writes them; reconnecting to catch up instead",
+      );
+      this.live = false;
+      void this.xmpp?.disconnect().catch(() => {});
+    }
   }
 
   private startPing(generation: number): void {

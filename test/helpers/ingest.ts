@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { loadConfig } from "../../src/config.js";
-import { runIngest } from "../../src/ingest/leader.js";
+import { type IngestOptions, runIngest } from "../../src/ingest/leader.js";
 import { Pipeline, type PipelineOptions } from "../../src/ingest/pipeline.js";
 import { IngestStats } from "../../src/ingest/stats.js";
 import { createLogger } from "../../src/logger.js";
@@ -32,6 +32,7 @@ export async function startIngest(
   store: Store,
   i: EjabberdInstance,
   env: Record<string, string> = {},
+  options: Pick<IngestOptions, "maxPendingLive"> = {},
 ): Promise<RunningIngest> {
   const config = loadConfig({ ...ingestEnv(i), ...env });
   // The shared test observer's archive holds every earlier test's copies; a fresh database
@@ -52,6 +53,7 @@ export async function startIngest(
     stats,
     signal: controller.signal,
     standbyPollMs: 200,
+    ...options,
   });
   await waitFor(() => stats.connected && !stats.catchingUp, {
     timeoutMs: 30_000,
