@@ -32,7 +32,7 @@ const DEFAULT_THROTTLE_MS = 30_000;
 
 /**
  * APNs over HTTP/2 with token auth: one long-lived connection per environment, reopened when
- * Apple closes it (GOAWAY, idle) or it fails.
+ * Apple closes it (GOAWAY, idle), it fails, or a request on it gets no answer in time.
  */
 export class ApnsClient {
   private readonly sessions = new Map<string, http2.ClientHttp2Session>();
@@ -93,12 +93,15 @@ export class ApnsClient {
     body: string,
   ): Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: string }> {
     return new Promise((resolve, reject) => {
-      const stream = this.session(environment).request(headers);
+      const session = this.session(environment);
+      const stream = session.request(headers);
       const chunks: Buffer[] = [];
       let responseHeaders: http2.IncomingHttpHeaders = {};
       stream.setTimeout(this.options.timeoutMs ?? 5000, () => {
-        stream.close(http2.constants.NGHTTP2_CANCEL);
         reject(new Error("APNs request timed out"));
+        // A flow dropped without FIN or RST (NAT, firewall) looks like this too, and every later
+        // request on the session would wait as long: the next try connects afresh.
+        session.destroy(new Error("APNs connection stopped answering"));
       });
       stream.on("response", (h) => {
         responseHeaders = h;

@@ -56,11 +56,30 @@ export async function startApns(options: { publicKey: KeyObject; keyId: string; 
   const hits: ApnsHit[] = [];
   const requests: ApnsHit[] = [];
   const refused: string[] = [];
-  const state: { answer: (hit: ApnsHit) => ProviderAnswer | undefined } = {
+  const state: {
+    answer: (hit: ApnsHit) => ProviderAnswer | undefined;
+    /** how many of the next connections never answer, as one whose flow a NAT dropped */
+    silentSessions: number;
+  } = {
     answer: () => undefined,
+    silentSessions: 0,
   };
+  const stats = { sessions: 0 };
+  const silent = new WeakSet<http2.Http2Session>();
   const server = http2.createSecureServer({ cert, key });
+  server.on("session", (session) => {
+    stats.sessions++;
+    if (state.silentSessions > 0) {
+      state.silentSessions--;
+      silent.add(session);
+    }
+  });
   server.on("stream", (stream, headers) => {
+    if (stream.session && silent.has(stream.session)) {
+      // Never answered; the client gives up on the connection at last (GOAWAY with an error).
+      stream.on("error", () => {});
+      return;
+    }
     const chunks: Buffer[] = [];
     stream.on("data", (c: Buffer) => chunks.push(c));
     stream.on("end", async () => {
@@ -121,6 +140,8 @@ export async function startApns(options: { publicKey: KeyObject; keyId: string; 
     /** reasons of requests refused by the checks above (must stay empty) */
     refused,
     state,
+    /** connections opened to it */
+    stats,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -734,6 +734,41 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     apns.state.answer = () => undefined;
   });
 
+  it("connects afresh after a request APNs never answered, rather than wait on that connection again", async () => {
+    const alertToken = hexToken();
+    const client = new ApnsClient({
+      signer: new ApnsTokenSigner(
+        apnsKey.privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+        "KEYID12345",
+        "TEAM123456",
+      ),
+      productionUrl: apns.url,
+      sandboxUrl: apns.url,
+      ca: apns.ca,
+      timeoutMs: 300,
+    });
+    const push = {
+      environment: "sandbox",
+      token: alertToken,
+      topic: APP,
+      pushType: "alert",
+      priority: 10,
+      payload: "{}",
+    } as const;
+    // The connection's flow is gone (a NAT forgot it): no answer, no reset, ever.
+    apns.state.silentSessions = 1;
+    const sessions = apns.stats.sessions;
+    try {
+      expect(await client.send(push)).toMatchObject({ ok: false, kind: "unavailable" });
+      expect(await client.send(push)).toEqual({ ok: true });
+    } finally {
+      client.close();
+      apns.state.silentSessions = 0;
+    }
+    expect(apns.stats.sessions - sessions).toBe(2);
+    expect(hitsFor(alertToken)).toHaveLength(1);
+  });
+
   describe("REST /v1/push/devices", () => {
     const fresh = () => h.token(`dora-${randomBytes(3).toString("hex")}@${ejabberd.domain}`);
     const post = (token: string, body: unknown) =>
