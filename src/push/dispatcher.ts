@@ -119,6 +119,7 @@ const GONE: PublishAnswer = {
 export class PushDispatcher {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly lastAlertAt = new Map<string, number>();
+  /** per device and kind of push: a throttled alert must not hold up a call's ring */
   private readonly backoffUntil = new Map<string, number>();
   private readonly followUps = new Map<
     string,
@@ -235,15 +236,12 @@ export class PushDispatcher {
     limit: Limit | null,
   ): Promise<PublishAnswer> {
     const now = this.clock();
-    const backoff = this.backoffUntil.get(device.id) ?? 0;
-    if (backoff > now) {
-      this.followUp(device.id, backoff, limit);
-      this.outcome(device, "alert", "deferred");
-      return OK;
-    }
     const work = await this.waitForWork(device, deadline, limit);
     this.lookedUpTo.set(device.id, Math.max(this.lookedUpTo.get(device.id) ?? 0, work.lastSeq));
-    if (work.call) return this.sendCall(device, work.call, work, limit);
+    // A call the provider throttles rings when its back-off ends; an alert may go meanwhile.
+    if (work.call && !this.backedOff(device, "voip", now, limit)) {
+      return this.sendCall(device, work.call, work, limit);
+    }
     if (!work.message) {
       // Nothing up to here will ever need an alert (read and retracted stay so, a message that
       // came while muted is never alerted, and later writes get later seqs): the next publish
@@ -252,6 +250,7 @@ export class PushDispatcher {
       if (!limit) await this.markAlerted(device, work.lastSeq);
       return OK;
     }
+    if (this.backedOff(device, "alert", now, limit)) return OK;
 
     const last = this.lastAlertAt.get(device.id);
     if (last !== undefined && now - last < this.o.coalesceMs) {
@@ -261,6 +260,16 @@ export class PushDispatcher {
       return OK;
     }
     return this.sendAlert(device, work.message, work, limit);
+  }
+
+  /** Whether the provider throttles this kind of push to the device; if so, it is sent later. */
+  private backedOff(device: PushDevice, kind: PushKind, now: number, limit: Limit | null): boolean {
+    const until = this.backoffUntil.get(backoffKey(device.id, kind)) ?? 0;
+    if (until <= now) return false;
+    // A watch's look finding it again while the back-off lasts is no new decision.
+    if (!(limit && this.followUps.has(device.id))) this.outcome(device, kind, "deferred");
+    this.followUp(device.id, until, limit);
+    return true;
   }
 
   /** Starts watching the device if ingest has not yet reached its newest publish. */
@@ -341,8 +350,6 @@ export class PushDispatcher {
               if (this.closed) return OK;
               const current = await findDevice(this.o.store.db, { id: device.id });
               if (!current || current.disabledAt) return GONE;
-              // A back-off's follow-up will look; looking now would only count it again.
-              if ((this.backoffUntil.get(device.id) ?? 0) > this.clock()) return OK;
               return this.deliverTo(current, this.clock(), {
                 sentUpTo: new Date(publishedAt + CLOCK_SKEW_MS),
                 storedAfter: this.lookedUpTo.get(device.id) ?? 0,
@@ -700,7 +707,7 @@ export class PushDispatcher {
           MAX_THROTTLE_MS,
           Math.max(MIN_THROTTLE_MS, result.retryAfterMs),
         );
-        this.backoffUntil.set(device.id, now + retryAfterMs);
+        this.backoffUntil.set(backoffKey(device.id, kind), now + retryAfterMs);
         this.followUp(device.id, now + retryAfterMs, limit);
         log.warn({ retryAfterMs }, "provider throttles this device");
         this.outcome(device, kind, "throttled");
@@ -778,6 +785,10 @@ function widest(a: Limit | null, b: Limit | null): Limit | null {
 
 const NOT_CONFIGURED = "not_configured";
 const notConfigured: SendResult = { ok: false, kind: "rejected", reason: NOT_CONFIGURED };
+
+function backoffKey(deviceId: string, kind: PushKind): string {
+  return `${kind} ${deviceId}`;
+}
 
 /** PushKit needs its own token; FCM rings through the one token. */
 function canRing(device: PushDevice): boolean {

@@ -251,10 +251,11 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
 
   /** An iPhone that can be rung, and a call ringing its account now. */
   async function ringingDevice() {
+    const alertToken = hexToken();
     const voipToken = hexToken();
     const { carol, dave, device } = await storeOnlyUser({
       platform: "apns",
-      token: hexToken(),
+      token: alertToken,
       voip_token: voipToken,
     });
     // Sent now: the copies' own clock runs in the past, where the call would have expired.
@@ -262,7 +263,7 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     await writeStore(
       callSignal(dave, carol, { action: "propose", callId, media: [] }, { sentAt: new Date() }),
     );
-    return { voipToken, device };
+    return { alertToken, voipToken, device, carol, dave };
   }
 
   /** Runs `fn` with a dispatcher of its own (by default with clients of the stand-ins). */
@@ -633,6 +634,54 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
         expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
         await new Promise((resolve) => setTimeout(resolve, 500));
         expect(apns.requests.filter((r) => r.token === alertToken)).toHaveLength(1);
+      });
+    } finally {
+      apns.state.answer = () => undefined;
+    }
+  });
+
+  it("rings an incoming call at once while the device's alerts are throttled", async () => {
+    const alertToken = hexToken();
+    const voipToken = hexToken();
+    const { carol, dave, device } = await storeOnlyUser({
+      platform: "apns",
+      token: alertToken,
+      voip_token: voipToken,
+    });
+    const alertTries = () => apns.requests.filter((r) => r.token === alertToken).length;
+    await writeStore(copyOf({ kind: "message", from: dave, to: carol, body: "hi" }));
+    // No Retry-After, as APNs sends it: the alert backs off for 30 s, far past a call's ring.
+    apns.state.answer = (hit) =>
+      hit.token === alertToken ? { status: 429, body: { reason: "TooManyRequests" } } : undefined;
+    try {
+      await withDispatcher(async (dispatcher) => {
+        expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+        expect(alertTries()).toBe(1);
+        const callId = `call-${randomBytes(3).toString("hex")}`;
+        await writeStore(
+          callSignal(dave, carol, { action: "propose", callId, media: [] }, { sentAt: new Date() }),
+        );
+        expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+        expect(
+          hitsFor(voipToken).map((hit) => (hit.body.call as { call_id: string }).call_id),
+        ).toEqual([callId]);
+        expect(alertTries()).toBe(1);
+      });
+    } finally {
+      apns.state.answer = () => undefined;
+    }
+  });
+
+  it("alerts a message at once while the device's call pushes are throttled", async () => {
+    const { alertToken, voipToken, device, carol, dave } = await ringingDevice();
+    apns.state.answer = (hit) =>
+      hit.token === voipToken ? { status: 429, body: { reason: "TooManyRequests" } } : undefined;
+    try {
+      await withDispatcher(async (dispatcher) => {
+        expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+        await writeStore(copyOf({ kind: "message", from: dave, to: carol, body: "call me" }));
+        expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+        expect(hitsFor(alertToken)).toHaveLength(1);
       });
     } finally {
       apns.state.answer = () => undefined;
