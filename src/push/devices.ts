@@ -152,6 +152,31 @@ export async function disableDevice(
 }
 
 /**
+ * Forgets a device's PushKit token that APNs refused, keeping the device and its alerts. As with
+ * disableDevice, a device registered again since `unlessRegisteredAfter` keeps it; so does one
+ * that registered another token meanwhile.
+ */
+export async function dropVoipToken(
+  db: Db,
+  id: string,
+  voipToken: string,
+  unlessRegisteredAfter?: Date | null,
+): Promise<boolean> {
+  const updated = await db
+    .update(pushDevices)
+    .set({ voipToken: null })
+    .where(
+      and(
+        eq(pushDevices.id, id),
+        eq(pushDevices.voipToken, voipToken),
+        unlessRegisteredAfter ? lt(pushDevices.registeredAt, unlessRegisteredAfter) : undefined,
+      ),
+    )
+    .returning({ id: pushDevices.id });
+  return updated.length > 0;
+}
+
+/**
  * Records that the account's events up to `seq` need no alert any more: an alert covered them
  * (`at`, when it was sent), or none of them was an unread message to alert.
  */

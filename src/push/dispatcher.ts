@@ -18,6 +18,7 @@ import type { PushPlatform } from "../store/schema/push-devices.js";
 import type { ApnsClient } from "./apns.js";
 import {
   disableDevice,
+  dropVoipToken,
   findDevice,
   markAlerted,
   type PushDevice,
@@ -675,6 +676,26 @@ export class PushDispatcher {
   ): Promise<PublishAnswer> {
     const log = this.o.logger.child({ deviceId: device.id, platform: device.platform, kind });
     const now = this.clock();
+    if (
+      (result.kind === "unregistered" || result.kind === "bad_token") &&
+      kind === "voip" &&
+      device.platform === "apns" &&
+      device.voipToken
+    ) {
+      // Only the PushKit token is dead: the device keeps its alerts, and is rung no more, as one
+      // registered without a VoIP token, until it registers a new one.
+      const dropped = await dropVoipToken(
+        this.o.store.db,
+        device.id,
+        device.voipToken,
+        result.kind === "unregistered" ? result.at : null,
+      );
+      this.outcome(device, kind, result.kind);
+      if (dropped) log.warn({ reason: result.reason }, "provider refused the VoIP token; dropped");
+      else
+        log.info({ reason: result.reason }, "VoIP token refused before the device re-registered");
+      return OK;
+    }
     switch (result.kind) {
       case "unregistered": {
         const disabled = await disableDevice(

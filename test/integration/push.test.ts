@@ -737,6 +737,42 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     expect(hitsFor(voipToken)).toHaveLength(1);
   });
 
+  it.each([
+    [
+      "410 Unregistered",
+      () => ({ status: 410, body: { reason: "Unregistered", timestamp: Date.now() } }),
+    ],
+    ["400 BadDeviceToken", () => ({ status: 400, body: { reason: "BadDeviceToken" } })],
+    [
+      "400 DeviceTokenNotForTopic",
+      () => ({ status: 400, body: { reason: "DeviceTokenNotForTopic" } }),
+    ],
+  ])(
+    "drops only the VoIP token APNs answers %s for: the device's alerts go on",
+    async (_, answer) => {
+      const { alertToken, voipToken, device, carol, dave } = await ringingDevice();
+      apns.state.answer = (hit) => (hit.token === voipToken ? answer() : undefined);
+      try {
+        await withDispatcher(async (dispatcher) => {
+          // Success for ejabberd: it keeps the registration the alerts need.
+          expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+          await writeStore(copyOf({ kind: "message", from: dave, to: carol, body: "missed you" }));
+          expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+        });
+      } finally {
+        apns.state.answer = () => undefined;
+      }
+      expect(hitsFor(alertToken)).toHaveLength(1);
+      // Rung no more, as a device registered without a VoIP token.
+      expect(apns.requests.filter((r) => r.token === voipToken)).toHaveLength(1);
+      const [row] = await h.store.db
+        .select({ voipToken: pushDevices.voipToken, disabledAt: pushDevices.disabledAt })
+        .from(pushDevices)
+        .where(eq(pushDevices.id, device.id));
+      expect(row).toEqual({ voipToken: null, disabledAt: null });
+    },
+  );
+
   it("rings a device again by itself while the call rings when APNs stayed unavailable", async () => {
     const { voipToken, device } = await ringingDevice();
     // Down for the publish's own three tries, up after.

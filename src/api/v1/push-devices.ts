@@ -85,7 +85,10 @@ const DeviceFields = {
   id: z.string().openapi({ example: "dev_Xk3q9P0aZc1m" }),
   platform: z.enum(PUSH_PLATFORMS),
   token: z.string(),
-  voip_token: z.string().nullable(),
+  voip_token: z.string().nullable().openapi({
+    description:
+      "APNs PushKit token; null when none was registered or once APNs refused it (410, BadDeviceToken, DeviceTokenNotForTopic): the device keeps its alerts but is not rung for calls until it registers a new one",
+  }),
   app_id: z.string(),
   environment: z.enum(PUSH_ENVIRONMENTS),
   node: z.string().openapi({ description: "the XEP-0357 node to enable on the XMPP server" }),
