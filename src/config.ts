@@ -100,6 +100,8 @@ export function trustOf(setting: number | string[] | null) {
   return proxyaddr.compile(setting);
 }
 
+const APNS_AUTH = ["APNS_KEY", "APNS_KEY_ID", "APNS_TEAM_ID"] as const;
+
 const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 
 const schema = z
@@ -153,6 +155,24 @@ const schema = z
     FCM_TOKEN_URL: httpUrl.optional(),
     FCM_BASE_URL: httpUrl.default("https://fcm.googleapis.com"),
   })
+  .superRefine(
+    (c, ctx) => {
+      // APNs token auth takes all three: with one left out, APNs devices would silently get
+      // nothing, as if APNs were not configured at all.
+      const given = APNS_AUTH.filter((name) => c[name] !== undefined);
+      if (given.length === 0) return;
+      for (const name of APNS_AUTH) {
+        if (c[name] !== undefined) continue;
+        ctx.addIssue({
+          code: "custom",
+          path: [name],
+          message: `required when ${given.join(" and ")} ${given.length > 1 ? "are" : "is"} set: APNs token auth needs the key, its key id and the team id`,
+        });
+      }
+    },
+    // Also beside other bad variables: every problem is reported at once.
+    { when: () => true },
+  )
   .transform((c) => ({
     databaseUrl: c.DATABASE_URL,
     dataDir: c.DATA_DIR,

@@ -5,14 +5,19 @@ import { runIngest } from "./ingest/leader.js";
 import { IngestStats } from "./ingest/stats.js";
 import { createLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
-import { runPush } from "./push/leader.js";
+import type { PushSenders } from "./push/dispatcher.js";
+import { createPushSenders, runPush } from "./push/leader.js";
 import { retryForever } from "./retry.js";
 import { DataDirInUse, openDb } from "./store/db.js";
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
+  let senders: PushSenders | undefined;
   try {
     config = loadConfig(process.env);
+    // Read now, for the instance that may run the app server: a credential that cannot be used
+    // stops start-up, rather than the app server alone later, unseen by readiness.
+    if (config.push.componentSecret) senders = await createPushSenders(config.push);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`syncside: ${err.message}\n`);
@@ -89,6 +94,7 @@ async function main(): Promise<void> {
       config,
       logger,
       signal: shutdown.signal,
+      senders,
       onOutcome: (platform, kind, outcome) => metrics.pushOutcomes.inc({ platform, kind, outcome }),
       onWatched: (devices) => metrics.pushWatched.set(devices),
     }).catch((err) => logger.error({ err }, "push app server stopped")),

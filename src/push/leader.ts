@@ -7,35 +7,36 @@ import type { Store } from "../store/db.js";
 import { ApnsClient } from "./apns.js";
 import { ApnsTokenSigner } from "./apns-token.js";
 import { AppServer } from "./app-server.js";
-import { readCredential } from "./credentials.js";
+import { loadPushCredentials } from "./credentials.js";
 import { type DispatcherOptions, PushDispatcher, type PushSenders } from "./dispatcher.js";
-import { FcmClient, ServiceAccount } from "./fcm.js";
+import { FcmClient } from "./fcm.js";
 
 /** Any fixed number other than the ingest lock's: every instance on a database agrees on it. */
 export const PUSH_LOCK = 0x5e_c5_9a_5e;
 
-/** APNs and FCM clients for the credentials that are configured; a platform without is null. */
+/**
+ * APNs and FCM clients for the credentials that are configured; a platform without is null.
+ * Throws a ConfigError for a credential that cannot be used.
+ */
 export async function createPushSenders(push: Config["push"]): Promise<PushSenders> {
-  const { apns, fcm } = push;
-  let apnsClient: ApnsClient | null = null;
-  if (apns.key && apns.keyId && apns.teamId) {
-    apnsClient = new ApnsClient({
-      signer: new ApnsTokenSigner(await readCredential(apns.key), apns.keyId, apns.teamId),
-      productionUrl: apns.productionUrl,
-      sandboxUrl: apns.sandboxUrl,
-      ...(apns.ca ? { ca: await readCredential(apns.ca) } : {}),
-    });
-  }
-  let fcmClient: FcmClient | null = null;
-  if (fcm.serviceAccount) {
-    const account = ServiceAccount.parse(JSON.parse(await readCredential(fcm.serviceAccount)));
-    fcmClient = new FcmClient({
-      serviceAccount: account,
-      baseUrl: fcm.baseUrl,
-      ...(fcm.tokenUrl ? { tokenUrl: fcm.tokenUrl } : {}),
-    });
-  }
-  return { apns: apnsClient, fcm: fcmClient };
+  const { apns, fcm } = await loadPushCredentials(push);
+  return {
+    apns: apns
+      ? new ApnsClient({
+          signer: new ApnsTokenSigner(apns.key, apns.keyId, apns.teamId),
+          productionUrl: push.apns.productionUrl,
+          sandboxUrl: push.apns.sandboxUrl,
+          ...(apns.ca ? { ca: apns.ca } : {}),
+        })
+      : null,
+    fcm: fcm
+      ? new FcmClient({
+          serviceAccount: fcm,
+          baseUrl: push.fcm.baseUrl,
+          ...(push.fcm.tokenUrl ? { tokenUrl: push.fcm.tokenUrl } : {}),
+        })
+      : null,
+  };
 }
 
 export interface PushOptions {

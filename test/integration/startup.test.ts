@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -6,6 +7,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureAccount, issueToken } from "../../src/api/auth.js";
+import { ConfigError, loadConfig } from "../../src/config.js";
+import { createPushSenders } from "../../src/push/leader.js";
 import { DataDirInUse, openDb } from "../../src/store/db.js";
 import {
   freePort,
@@ -136,6 +139,37 @@ describe("syncside as a process: start-up and shutdown", () => {
     await sidecar.stop();
   });
 
+  it("refuses to start on a push credential it cannot use, naming the setting", async () => {
+    const failed = await run(process.execPath, ["--import", "tsx", "src/main.ts"], {
+      cwd: root,
+      // Were it to start regardless, it would run until stopped.
+      timeout: 15_000,
+      env: {
+        PATH: process.env.PATH ?? "",
+        PORT: String(await freePort()),
+        DATA_DIR: join(work, "credentials"),
+        INGEST: "off",
+        PUSH_COMPONENT_SECRET: "s3cret",
+        APNS_KEY: join(work, "no-such-dir", "AuthKey_KEY123.p8"),
+        APNS_KEY_ID: "KEY123",
+        APNS_TEAM_ID: "TEAM456",
+        FCM_SERVICE_ACCOUNT: '{"project_id": "p", "private_key": "-----BEGIN',
+      },
+    }).then(
+      () => null,
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(failed?.code).toBe(1);
+    expect(failed?.stderr).toBe(
+      [
+        "syncside: invalid configuration:",
+        "  APNS_KEY: neither an inline PEM nor a file that can be read (ENOENT)",
+        "  FCM_SERVICE_ACCOUNT: not valid JSON",
+        "",
+      ].join("\n"),
+    );
+  });
+
   it("refuses to start on bad configuration, naming each bad variable on its own line", async () => {
     const failed = await run(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: root,
@@ -154,4 +188,73 @@ describe("syncside as a process: start-up and shutdown", () => {
       ].join("\n"),
     );
   });
+});
+
+describe("push credentials, read and checked at start-up", () => {
+  const pem = (key: ReturnType<typeof generateKeyPairSync>["privateKey"]) =>
+    key.export({ type: "pkcs8", format: "pem" }).toString();
+  const ec = pem(generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey);
+  const rsa = pem(generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey);
+  const account = (change: Record<string, unknown> = {}) =>
+    JSON.stringify({
+      type: "service_account",
+      project_id: "test-project",
+      private_key: rsa,
+      client_email: "push@test-project.iam.gserviceaccount.com",
+      ...change,
+    });
+  const apnsIds = { APNS_KEY_ID: "KEY123", APNS_TEAM_ID: "TEAM456" };
+  const pushConfig = (env: Record<string, string>) =>
+    loadConfig({ PUSH_COMPONENT_SECRET: "s3cret", ...env }).push;
+
+  it.each([
+    [
+      "a malformed PEM as the APNs key",
+      {
+        ...apnsIds,
+        APNS_KEY:
+          "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----",
+      },
+      "APNS_KEY: not a PEM private key (unencrypted)",
+    ],
+    [
+      "an APNs key pasted without its PEM lines",
+      { ...apnsIds, APNS_KEY: ec.split("\n").slice(1, -2).join("") },
+      "APNS_KEY: neither an inline PEM nor a file that can be read (ENOENT)",
+    ],
+    [
+      "an RSA key as the APNs key",
+      { ...apnsIds, APNS_KEY: rsa },
+      "APNS_KEY: expected an EC P-256 key (Apple's .p8), got rsa",
+    ],
+    [
+      "an APNS_CA that is no certificate",
+      {
+        ...apnsIds,
+        APNS_KEY: ec,
+        APNS_CA: "-----BEGIN CERTIFICATE-----\nbm8=\n-----END CERTIFICATE-----",
+      },
+      "APNS_CA: not a PEM certificate",
+    ],
+    [
+      "a service account without client_email",
+      { FCM_SERVICE_ACCOUNT: account({ client_email: undefined }) },
+      "FCM_SERVICE_ACCOUNT: client_email: required",
+    ],
+    [
+      "a service account whose private_key is no RSA key",
+      { FCM_SERVICE_ACCOUNT: account({ private_key: ec }) },
+      "FCM_SERVICE_ACCOUNT: private_key: expected an RSA key, got ec",
+    ],
+  ])(
+    "refuses %s, naming the setting and not quoting it",
+    async (_, env: Record<string, string>, issue) => {
+      const error = await createPushSenders(pushConfig(env)).catch((err: unknown) => err);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).issues).toEqual([issue]);
+      for (const secret of [env.APNS_KEY, env.FCM_SERVICE_ACCOUNT]) {
+        if (secret) expect((error as ConfigError).message).not.toContain(secret.slice(30, 60));
+      }
+    },
+  );
 });

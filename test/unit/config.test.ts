@@ -68,6 +68,27 @@ describe("loadConfig", () => {
     );
   });
 
+  it("takes the APNs key, key id and team id all three or none, reporting the missing beside other errors", () => {
+    expect(
+      loadConfig({ APNS_KEY: "/keys/AuthKey.p8", APNS_KEY_ID: "KEY123", APNS_TEAM_ID: "TEAM456" })
+        .push.apns,
+    ).toMatchObject({ key: "/keys/AuthKey.p8", keyId: "KEY123", teamId: "TEAM456" });
+    let error: unknown;
+    try {
+      loadConfig({ APNS_KEY: "/keys/AuthKey.p8", PORT: "http" });
+    } catch (err) {
+      error = err;
+    }
+    expect((error as ConfigError).issues).toEqual([
+      "PORT: expected a number",
+      "APNS_KEY_ID: required when APNS_KEY is set: APNs token auth needs the key, its key id and the team id",
+      "APNS_TEAM_ID: required when APNS_KEY is set: APNs token auth needs the key, its key id and the team id",
+    ]);
+    expect(() => loadConfig({ APNS_KEY_ID: "KEY123", APNS_TEAM_ID: "TEAM456" })).toThrow(
+      "APNS_KEY: required when APNS_KEY_ID and APNS_TEAM_ID are set",
+    );
+  });
+
   it("reads every variable it knows", () => {
     const c = loadConfig({
       DATABASE_URL: "postgres://u@db:5432/syncside",
