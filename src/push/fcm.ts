@@ -81,11 +81,13 @@ export class FcmClient {
     }
     const error = await fcmError(res);
     const retryAfter = retryAfterMs(res.headers.get("retry-after"));
-    if (res.status === 404 || error.code === "UNREGISTERED") {
-      return { ok: false, kind: "unregistered", reason: error.code ?? "NOT_FOUND", at: null };
+    // FCM's own word on the token only: a bare 404 (a wrong FCM_BASE_URL or project, a proxy's
+    // page) says nothing about the device, and falls through to rejected below.
+    if (error.errorCode === "UNREGISTERED") {
+      return { ok: false, kind: "unregistered", reason: error.errorCode, at: null };
     }
-    if (error.code === "SENDER_ID_MISMATCH")
-      return { ok: false, kind: "bad_token", reason: error.code };
+    if (error.errorCode === "SENDER_ID_MISMATCH" || isInvalidToken(error))
+      return { ok: false, kind: "bad_token", reason: error.code ?? `HTTP ${res.status}` };
     if (res.status === 429 || error.code === "QUOTA_EXCEEDED") {
       return {
         ok: false,
@@ -156,17 +158,56 @@ export class FcmClient {
   }
 }
 
-/** FCM v1 puts the precise reason in `details[].errorCode`, the gRPC status in `status`. */
-async function fcmError(res: Response): Promise<{ code: string | null }> {
+interface FcmError {
+  /** FCM's own reason (a FcmError detail's `errorCode`), else the gRPC `status` */
+  code: string | null;
+  errorCode: string | null;
+  status: string | null;
+  message: string;
+  /** the request fields a BadRequest detail says are wrong */
+  fields: string[];
+}
+
+/**
+ * FCM v1 puts the gRPC status in `status`, its own reason in a FcmError detail's `errorCode`,
+ * and the fields it found wrong in a BadRequest detail's `fieldViolations`.
+ */
+async function fcmError(res: Response): Promise<FcmError> {
   try {
     const body = (await res.json()) as {
-      error?: { status?: string; details?: { errorCode?: string }[] };
+      error?: {
+        status?: string;
+        message?: string;
+        details?: { errorCode?: string; fieldViolations?: { field?: string }[] }[];
+      };
     };
-    const detail = body.error?.details?.find((d) => d.errorCode)?.errorCode;
-    return { code: detail ?? body.error?.status ?? null };
+    const details = Array.isArray(body.error?.details) ? body.error.details : [];
+    const errorCode = details.find((d) => d.errorCode)?.errorCode ?? null;
+    const status = body.error?.status ?? null;
+    return {
+      code: errorCode ?? status,
+      errorCode,
+      status,
+      message: String(body.error?.message ?? ""),
+      fields: details
+        .flatMap((d) => (Array.isArray(d.fieldViolations) ? d.fieldViolations : []))
+        .map((v) => v.field ?? ""),
+    };
   } catch {
-    return { code: null };
+    return { code: null, errorCode: null, status: null, message: "", fields: [] };
   }
+}
+
+/**
+ * FCM's 400 for a registration token that is none (malformed, truncated), told apart from the
+ * INVALID_ARGUMENT of a payload it refuses, which must not disable the device: a field violation
+ * on the token, or, as FCM's error docs show it, no field named and its message saying so.
+ * Anything else stays rejected.
+ */
+function isInvalidToken(error: FcmError): boolean {
+  if (error.status !== "INVALID_ARGUMENT") return false;
+  if (error.fields.length > 0) return error.fields.includes("message.token");
+  return error.errorCode === "INVALID_ARGUMENT" && /registration token/i.test(error.message);
 }
 
 function describe(err: unknown): string {

@@ -181,8 +181,13 @@ export async function startFcm(options: {
   let url = "";
   const server = createServer(async (req, res) => {
     const reply = (a: ProviderAnswer) => {
-      res.writeHead(a.status, { "content-type": "application/json", ...(a.headers ?? {}) });
-      res.end(JSON.stringify(a.body ?? {}));
+      // A string body stands for a page of something else on the way: a proxy, a wrong URL.
+      const page = typeof a.body === "string";
+      res.writeHead(a.status, {
+        "content-type": page ? "text/html" : "application/json",
+        ...(a.headers ?? {}),
+      });
+      res.end(page ? a.body : JSON.stringify(a.body ?? {}));
     };
     const body = await readBody(req);
     if (req.method === "POST" && req.url === "/token") {

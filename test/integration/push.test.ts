@@ -546,6 +546,117 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     expect(fcm.refused).toEqual([]);
   });
 
+  it("disables an FCM device on FCM's own word on its token only, never on a bare 404 or a payload error", async () => {
+    const FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
+    const BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest";
+    const gone = { ok: false, type: "cancel", condition: "item-not-found" };
+    const kept = { ok: false, type: "wait", condition: "internal-server-error" };
+    const cases = [
+      {
+        what: "UNREGISTERED",
+        answer: {
+          status: 404,
+          body: {
+            error: {
+              code: 404,
+              message: "Requested entity was not found.",
+              status: "NOT_FOUND",
+              details: [{ "@type": FCM_ERROR, errorCode: "UNREGISTERED" }],
+            },
+          },
+        },
+        publish: gone,
+        disabled: "unregistered",
+      },
+      {
+        what: "a proxy's 404 page",
+        answer: { status: 404, body: "<html><body>Not Found</body></html>" },
+        publish: kept,
+        disabled: null,
+      },
+      {
+        what: "a 404 NOT_FOUND without FCM's reason (a wrong project)",
+        answer: {
+          status: 404,
+          body: {
+            error: { code: 404, message: "Requested entity was not found.", status: "NOT_FOUND" },
+          },
+        },
+        publish: kept,
+        disabled: null,
+      },
+      {
+        what: "INVALID_ARGUMENT for the token, as FCM's error docs show it",
+        answer: {
+          status: 400,
+          body: {
+            error: {
+              code: 400,
+              message: "The registration token is not a valid FCM registration token",
+              status: "INVALID_ARGUMENT",
+              details: [{ "@type": FCM_ERROR, errorCode: "INVALID_ARGUMENT" }],
+            },
+          },
+        },
+        publish: gone,
+        disabled: "INVALID_ARGUMENT",
+      },
+      {
+        what: "INVALID_ARGUMENT with a field violation on message.token",
+        answer: {
+          status: 400,
+          body: {
+            error: {
+              code: 400,
+              message: "Invalid value at 'message.token'",
+              status: "INVALID_ARGUMENT",
+              details: [{ "@type": BAD_REQUEST, fieldViolations: [{ field: "message.token" }] }],
+            },
+          },
+        },
+        publish: gone,
+        disabled: "INVALID_ARGUMENT",
+      },
+      {
+        what: "INVALID_ARGUMENT for the payload",
+        answer: {
+          status: 400,
+          body: {
+            error: {
+              code: 400,
+              message: "Invalid value at 'message.data[0].value' (TYPE_STRING), 12",
+              status: "INVALID_ARGUMENT",
+              details: [
+                { "@type": BAD_REQUEST, fieldViolations: [{ field: "message.data[0].value" }] },
+              ],
+            },
+          },
+        },
+        publish: kept,
+        disabled: null,
+      },
+    ];
+    try {
+      for (const c of cases) {
+        const fcmToken = `fcm:${randomBytes(16).toString("hex")}`;
+        const { carol, dave, device } = await storeOnlyUser({ platform: "fcm", token: fcmToken });
+        await writeStore(copyOf({ kind: "message", from: dave, to: carol, body: "hi" }));
+        fcm.state.answer = (hit) => (hit.message.token === fcmToken ? c.answer : undefined);
+        const answer = await withDispatcher((dispatcher) =>
+          dispatcher.publish(device.node, device.secret),
+        );
+        expect(answer, c.what).toMatchObject(c.publish);
+        const [row] = await h.store.db
+          .select({ reason: pushDevices.disabledReason })
+          .from(pushDevices)
+          .where(eq(pushDevices.id, device.id));
+        expect(row?.reason ?? null, c.what).toBe(c.disabled);
+      }
+    } finally {
+      fcm.state.answer = () => undefined;
+    }
+  });
+
   it("disables a device APNs calls Unregistered (410), and ejabberd drops its registration", async () => {
     const { alice, bobClient, token } = await pushUser();
     const alertToken = hexToken();
