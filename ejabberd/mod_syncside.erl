@@ -22,6 +22,18 @@
 %%%     <offline xmlns="http://jabber.org/protocol/offline"/>
 %%%   </message>
 %%%
+%%% When ejabberd removes an account (ejabberdctl unregister, in-band
+%%% cancel, the admin API), the observer gets a notice the same way, archived
+%%% first, so that syncside erases that account's mirror in order with the
+%%% copies around it, even when it reads the notice from the archive later:
+%%%
+%%%   <message from="DOMAIN" to="OBSERVER" id="COPY-ID" type="normal">
+%%%     <removed xmlns="urn:syncside:tap:0" jid="USER@DOMAIN"
+%%%              stamp="SERVER-TIME"/>
+%%%     <store xmlns="urn:xmpp:hints"/>
+%%%     <offline xmlns="http://jabber.org/protocol/offline"/>
+%%%   </message>
+%%%
 %%% On the wire the type attribute is absent: ejabberd's codec omits the
 %%% default type "normal". Element order inside <forwarded/> is not fixed
 %%% (the codec writes <delay/> after the message).
@@ -39,7 +51,7 @@
 -export([start/2, stop/1, reload/3, depends/2,
          mod_opt_type/1, mod_options/1, mod_doc/0]).
 %% Hook callbacks.
--export([filter_packet/1, user_send_packet/1]).
+-export([filter_packet/1, user_send_packet/1, remove_user/2]).
 
 -include("xmpp.hrl").
 -include("logger.hrl").
@@ -66,6 +78,10 @@
 -define(USER_SEND_PRIORITY, 100).
 %% Late, so that filters which drop a packet run before it is copied.
 -define(FILTER_PRIORITY, 100).
+%% ejabberd_auth runs remove_user once the account is gone from the auth
+%% backend; mod_offline and mod_mam clean up at 50. The order among them does
+%% not matter: the notice goes to the observer's archive, not the user's.
+-define(REMOVE_USER_PRIORITY, 50).
 
 %%%===================================================================
 %%% gen_mod callbacks
@@ -77,6 +93,8 @@ start(Host, _Opts) ->
                        ?FILTER_PRIORITY),
     ejabberd_hooks:add(user_send_packet, Host, ?MODULE, user_send_packet,
                        ?USER_SEND_PRIORITY),
+    ejabberd_hooks:add(remove_user, Host, ?MODULE, remove_user,
+                       ?REMOVE_USER_PRIORITY),
     Observer = observer(Host),
     case lists:member(Observer#jid.lserver, ejabberd_option:hosts()) of
         true -> ok;
@@ -91,6 +109,8 @@ start(Host, _Opts) ->
 stop(Host) ->
     ejabberd_hooks:delete(user_send_packet, Host, ?MODULE, user_send_packet,
                           ?USER_SEND_PRIORITY),
+    ejabberd_hooks:delete(remove_user, Host, ?MODULE, remove_user,
+                          ?REMOVE_USER_PRIORITY),
     %% Keep the global hook while another host still uses the module.
     case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
         true -> ok;
@@ -180,6 +200,47 @@ filter_packet(#message{type = Type} = Msg)
     end;
 filter_packet(Acc) ->
     Acc.
+
+%% An account was removed: tell syncside, durably and in order with the
+%% copies, so that it erases the account's mirror, tokens and push devices
+%% (a JID registered again is a new owner, who must not read the old one's
+%% conversations). The notice takes the copies' path: archived first, then
+%% routed to the observer if it is online.
+-spec remove_user(binary(), binary()) -> ok.
+remove_user(LUser, LServer) ->
+    try notify_removed(LUser, LServer)
+    catch Class:Reason:Stack ->
+            ?ERROR_MSG("mod_syncside failed to report the removal of ~ts@~ts: "
+                       "~p~n~p", [LUser, LServer, {Class, Reason}, Stack])
+    end,
+    ok.
+
+notify_removed(LUser, LServer) ->
+    Observer = jid:remove_resource(observer(LServer)),
+    Removed = jid:make(LUser, LServer),
+    case jid:tolower(Removed) == jid:tolower(Observer) of
+        true ->
+            ok;
+        false ->
+            Notice = #message{from = jid:make(Observer#jid.lserver),
+                              to = Observer,
+                              id = copy_id(),
+                              type = normal,
+                              sub_els = [removed_element(Removed),
+                                         #hint{type = store},
+                                         #offline{}]},
+            ?INFO_MSG("mod_syncside: ~ts removed; telling ~ts (notice ~ts)",
+                      [jid:encode(Removed), jid:encode(Observer),
+                       Notice#message.id]),
+            deliver(archive_first(Notice))
+    end.
+
+removed_element(Removed) ->
+    #xmlel{name = <<"removed">>,
+           attrs = [{<<"xmlns">>, ?NS_TAP},
+                    {<<"jid">>, jid:encode(Removed)},
+                    {<<"stamp">>,
+                     xmpp_util:encode_timestamp(erlang:timestamp())}]}.
 
 %%%===================================================================
 %%% Internal functions
