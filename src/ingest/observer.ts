@@ -296,7 +296,12 @@ export class Observer {
 
   private onStanza(stanza: Element): void {
     if (!stanza.is("message") || stanza.getChild("result", NS_MAM)) return;
-    if (!stanza.getChild("forwarded", NS_FORWARD) && !stanza.getChild("tap", NS_TAP)) return;
+    if (
+      !stanza.getChild("forwarded", NS_FORWARD) &&
+      !stanza.getChild("tap", NS_TAP) &&
+      !stanza.getChild("removed", NS_TAP)
+    )
+      return;
     const bare = this.o.jid;
     const sid = stanza.getChildren("stanza-id", NS_SID).find((s) => s.attrs.by === bare);
     const item: IngestItem = {

@@ -77,6 +77,18 @@ export interface ParsedCopy {
   sentAt: Date;
   events: ConversationEvent[];
   ignored: string | null;
+  /**
+   * Set on the server's notice that an account was removed from ejabberd (no events then):
+   * ingest erases that account's mirror as of `at`, in order with the copies around it.
+   */
+  removal?: AccountRemoval;
+}
+
+/** An account ejabberd removed (unregister, in-band cancel, admin API), and when. */
+export interface AccountRemoval {
+  /** the removed bare JID, as ejabberd compares them; always of the notice's own domain */
+  jid: string;
+  at: Date;
 }
 
 export type RejectReason =
@@ -164,6 +176,10 @@ function readCopy(copy: Element): ParsedCopy {
   if (copy.getName() !== "message") {
     throw new Rejection("not_a_copy", `expected <message>, got <${copy.getName()}>`);
   }
+  const removed = copy.getChild("removed", NS.tap);
+  if (removed !== undefined) {
+    return readRemoval(copy, removed);
+  }
   const forwarded = copy.getChild("forwarded", NS.forward);
   const original = forwarded?.getChildElements().find(isStanzaMessage);
   if (forwarded === undefined || original === undefined) {
@@ -193,6 +209,53 @@ function readCopy(copy: Element): ParsedCopy {
     toLocal: flag(tap, "to-local"),
     sentAt,
     ...readOriginal(original, raw),
+  };
+}
+
+/**
+ * The module's notice that ejabberd removed an account (see mod_syncside's remove_user):
+ *
+ *   <message from="DOMAIN" id="tap-…"><removed xmlns="urn:syncside:tap:0" jid="u@DOMAIN"
+ *     stamp="SERVER-TIME"/><store/><offline/></message>
+ *
+ * Only a server sends from a bare domain (and the pipeline takes only its own), and a server
+ * removes only its own accounts: a notice naming another domain's JID is no notice.
+ */
+function readRemoval(copy: Element, removed: Element): ParsedCopy {
+  if (copy.getChild("forwarded", NS.forward) !== undefined) {
+    throw new Rejection("not_a_copy", "a removal notice carries no forwarded message");
+  }
+  const origin = readOrigin(copy);
+  const copyId = attr(copy, "id");
+  if (copyId === null) {
+    throw new Rejection("missing_id", "removal notice has no id");
+  }
+  if (usableId(copyId) === null) {
+    throw new Rejection("oversized", `notice id over ${MAX_ID_BYTES} bytes`);
+  }
+  const jid = attr(removed, "jid");
+  const address = jid === null ? null : tryAddress(jid);
+  if (address === null || address.local === "" || address.resource !== null) {
+    throw new Rejection("bad_jid", `removal names no bare account JID: ${jid ?? "none"}`);
+  }
+  if (address.bare.slice(address.bare.lastIndexOf("@") + 1) !== origin) {
+    throw new Rejection("bad_jid", `${origin} cannot remove an account of another domain`);
+  }
+  const stamp = attr(removed, "stamp");
+  const at = stamp === null ? null : parseDateTime(stamp);
+  if (at === null) {
+    throw new Rejection("bad_timestamp", `removal notice stamp: ${stamp ?? "none"}`);
+  }
+  return {
+    copyId,
+    origin,
+    senderArchiveId: null,
+    fromLocal: null,
+    toLocal: null,
+    sentAt: at,
+    events: [],
+    ignored: null,
+    removal: { jid: address.bare, at },
   };
 }
 
