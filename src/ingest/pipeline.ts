@@ -177,6 +177,12 @@ export class Pipeline {
       lanes,
     );
     this.o.stats.recordBatch(result, performance.now() - started);
+    for (const erased of result.erased) {
+      this.o.logger.info(
+        { jid: erased.jid, accountId: erased.accountId, removedAt: erased.removedAt },
+        "account removed from ejabberd: mirror, tokens and push devices erased",
+      );
+    }
     this.o.upkeep?.afterWrite(result.written);
     if (!checkpoint) return;
     this.positions[lane] = checkpoint.position;

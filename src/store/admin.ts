@@ -1,15 +1,12 @@
 import { and, asc, eq, gt, ilike, inArray, isNotNull, isNull, or, sql } from "drizzle-orm";
 import type { CallRow } from "./calls.js";
 import { type Db, queryRows } from "./db.js";
+import { eraseMirror } from "./erase.js";
 import { notifyAccounts } from "./events.js";
 import { accounts } from "./schema/accounts.js";
 import { calls } from "./schema/calls.js";
 import { conversations } from "./schema/conversations.js";
 import { events } from "./schema/events.js";
-import { messages } from "./schema/messages.js";
-import { pushDeliveries } from "./schema/push-deliveries.js";
-import { pushDevices } from "./schema/push-devices.js";
-import { tokens } from "./schema/tokens.js";
 
 // Queries across accounts, for the admin API only: no account route may use them.
 
@@ -120,21 +117,7 @@ export async function eraseAccount(db: Db, jid: string): Promise<{ accountId: nu
     );
     if (!row) return null;
     const accountId = Number(row.id);
-    await tx
-      .update(accounts)
-      .set({
-        lastSeq: sql`${accounts.lastSeq} + 1`,
-        erasedSeq: sql`${accounts.lastSeq} + 1`,
-        erasedAt: sql`clock_timestamp()`,
-      })
-      .where(eq(accounts.id, accountId));
-    await tx.delete(pushDeliveries).where(eq(pushDeliveries.accountId, accountId));
-    await tx.delete(pushDevices).where(eq(pushDevices.accountId, accountId));
-    await tx.delete(tokens).where(eq(tokens.accountId, accountId));
-    await tx.delete(calls).where(eq(calls.accountId, accountId));
-    await tx.delete(messages).where(eq(messages.accountId, accountId));
-    await tx.delete(events).where(eq(events.accountId, accountId));
-    await tx.delete(conversations).where(eq(conversations.accountId, accountId));
+    await eraseMirror(tx, accountId, sql`clock_timestamp()`);
     // Its held long-polls answer now (their positions expired), not at their deadlines.
     await notifyAccounts(tx, [accountId]);
     return { accountId };

@@ -1,8 +1,9 @@
 import { sql } from "drizzle-orm";
-import type { ConversationEvent, ParsedCopy } from "../ingest/parse.js";
+import type { AccountRemoval, ConversationEvent, ParsedCopy } from "../ingest/parse.js";
 import { type CallRow, type CallUpdate, loadCalls, saveCallSignals } from "./calls.js";
 import { advanceCheckpoint, laneSource } from "./checkpoint.js";
-import { type Db, preparedRows, type Tx } from "./db.js";
+import { type Db, preparedRows, queryRows, type Tx } from "./db.js";
+import { eraseMirror } from "./erase.js";
 import { recordsOf } from "./json-rows.js";
 import { messageColumnsOf, messageJsonSql } from "./message-json.js";
 import { conversations } from "./schema/conversations.js";
@@ -39,6 +40,8 @@ export interface BatchResult {
    * copy read again (a look-back, a replay) says nothing about how far behind the store is
    */
   newestWrittenAt: number | null;
+  /** accounts whose mirror a removal notice erased (a notice read again erases nothing) */
+  erased: { jid: string; accountId: number; removedAt: Date }[];
 }
 
 export interface WriteOptions {
@@ -288,6 +291,7 @@ export async function appendInLanes(
     if (lane.newestWrittenAt !== null) {
       result.newestWrittenAt = Math.max(result.newestWrittenAt ?? 0, lane.newestWrittenAt);
     }
+    result.erased.push(...lane.erased);
     for (const [kind, n] of Object.entries(lane.byKind) as [EventKindName, number][]) {
       result.byKind[kind] = (result.byKind[kind] ?? 0) + n;
     }
@@ -309,10 +313,16 @@ export async function appendLane(
   lanes: number,
 ): Promise<BatchResult> {
   const sides: Side[] = [];
+  const removals: AccountRemoval[] = [];
   let foreign = 0;
   // Only this lane's sides are built: every lane goes through every copy of the batch.
   const keep = lanes === 1 ? () => true : (account: string) => laneOf(account, lanes) === lane;
   for (const copy of input.copies) {
+    // A removal belongs to the removed account's lane, in order with that account's copies.
+    if (copy.removal) {
+      if (keep(copy.removal.jid)) removals.push(copy.removal);
+      continue;
+    }
     if (addSides(copy, options.isLocal, keep, sides) === 0) foreign += copy.events.length;
   }
   const checkpoint = input.checkpoint && {
@@ -320,9 +330,9 @@ export async function appendLane(
     position: input.checkpoint.position,
   };
   const result =
-    sides.length === 0 && !checkpoint
+    sides.length === 0 && removals.length === 0 && !checkpoint
       ? emptyResult()
-      : await db.transaction((tx) => writeLane(tx, sides, checkpoint, options));
+      : await db.transaction((tx) => writeLane(tx, sides, removals, checkpoint, options));
   if (lane === 0) result.foreign = foreign;
   return result;
 }
@@ -345,21 +355,63 @@ function emptyResult(): BatchResult {
     accountIds: [],
     byKind: {},
     newestWrittenAt: null,
+    erased: [],
   };
 }
 
 async function writeLane(
   tx: Tx,
   sides: Side[],
+  removals: AccountRemoval[],
   checkpoint: BatchInput["checkpoint"],
   options: WriteOptions,
 ): Promise<BatchResult> {
   const result = emptyResult();
+  // Erased first: the sides then go by the account's new erased_at, so those sent before the
+  // removal are dropped and those sent after it (the JID registered again) are kept, wherever
+  // they sit in the batch.
+  if (removals.length > 0) await eraseRemoved(tx, removals, sides, result);
   const writes = sides.length > 0 ? await writeSides(tx, sides, options, result) : [];
   if (checkpoint) writes.push(advanceCheckpoint(tx, checkpoint));
-  if (result.accountIds.length > 0) writes.push(notifyAccounts(tx, result.accountIds));
+  const notify = [...new Set([...result.accountIds, ...result.erased.map((e) => e.accountId)])];
+  if (notify.length > 0) writes.push(notifyAccounts(tx, notify));
   await settled(writes);
   return result;
+}
+
+/**
+ * Erases the mirror of each account ejabberd removed, as the admin erase does, under the row
+ * lock ingest writes under, with the removal's own time as erased_at: copies sent before it are
+ * never stored again (a look-back reading them), copies sent after it are the new owner's. A
+ * notice read again (live, then from the archive) finds erased_at at or past its time and
+ * erases nothing, so the new owner's mirror is safe. An account ingest has never seen is
+ * created only when this lane has copies for it, so that those sent before its removal are
+ * dropped too.
+ */
+async function eraseRemoved(
+  tx: Tx,
+  removals: AccountRemoval[],
+  sides: Side[],
+  result: BatchResult,
+): Promise<void> {
+  const withSides = new Set(sides.map((s) => s.account));
+  for (const removal of [...removals].sort((a, b) => a.at.getTime() - b.at.getTime())) {
+    if (withSides.has(removal.jid)) {
+      await queryRows(
+        tx,
+        sql`insert into accounts (jid) values (${removal.jid}) on conflict do nothing`,
+      );
+    }
+    const [row] = await queryRows<{ id: string | number; current: boolean }>(
+      tx,
+      sql`select id, coalesce(erased_at >= ${removal.at.toISOString()}::timestamptz, false)
+        as current from accounts where jid = ${removal.jid} for update`,
+    );
+    if (!row || row.current) continue;
+    const accountId = Number(row.id);
+    await eraseMirror(tx, accountId, sql`${removal.at.toISOString()}::timestamptz`);
+    result.erased.push({ jid: removal.jid, accountId, removedAt: removal.at });
+  }
 }
 
 /**

@@ -425,6 +425,7 @@ describe("admin API", () => {
           accountIds: [],
           byKind: { message: 80, call: 10 },
           newestWrittenAt: null,
+          erased: [],
         },
         5,
       );

@@ -9,6 +9,7 @@ const batch: BatchResult = {
   accountIds: [],
   byKind: {},
   newestWrittenAt: null,
+  erased: [],
 };
 
 describe("ingest lag", () => {
