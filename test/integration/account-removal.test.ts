@@ -2,16 +2,12 @@ import { type Client, xml } from "@xmpp/client";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { accounts } from "../../src/store/schema/accounts.js";
-import { calls } from "../../src/store/schema/calls.js";
-import { conversations } from "../../src/store/schema/conversations.js";
 import { events } from "../../src/store/schema/events.js";
-import { messages } from "../../src/store/schema/messages.js";
-import { pushDevices } from "../../src/store/schema/push-devices.js";
-import { tokens } from "../../src/store/schema/tokens.js";
 import { expectContract } from "../helpers/contract.js";
 import { api, connectUser, createUser, type TestUser } from "../helpers/ejabberd.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
 import { ingestEnv, type RunningIngest, startIngest } from "../helpers/ingest.js";
+import { EMPTY_MIRROR, mirrorRows } from "../helpers/mirror.js";
 import { waitFor } from "../helpers/wait.js";
 
 const ejabberd = inject("ejabberd");
@@ -96,18 +92,8 @@ describe("an account removed from ejabberd", () => {
   }
   /** Rows syncside holds for the account, table by table. */
   async function mirrorOf(jid: string) {
-    const id = await accountId(jid);
-    const db = h.store.db;
-    return {
-      events: await db.$count(events, eq(events.accountId, id)),
-      conversations: await db.$count(conversations, eq(conversations.accountId, id)),
-      messages: await db.$count(messages, eq(messages.accountId, id)),
-      calls: await db.$count(calls, eq(calls.accountId, id)),
-      tokens: await db.$count(tokens, eq(tokens.accountId, id)),
-      devices: await db.$count(pushDevices, eq(pushDevices.accountId, id)),
-    };
+    return mirrorRows(h.store.db, await accountId(jid));
   }
-  const empty = { events: 0, conversations: 0, messages: 0, calls: 0, tokens: 0, devices: 0 };
 
   /** alice with a token, a push device and a conversation with bob, all mirrored. */
   async function aliceWithMirror() {
@@ -143,7 +129,7 @@ describe("an account removed from ejabberd", () => {
     await waitFor(async () => (await h.get("/v1/sync", token)).status === 401, {
       what: "the removed account's token refused",
     });
-    expect(await mirrorOf(alice.jid)).toEqual(empty);
+    expect(await mirrorOf(alice.jid)).toEqual(EMPTY_MIRROR);
     // bob's own conversation with alice is bob's data.
     expect(await h.store.db.$count(events)).toBeGreaterThan(0);
 
@@ -185,6 +171,6 @@ describe("an account removed from ejabberd", () => {
     await waitFor(async () => bodiesOf(await sync(fresh)).length >= 2, { what: "new mirrored" });
     expect(bodiesOf(await sync(fresh))).toEqual(["new from bob", "new from the new alice"]);
     const mirror = await mirrorOf(alice.jid);
-    expect(mirror).toMatchObject({ tokens: 1, devices: 0, conversations: 1, messages: 2 });
+    expect(mirror).toMatchObject({ tokens: 1, pushDevices: 0, conversations: 1, messages: 2 });
   });
 });

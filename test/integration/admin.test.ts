@@ -8,17 +8,14 @@ import { queryRows } from "../../src/store/db.js";
 import { appendBatch, lockAccounts, type WriteOptions } from "../../src/store/events.js";
 import { loadStoreMeta } from "../../src/store/meta.js";
 import { accounts } from "../../src/store/schema/accounts.js";
-import { calls } from "../../src/store/schema/calls.js";
 import { checkpoints } from "../../src/store/schema/checkpoints.js";
-import { conversations } from "../../src/store/schema/conversations.js";
 import { events } from "../../src/store/schema/events.js";
-import { messages } from "../../src/store/schema/messages.js";
 import { pushDeliveries } from "../../src/store/schema/push-deliveries.js";
 import { pushDevices } from "../../src/store/schema/push-devices.js";
-import { tokens } from "../../src/store/schema/tokens.js";
 import { expectContract } from "../helpers/contract.js";
 import { callSignal, msg } from "../helpers/copies.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
+import { mirrorRows } from "../helpers/mirror.js";
 import { waitFor } from "../helpers/wait.js";
 
 const at = (copy: ParsedCopy) => copy.sentAt.toISOString();
@@ -463,18 +460,7 @@ describe("admin API", () => {
   });
 
   describe("DELETE /v1/admin/accounts/{jid}", () => {
-    async function rowsOf(id: number) {
-      const { db } = h.store;
-      return {
-        events: await db.$count(events, eq(events.accountId, id)),
-        conversations: await db.$count(conversations, eq(conversations.accountId, id)),
-        messages: await db.$count(messages, eq(messages.accountId, id)),
-        calls: await db.$count(calls, eq(calls.accountId, id)),
-        tokens: await db.$count(tokens, eq(tokens.accountId, id)),
-        pushDevices: await db.$count(pushDevices, eq(pushDevices.accountId, id)),
-        pushDeliveries: await db.$count(pushDeliveries, eq(pushDeliveries.accountId, id)),
-      };
-    }
+    const rowsOf = (id: number) => mirrorRows(h.store.db, id);
 
     async function accountOf(jid: string) {
       const [row] = await h.store.db.select().from(accounts).where(eq(accounts.jid, jid));
