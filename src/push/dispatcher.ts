@@ -83,6 +83,12 @@ export interface DispatcherOptions {
    * device again by itself: ejabberd publishes once per stanza, and a call rings only so long
    */
   callRetryMs?: number;
+  /**
+   * after an alert found the provider unavailable (all retries spent), when to try that device
+   * again by itself (default 5 s), doubling with each such failure in a row up to 5 min: an
+   * alert that ejabberd is answered `wait` for is published no more
+   */
+  alertRetryMs?: number;
   clock?: () => number;
   /** one call per push decision: wire to the push outcome counter */
   onOutcome?: (platform: PushPlatform, kind: PushKind, outcome: PushOutcome) => void;
@@ -122,6 +128,8 @@ export class PushDispatcher {
   private readonly lastAlertAt = new Map<string, number>();
   /** per device and kind of push: a throttled alert must not hold up a call's ring */
   private readonly backoffUntil = new Map<string, number>();
+  /** per device, how many alerts in a row found the provider unavailable */
+  private readonly unavailableAlerts = new Map<string, number>();
   private readonly followUps = new Map<
     string,
     { at: number; timer: NodeJS.Timeout; limit: Limit | null }
@@ -220,7 +228,10 @@ export class PushDispatcher {
     limit: Limit | null = null,
   ): Promise<PublishAnswer> {
     const device = await findDevice(this.o.store.db, { id: deviceId });
-    if (!device || device.disabledAt) return GONE;
+    if (!device || device.disabledAt) {
+      this.unavailableAlerts.delete(deviceId);
+      return GONE;
+    }
     let answer: PublishAnswer | undefined;
     try {
       answer = await this.deliverTo(device, deadline, limit);
@@ -248,7 +259,11 @@ export class PushDispatcher {
       // came while muted is never alerted, and later writes get later seqs): the next publish
       // need not look at it again. A look limited to what was sent by some time cannot say so
       // of what was sent later.
-      if (!limit) await this.markAlerted(device, work.lastSeq);
+      if (!limit) {
+        await this.markAlerted(device, work.lastSeq);
+        // Read or taken back meanwhile: an alert still to retry is no longer due.
+        this.unavailableAlerts.delete(device.id);
+      }
       return OK;
     }
     if (this.backedOff(device, "alert", now, limit)) return OK;
@@ -648,6 +663,7 @@ export class PushDispatcher {
       return fcm.send({ token: device.token, data: fcmAlertData(notice, key) });
     };
     const result = await sendWithRetries(send);
+    if (result.ok || result.kind !== "unavailable") this.unavailableAlerts.delete(device.id);
     if (result.ok) {
       const now = this.clock();
       this.lastAlertAt.set(device.id, now);
@@ -738,8 +754,9 @@ export class PushDispatcher {
         log.warn({ reason: result.reason }, "provider unavailable after retries");
         this.outcome(device, kind, "failed");
         // Tried again while it still rings (its claim was released); an expired call is no
-        // work any more, so this ends by itself.
-        if (kind === "voip") this.followUp(device.id, now + (this.o.callRetryMs ?? 5000), limit);
+        // work any more, so this ends by itself. An alert is tried again, less and less often,
+        // until it is sent or nothing is due any more (read, taken back, device gone).
+        this.followUp(device.id, now + this.retryDelay(device, kind), limit);
         return {
           ok: false,
           type: "wait",
@@ -763,6 +780,15 @@ export class PushDispatcher {
     }
   }
 
+  /** How long after a push that found the provider unavailable to try the device again. */
+  private retryDelay(device: PushDevice, kind: PushKind): number {
+    if (kind === "voip") return this.o.callRetryMs ?? 5000;
+    const failures = (this.unavailableAlerts.get(device.id) ?? 0) + 1;
+    this.unavailableAlerts.set(device.id, failures);
+    const first = this.o.alertRetryMs ?? 5000;
+    return Math.min(MAX_ALERT_RETRY_MS, first * 2 ** Math.min(failures - 1, 20));
+  }
+
   private outcome(device: PushDevice, kind: PushKind, outcome: PushOutcome): void {
     this.o.onOutcome?.(device.platform, kind, outcome);
   }
@@ -774,6 +800,9 @@ export class PushDispatcher {
  */
 const MIN_THROTTLE_MS = 1000;
 const MAX_THROTTLE_MS = 3_600_000;
+
+/** The longest wait between two tries of an alert the provider was unavailable for. */
+const MAX_ALERT_RETRY_MS = 5 * 60_000;
 
 /** How long a device is watched for ingest to reach its publish. */
 const INGEST_WAIT_MS = 10 * 60_000;

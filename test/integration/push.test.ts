@@ -14,7 +14,15 @@ import { appendBatch } from "../../src/store/events.js";
 import { accounts } from "../../src/store/schema/accounts.js";
 import { pushDevices } from "../../src/store/schema/push-devices.js";
 import { expectContract } from "../helpers/contract.js";
-import { callSignal, copyOf, edit, nextTime, react, retract } from "../helpers/copies.js";
+import {
+  callSignal,
+  copyOf,
+  displayed,
+  edit,
+  nextTime,
+  react,
+  retract,
+} from "../helpers/copies.js";
 import { connectUser, createUser, type TestUser } from "../helpers/ejabberd.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
 import { ingestEnv, type RunningIngest, startIngest } from "../helpers/ingest.js";
@@ -909,6 +917,92 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
     } finally {
       apns.state.answer = () => undefined;
     }
+  });
+
+  it("alerts a device again by itself, less and less often, when APNs stayed unavailable", async () => {
+    const alertToken = hexToken();
+    const { carol, dave, device, keys } = await storeOnlyUser({
+      platform: "apns",
+      token: alertToken,
+    });
+    await writeStore(copyOf({ kind: "message", from: dave, to: carol, body: "are you up?" }));
+    // Down for the publish's own three tries and those of the first retry, up after; each try
+    // timed as the stand-in sees it.
+    const tries: number[] = [];
+    apns.state.answer = (hit) => {
+      if (hit.token !== alertToken) return undefined;
+      tries.push(Date.now());
+      return tries.length <= 6
+        ? { status: 503, body: { reason: "ServiceUnavailable" } }
+        : undefined;
+    };
+    try {
+      await withDispatcher(
+        async (dispatcher) => {
+          expect(await dispatcher.publish(device.node, device.secret)).toMatchObject({
+            ok: false,
+            type: "wait",
+          });
+          expect(tries).toHaveLength(3);
+          // No other publish comes: the dispatcher tries again by itself.
+          await waitFor(() => hitsFor(alertToken).length === 1, { what: "the alert, later" });
+        },
+        { alertRetryMs: 300 },
+      );
+    } finally {
+      apns.state.answer = () => undefined;
+    }
+    expect(alertsTo(alertToken, keys).map((n) => n.preview)).toEqual(["are you up?"]);
+    expect(tries).toHaveLength(7);
+    // The second retry waited twice as long as the first.
+    expect((tries[3] ?? 0) - (tries[2] ?? 0)).toBeGreaterThanOrEqual(300);
+    expect((tries[6] ?? 0) - (tries[5] ?? 0)).toBeGreaterThanOrEqual(600);
+    // The alert stands for the message: the next publish does not send it again.
+    await withDispatcher(async (dispatcher) => {
+      expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+    });
+    expect(hitsFor(alertToken)).toHaveLength(1);
+  });
+
+  it("stops trying an alert again once its message is read", async () => {
+    const alertToken = hexToken();
+    const { carol, dave, device } = await storeOnlyUser({ platform: "apns", token: alertToken });
+    await writeStore(
+      copyOf({ kind: "message", from: dave, to: carol, messageId: "m1", body: "still there?" }),
+    );
+    const tries = () => apns.requests.filter((r) => r.token === alertToken).length;
+    apns.state.answer = (hit) =>
+      hit.token === alertToken
+        ? { status: 503, body: { reason: "ServiceUnavailable" } }
+        : undefined;
+    const alerted = async () => {
+      const [row] = await h.store.db
+        .select({ alerted: pushDevices.alertedSeq, last: accounts.lastSeq })
+        .from(pushDevices)
+        .innerJoin(accounts, eq(accounts.id, pushDevices.accountId))
+        .where(eq(pushDevices.id, device.id));
+      return row !== undefined && row.alerted === row.last;
+    };
+    try {
+      await withDispatcher(
+        async (dispatcher) => {
+          expect(await dispatcher.publish(device.node, device.secret)).toMatchObject({
+            ok: false,
+            type: "wait",
+          });
+          await waitFor(() => tries() === 6, { what: "the first retry" });
+          // Read on another device before the next retry: that retry finds nothing due.
+          await writeStore(displayed(carol, dave, "m1"));
+          await waitFor(alerted, { what: "the retry that finds the message read" });
+          await new Promise((resolve) => setTimeout(resolve, 1500));
+        },
+        { alertRetryMs: 300 },
+      );
+    } finally {
+      apns.state.answer = () => undefined;
+    }
+    expect(tries()).toBe(6);
+    expect(hitsFor(alertToken)).toEqual([]);
   });
 
   it("retries a 5xx from APNs with back-off and delivers on the third try", async () => {
