@@ -1069,11 +1069,9 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
       });
     const listDevices = async (token: string) =>
       (
-        await expectContract<{ devices: (Device & { token: string })[] }>(
-          await h.get("/v1/push/devices", token),
-          "GET",
-          "/v1/push/devices",
-        )
+        await expectContract<{
+          devices: (Device & { token: string; voip_token: string | null })[];
+        }>(await h.get("/v1/push/devices", token), "GET", "/v1/push/devices")
       ).devices;
 
     it("re-registering a token updates the device: same id and node, a new secret, enabled again", async () => {
@@ -1121,6 +1119,15 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
         "encryption.auth",
       ],
       ["a token with spaces", { token: "ab cd" }, "token"],
+      ["an APNs token that is not hex", { token: "zz".repeat(32) }, "token"],
+      ["an APNs token of an odd number of hex digits", { token: hexToken().slice(1) }, "token"],
+      ["an APNs token longer than 100 bytes", { token: "ab".repeat(101) }, "token"],
+      ["a VoIP token that is not hex", { voip_token: "not-a-pushkit-token" }, "voip_token"],
+      [
+        "a VoIP token for FCM, which rings through its one token",
+        { platform: "fcm", token: `fcm:${hexToken()}`, voip_token: hexToken() },
+        "voip_token",
+      ],
       ["an unknown field", { colour: "red" }, "body"],
     ])("refuses %s with 400 naming the field", async (_, change, field) => {
       const token = await fresh();
@@ -1140,6 +1147,42 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
       expect(problem.code).toBe("validation_failed");
       expect(problem.detail.startsWith(`${field}:`) || problem.detail.includes(`${field}:`)).toBe(
         true,
+      );
+    });
+
+    it("takes APNs tokens in either case as one device, stored lower-case, and FCM without a VoIP token", async () => {
+      const token = await fresh();
+      const apnsToken = hexToken();
+      const voipToken = hexToken();
+      const upper = await register(token, {
+        platform: "apns",
+        token: apnsToken.toUpperCase(),
+        voip_token: voipToken.toUpperCase(),
+      });
+      expect((await listDevices(token)).map((d) => [d.id, d.token, d.voip_token])).toEqual([
+        [upper.device.id, apnsToken, voipToken],
+      ]);
+      const lower = await register(token, {
+        platform: "apns",
+        token: apnsToken,
+        voip_token: voipToken,
+      });
+      expect(lower.device.id).toBe(upper.device.id);
+      // A token as long as Apple may yet make them.
+      const longer = await register(token, { platform: "apns", token: "0A".repeat(100) });
+      const fcmToken = `fcm:${hexToken()}`;
+      const android = await register(token, {
+        platform: "fcm",
+        token: fcmToken,
+        voip_token: null,
+      });
+      const listed = await listDevices(token);
+      expect(new Set(listed.map((d) => JSON.stringify([d.id, d.token, d.voip_token])))).toEqual(
+        new Set([
+          JSON.stringify([android.device.id, fcmToken, null]),
+          JSON.stringify([longer.device.id, "0a".repeat(100), null]),
+          JSON.stringify([upper.device.id, apnsToken, voipToken]),
+        ]),
       );
     });
 

@@ -43,16 +43,25 @@ const ProviderToken = z
   .max(1024)
   .regex(/^[\x21-\x7e]+$/, "expected printable ASCII without spaces");
 
+/**
+ * APNs device and PushKit tokens are hex; Apple says not to count on 32 bytes, so any whole
+ * number of bytes up to 100 is taken.
+ */
+const APNS_TOKEN = /^(?:[0-9a-f]{2}){1,100}$/i;
+const NOT_APNS_TOKEN = "expected an APNs token: an even number of hex digits, at most 200";
+
 const DeviceRequest = z
   .strictObject({
     platform: z.enum(PUSH_PLATFORMS),
     token: ProviderToken.openapi({
-      description: "APNs device token (alert pushes) or FCM registration token",
+      description:
+        "APNs device token (alert pushes; an even number of hex digits, at most 200, stored lower-case) or FCM registration token",
       example: "5f0c…a81e",
     }),
-    voip_token: ProviderToken.nullable()
-      .optional()
-      .openapi({ description: "APNs PushKit token; without it an iPhone is not rung for calls" }),
+    voip_token: ProviderToken.nullable().optional().openapi({
+      description:
+        "APNs PushKit token (hex like `token`, stored lower-case); without it an iPhone is not rung for calls. Refused for FCM, which rings through `token`",
+    }),
     app_id: z
       .string()
       .min(1)
@@ -78,6 +87,25 @@ const DeviceRequest = z
         description:
           "RFC 8291 receiver key: alert payloads are encrypted to it (aes128gcm); the device keeps the private half",
       }),
+  })
+  .superRefine((d, ctx) => {
+    const voipToken = d.voip_token ?? null;
+    if (d.platform === "fcm") {
+      if (voipToken !== null) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["voip_token"],
+          message: "is for APNs only: FCM rings a device through its token",
+        });
+      }
+      return;
+    }
+    if (!APNS_TOKEN.test(d.token)) {
+      ctx.addIssue({ code: "custom", path: ["token"], message: NOT_APNS_TOKEN });
+    }
+    if (voipToken !== null && !APNS_TOKEN.test(voipToken)) {
+      ctx.addIssue({ code: "custom", path: ["voip_token"], message: NOT_APNS_TOKEN });
+    }
   })
   .openapi("PushDeviceRequest");
 
@@ -197,11 +225,13 @@ export function registerPushDevices(app: App): void {
     const { store, config, clock } = c.var.deps;
     const { accountId } = c.var.principal;
     const body = c.req.valid("json");
+    // Hex in either case is one APNs token: one device, and one spelling to match it by.
+    const apns = body.platform === "apns";
     const { device, secret } = await registerDevice(store.db, {
       accountId,
       platform: body.platform,
-      token: body.token,
-      voipToken: body.voip_token ?? null,
+      token: apns ? body.token.toLowerCase() : body.token,
+      voipToken: apns ? (body.voip_token?.toLowerCase() ?? null) : null,
       appId: body.app_id,
       environment: body.environment,
       p256dh: body.encryption.p256dh,
