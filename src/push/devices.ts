@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, desc, eq, isNull, lt, ne, sql } from "drizzle-orm";
 import type { Db } from "../store/db.js";
 import { accounts } from "../store/schema/accounts.js";
+import { pushDeliveries } from "../store/schema/push-deliveries.js";
 import {
   type PushEnvironment,
   type PushPlatform,
@@ -107,13 +108,20 @@ export function listDevices(db: Db, accountId: number): Promise<PushDevice[]> {
     .orderBy(desc(pushDevices.createdAt), desc(pushDevices.id));
 }
 
-/** Deletes one of the account's devices; false when the account has no such device. */
+/**
+ * Deletes one of the account's devices, and its record of the calls it was rung for; false when
+ * the account has no such device.
+ */
 export async function deleteDevice(db: Db, accountId: number, id: string): Promise<boolean> {
-  const deleted = await db
-    .delete(pushDevices)
-    .where(and(eq(pushDevices.accountId, accountId), eq(pushDevices.id, id)))
-    .returning({ id: pushDevices.id });
-  return deleted.length > 0;
+  return db.transaction(async (tx) => {
+    const deleted = await tx
+      .delete(pushDevices)
+      .where(and(eq(pushDevices.accountId, accountId), eq(pushDevices.id, id)))
+      .returning({ id: pushDevices.id });
+    if (deleted.length === 0) return false;
+    await tx.delete(pushDeliveries).where(eq(pushDeliveries.deviceId, id));
+    return true;
+  });
 }
 
 export async function findDevice(

@@ -12,6 +12,7 @@ import { type DispatcherOptions, PushDispatcher } from "../../src/push/dispatche
 import { createPushSenders, runPush } from "../../src/push/leader.js";
 import { appendBatch } from "../../src/store/events.js";
 import { accounts } from "../../src/store/schema/accounts.js";
+import { pushDeliveries } from "../../src/store/schema/push-deliveries.js";
 import { pushDevices } from "../../src/store/schema/push-devices.js";
 import { expectContract } from "../helpers/contract.js";
 import {
@@ -833,6 +834,27 @@ describe("push: ejabberd's mod_push → syncside's app server → APNs / FCM", (
       expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
     });
     expect(hitsFor(voipToken)).toHaveLength(1);
+  });
+
+  it("forgets which calls a device was rung for once it is deleted, and only its own", async () => {
+    const mine = await ringingDevice();
+    const other = await ringingDevice();
+    await withDispatcher(async (dispatcher) => {
+      for (const { device } of [mine, other]) {
+        expect(await dispatcher.publish(device.node, device.secret)).toEqual({ ok: true });
+      }
+    });
+    expect(hitsFor(mine.voipToken)).toHaveLength(1);
+    const claims = (deviceId: string) =>
+      h.store.db.$count(pushDeliveries, eq(pushDeliveries.deviceId, deviceId));
+    expect(await claims(mine.device.id)).toBe(1);
+
+    const res = await h.get(`/v1/push/devices/${mine.device.id}`, await h.token(mine.carol), {
+      method: "DELETE",
+    });
+    expect(res.status).toBe(204);
+    expect(await claims(mine.device.id)).toBe(0);
+    expect(await claims(other.device.id)).toBe(1);
   });
 
   it("rings a device again after a 410 that came before it registered again", async () => {
