@@ -103,6 +103,43 @@ describe("upgrading a PostgreSQL store", () => {
     }
   });
 
+  it("0011 lower-cases APNs tokens, keeping of two spellings of one token the one registered last", async () => {
+    const database = await createTestDatabase();
+    const client = postgres(database.url, { max: 1, onnotice: () => {} });
+    const folder = migrationsBefore("0011_apns_tokens_lower_case");
+    try {
+      await migrate(drizzle(client), { migrationsFolder: folder });
+      const device = (id: string, account: number, platform: string, token: string, at: string) =>
+        `('${id}', ${account}, '${platform}', '${token}', 'AB12', 'app', 'production', 'k', 'a',
+          'node-${id}', 'h', '${at}')`;
+      await client.unsafe(`
+        insert into push_devices (id, account_id, platform, token, voip_token, app_id,
+          environment, p256dh, auth, node, secret_hash, registered_at) values
+          ${device("old", 1, "apns", "ABCDEF", "2026-01-01T00:00:00Z")},
+          ${device("new", 1, "apns", "abcdef", "2026-02-01T00:00:00Z")},
+          ${device("other-account", 2, "apns", "ABCDEF", "2026-01-01T00:00:00Z")},
+          ${device("fcm", 1, "fcm", "Fcm:Token", "2026-01-01T00:00:00Z")};
+        insert into push_deliveries (device_id, call_id, account_id)
+          values ('old', 'c1', 1), ('new', 'c2', 1);
+      `);
+      await migratePostgresUrl(database.url);
+      const devices = await client<{ id: string; token: string; voip_token: string | null }[]>`
+        select id, token, voip_token from push_devices order by id`;
+      expect(devices.map((d) => [d.id, d.token, d.voip_token])).toEqual([
+        ["fcm", "Fcm:Token", "AB12"],
+        ["new", "abcdef", "ab12"],
+        ["other-account", "abcdef", "ab12"],
+      ]);
+      const deliveries = await client<{ device_id: string }[]>`
+        select device_id from push_deliveries order by device_id`;
+      expect(deliveries.map((d) => d.device_id)).toEqual(["new"]);
+    } finally {
+      await client.end();
+      rmSync(folder, { recursive: true, force: true });
+      await database.drop();
+    }
+  });
+
   it("0009 forgets migration targets too long to be a session id, then indexes the rest", async () => {
     const database = await createTestDatabase();
     const client = postgres(database.url, { max: 1, onnotice: () => {} });
