@@ -370,7 +370,7 @@ async function writeLane(
   // Erased first: the sides then go by the account's new erased_at, so those sent before the
   // removal are dropped and those sent after it (the JID registered again) are kept, wherever
   // they sit in the batch.
-  if (removals.length > 0) await eraseRemoved(tx, removals, sides, result);
+  if (removals.length > 0) await eraseRemoved(tx, removals, result);
   const writes = sides.length > 0 ? await writeSides(tx, sides, options, result) : [];
   if (checkpoint) writes.push(advanceCheckpoint(tx, checkpoint));
   const notify = [...new Set([...result.accountIds, ...result.erased.map((e) => e.accountId)])];
@@ -384,24 +384,20 @@ async function writeLane(
  * lock ingest writes under, with the removal's own time as erased_at: copies sent before it are
  * never stored again (a look-back reading them), copies sent after it are the new owner's. A
  * notice read again (live, then from the archive) finds erased_at at or past its time and
- * erases nothing, so the new owner's mirror is safe. An account ingest has never seen is
- * created only when this lane has copies for it, so that those sent before its removal are
- * dropped too.
+ * erases nothing, so the new owner's mirror is safe. An account ingest has never seen gets its
+ * row all the same, erased as of the removal: a copy sent before it may still come (written to
+ * the archive late, or from offline storage) and must be dropped then too.
  */
 async function eraseRemoved(
   tx: Tx,
   removals: AccountRemoval[],
-  sides: Side[],
   result: BatchResult,
 ): Promise<void> {
-  const withSides = new Set(sides.map((s) => s.account));
   for (const removal of [...removals].sort((a, b) => a.at.getTime() - b.at.getTime())) {
-    if (withSides.has(removal.jid)) {
-      await queryRows(
-        tx,
-        sql`insert into accounts (jid) values (${removal.jid}) on conflict do nothing`,
-      );
-    }
+    await queryRows(
+      tx,
+      sql`insert into accounts (jid) values (${removal.jid}) on conflict do nothing`,
+    );
     const [row] = await queryRows<{ id: string | number; current: boolean }>(
       tx,
       sql`select id, coalesce(erased_at >= ${removal.at.toISOString()}::timestamptz, false)

@@ -72,4 +72,25 @@ describe("ingest of an account removal, in order with the copies around it", () 
     expect(stats.rejects.get("bad_jid")).toBe(1);
     pipeline.close();
   });
+
+  it("remembers the removal of an account it never stored, for copies that come later", async () => {
+    const carol = "carol-never-seen@example.org";
+    const bob = "bob-writes@example.org";
+    const ingest = pipelineFor(t.store, { lanes: 2 });
+    const push = (copies: ReturnType<typeof removal>[]) =>
+      ingest.push(copies.map((c) => ({ copy: c, archiveId: null })));
+    const sentBefore = nextTime();
+    // The notice comes first: the copy was written to the archive late, or came from offline
+    // storage at the observer's next login.
+    await push([removal(carol, nextTime())]);
+    await push([
+      wireCopy({ from: bob, to: carol, id: "late", body: "late", stamp: sentBefore.toISOString() }),
+    ]);
+    expect(await bodiesOf(carol)).toEqual([]);
+    await push([
+      wireCopy({ from: bob, to: carol, id: "new", body: "new", stamp: nextTime().toISOString() }),
+    ]);
+    expect(await bodiesOf(carol)).toEqual(["new"]);
+    ingest.close();
+  });
 });
