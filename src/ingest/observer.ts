@@ -172,6 +172,8 @@ export class Observer {
         // backend still starting) leaves the stream open: start() only begins from offline,
         // and ejabberd closes an unauthenticated stream only after its own timeout.
         if (xmpp.status !== "offline") await xmpp.stop().catch(() => {});
+        // stop() may have come meanwhile: a session started now would be nobody's.
+        this.stopping.signal.throwIfAborted();
         return xmpp.start();
       },
       {

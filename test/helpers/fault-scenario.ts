@@ -179,7 +179,7 @@ export async function runFaultScenario(o: FaultScenarioOptions): Promise<FaultRe
 
     const base = process.env.FAULT_EJABBERD_PORT_BASE
       ? Number(process.env.FAULT_EJABBERD_PORT_BASE)
-      : await freeInstanceBase(26200, 30200);
+      : await freeInstanceBase(26200, 28200);
     const ejabberd = faultInstance(join(work, "ejabberd"), base);
     const stopEjabberd = () => ejabberdScript(o.root, ejabberd, "stop").then(() => {});
     await dropDatabase(new URL(ejabberd.sql).pathname.slice(1));
