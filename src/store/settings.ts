@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { and, eq, gt, isNull } from "drizzle-orm";
 import type { Db } from "./db.js";
 import {
   loadConversations,
@@ -11,6 +12,7 @@ import {
   saveConversations,
 } from "./events.js";
 import { events } from "./schema/events.js";
+import { tokens } from "./schema/tokens.js";
 import { type ConversationRow, findMessage } from "./sync.js";
 
 /** What a user may change about a conversation; absent fields stay as they are. */
@@ -30,12 +32,37 @@ export interface SettingsChange {
  */
 export async function appendSettings(
   db: Db,
-  input: { accountJid: string; peer: string; change: SettingsChange; now: Date },
-): Promise<ConversationRow> {
+  input: {
+    accountJid: string;
+    peer: string;
+    change: SettingsChange;
+    now: Date;
+    /**
+     * The token the request came with, checked again under the row lock: a request that waited
+     * there on an erase of the account (its removal from ejabberd, the admin route) must not
+     * write into the mirror a new owner of the JID starts. Null then, and nothing written.
+     */
+    tokenId?: string;
+  },
+): Promise<ConversationRow | null> {
   return db.transaction(async (tx) => {
     const locked = await lockAccounts(tx, [input.accountJid]);
     const account = locked.get(input.accountJid);
     if (!account) throw new Error(`account ${input.accountJid} was not locked`);
+    if (input.tokenId !== undefined) {
+      const [live] = await tx
+        .select({ id: tokens.id })
+        .from(tokens)
+        .where(
+          and(
+            eq(tokens.id, input.tokenId),
+            eq(tokens.accountId, account.id),
+            isNull(tokens.revokedAt),
+            gt(tokens.expiresAt, input.now),
+          ),
+        );
+      if (!live) return null;
+    }
     const convs = await loadConversations(tx, [{ accountId: account.id, peer: input.peer }]);
     const conv = convs.get(`${account.id} ${input.peer}`);
     if (!conv) throw new Error(`conversation ${account.id} ${input.peer} was not loaded`);

@@ -1,6 +1,11 @@
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hashToken } from "../../src/api/auth.js";
 import type { ParsedCopy } from "../../src/ingest/parse.js";
 import { appendBatch, type WriteOptions } from "../../src/store/events.js";
+import { conversations } from "../../src/store/schema/conversations.js";
+import { tokens } from "../../src/store/schema/tokens.js";
+import { appendSettings } from "../../src/store/settings.js";
 import { expectContract } from "../helpers/contract.js";
 import { displayed, edit, msg, react } from "../helpers/copies.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
@@ -420,6 +425,28 @@ describe("/v1/conversations", () => {
           archived: true,
         }),
       ).toMatchObject({ version: 4, muted_until: null, archived: true, pinned: true });
+    });
+
+    it("writes nothing for a token that went away while the change waited on the account", async () => {
+      // As when the account is erased (removed from ejabberd) between the token check and the
+      // write: the JID's next owner must not find the change in its mirror.
+      const { alice, bob } = people();
+      await write(msg(bob, alice, "m1", "hi"));
+      const token = await h.token(alice);
+      const [row] = await h.store.db
+        .select({ id: tokens.id })
+        .from(tokens)
+        .where(eq(tokens.hash, hashToken(token)));
+      if (!row) throw new Error("no token row");
+      const change = { accountJid: alice, peer: bob, change: { pinned: true }, now: new Date() };
+      expect(await appendSettings(h.store.db, { ...change, tokenId: row.id })).not.toBeNull();
+      await h.store.db.delete(tokens).where(eq(tokens.id, row.id));
+      expect(await appendSettings(h.store.db, { ...change, tokenId: row.id })).toBeNull();
+      const [conv] = await h.store.db
+        .select({ version: conversations.version })
+        .from(conversations)
+        .where(eq(conversations.peerJid, bob));
+      expect(conv?.version).toBe(2);
     });
 
     it("creates the conversation for a contact without one yet", async () => {

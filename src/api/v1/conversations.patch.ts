@@ -89,7 +89,13 @@ export function registerConversationsPatch(app: App): void {
       peer,
       change,
       now: clock(),
+      tokenId: c.var.principal.tokenId,
     });
+    if (!conversation) {
+      throw new AppError("unauthorized", "the token is unknown, expired or revoked", {
+        headers: { "www-authenticate": 'Bearer realm="syncside", error="invalid_token"' },
+      });
+    }
     c.var.logger.info(
       { accountId, version: conversation.version },
       "conversation settings changed",
