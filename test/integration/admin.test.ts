@@ -15,7 +15,7 @@ import { pushDevices } from "../../src/store/schema/push-devices.js";
 import { expectContract } from "../helpers/contract.js";
 import { callSignal, msg } from "../helpers/copies.js";
 import { createHarness, type Harness } from "../helpers/harness.js";
-import { mirrorRows } from "../helpers/mirror.js";
+import { EMPTY_MIRROR, mirrorRows } from "../helpers/mirror.js";
 import { waitFor } from "../helpers/wait.js";
 
 const at = (copy: ParsedCopy) => copy.sentAt.toISOString();
@@ -510,15 +510,7 @@ describe("admin API", () => {
       expect(res.status).toBe(204);
       await expectContract(res, "DELETE", `/v1/admin/accounts/${alice}`);
 
-      expect(await rowsOf(aliceId)).toEqual({
-        events: 0,
-        conversations: 0,
-        messages: 0,
-        calls: 0,
-        tokens: 0,
-        pushDevices: 0,
-        pushDeliveries: 0,
-      });
+      expect(await rowsOf(aliceId)).toEqual(EMPTY_MIRROR);
       expect(await call("GET", "/v1/conversations", own, 401)).toEqual(
         problem("unauthorized", 401),
       );
