@@ -186,14 +186,7 @@ function readCopy(copy: Element): ParsedCopy {
     throw new Rejection("not_a_copy", "no forwarded <message>");
   }
   const origin = readOrigin(copy);
-  const copyId = attr(copy, "id");
-  if (copyId === null) {
-    throw new Rejection("missing_id", "copy has no id");
-  }
-  // The module's ids are short; a longer one could not be a key of the store (MAX_ID_BYTES).
-  if (usableId(copyId) === null) {
-    throw new Rejection("oversized", `copy id over ${MAX_ID_BYTES} bytes`);
-  }
+  const copyId = readCopyId(copy, "copy");
   const sentAt = readStamp(forwarded.getChild("delay", NS.delay));
   const raw = original.toString();
   const size = Buffer.byteLength(raw, "utf8");
@@ -212,6 +205,17 @@ function readCopy(copy: Element): ParsedCopy {
   };
 }
 
+/** The id the module gave a copy or notice: the key it is deduplicated by. */
+function readCopyId(copy: Element, what: string): string {
+  const id = attr(copy, "id");
+  if (id === null) throw new Rejection("missing_id", `${what} has no id`);
+  // The module's ids are short; a longer one could not be a key of the store (MAX_ID_BYTES).
+  if (usableId(id) === null) {
+    throw new Rejection("oversized", `${what} id over ${MAX_ID_BYTES} bytes`);
+  }
+  return id;
+}
+
 /**
  * The module's notice that ejabberd removed an account (see mod_syncside's remove_user):
  *
@@ -226,13 +230,7 @@ function readRemoval(copy: Element, removed: Element): ParsedCopy {
     throw new Rejection("not_a_copy", "a removal notice carries no forwarded message");
   }
   const origin = readOrigin(copy);
-  const copyId = attr(copy, "id");
-  if (copyId === null) {
-    throw new Rejection("missing_id", "removal notice has no id");
-  }
-  if (usableId(copyId) === null) {
-    throw new Rejection("oversized", `notice id over ${MAX_ID_BYTES} bytes`);
-  }
+  const copyId = readCopyId(copy, "removal notice");
   const jid = attr(removed, "jid");
   const address = jid === null ? null : tryAddress(jid);
   if (address === null || address.local === "" || address.resource !== null) {
